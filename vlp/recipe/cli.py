@@ -1,0 +1,24 @@
+"""`vlp recipe show RECIPE [--set KEY=VALUE ...]`: print the fully resolved recipe."""
+from __future__ import annotations
+
+from vlp.recipe.loader import dump_recipe, load_recipe
+
+
+def add_recipe_arguments(parser) -> None:
+    """The recipe path and `--set` overrides, shared by every subcommand that reads a recipe."""
+    parser.add_argument("recipe", help="recipe YAML file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe field by dotted key, e.g. --set optim.lr=1e-3 (repeatable)")
+
+
+def register(subparsers) -> None:
+    recipe = subparsers.add_parser("recipe", help="inspect recipe files")
+    actions = recipe.add_subparsers(dest="action", metavar="ACTION", required=True)
+    show = actions.add_parser("show", help="print the resolved recipe (bases merged, overrides applied, checked)")
+    add_recipe_arguments(show)
+    show.set_defaults(func=_show)
+
+
+def _show(args) -> int:
+    print(dump_recipe(load_recipe(args.recipe, args.overrides)), end="")
+    return 0

@@ -17,15 +17,15 @@ model:
 """
 
 
-def write(tmp_path, name, text):
+def write(tmp_path, name, text, prefix=""):
     path = tmp_path / name
-    path.write_text(textwrap.dedent(text))
+    path.write_text(prefix + textwrap.dedent(text))
     return path
 
 
 @pytest.fixture
 def base(tmp_path):
-    return write(tmp_path, "base.yaml", TINY_MODEL + """
+    return write(tmp_path, "base.yaml", prefix=TINY_MODEL, text="""
         data: {train: "shards/{000..003}.tar", workers: 0}
         optim: {lr: 1.0e-3}
         train: {duration: 100 steps, batch_size: 64}

@@ -47,10 +47,17 @@ def get_regularizer(name: str) -> Callable:
     return _REGULARIZERS[name]
 
 
+def recipe_parameters(name: str) -> list[str]:
+    """Parameters a recipe may set in `objective.params` (execution options such as tiled/gather are separate keys)."""
+    signature = inspect.signature(get(name))
+    return [p.name for p in signature.parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "self"]
+
+
 def check_params(name: str, params: dict) -> None:
     """Raise ValueError naming the first parameter `name`'s constructor does not accept."""
-    signature = inspect.signature(get(name))
-    accepted = [p for p in signature.parameters if p != "self"]
+    accepted = recipe_parameters(name)
     for key in params:
         if key not in accepted:
-            raise ValueError(f"objective {name!r} has no parameter {key!r}; accepted: {', '.join(accepted) or 'none'}")
+            hint = f" (set objective.{key}, not objective.params.{key})" if key in ("tiled", "tile_size", "gather") else ""
+            raise ValueError(f"objective {name!r} has no parameter {key!r}{hint}; "
+                             f"accepted: {', '.join(accepted) or 'none'}")

@@ -4,9 +4,12 @@ from __future__ import annotations
 from vlp.recipe.loader import dump_recipe, load_recipe
 
 
-def add_recipe_arguments(parser) -> None:
-    """The recipe path and `--set` overrides, shared by every subcommand that reads a recipe."""
-    parser.add_argument("recipe", help="recipe YAML file")
+def add_recipe_arguments(parser, default: str | None = None) -> None:
+    """The recipe path (optional when `default` is given) and `--set` overrides, for every command reading a recipe."""
+    if default is None:
+        parser.add_argument("recipe", help="recipe YAML file")
+    else:
+        parser.add_argument("recipe", nargs="?", default=default, help=f"recipe YAML file (default: {default})")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe field by dotted key, e.g. --set optim.lr=1e-3 (repeatable)")
 

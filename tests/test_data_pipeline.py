@@ -1,0 +1,150 @@
+"""vlp.data: exact counts, determinism, exact resume, node/worker splitting, mixing weights."""
+from __future__ import annotations
+
+import io
+from collections import Counter
+
+import pytest
+import torch
+import torchvision.transforms as T
+from PIL import Image
+
+from data_tools.writer import ShardWriter
+from vlp.data import DataError, build_train_data
+from vlp.recipe.schema import DataConfig, SourceConfig
+
+
+def png(i: int, size: int = 12) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), (i % 256, i // 256, 7)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_shards(folder, n: int, per_shard: int, start: int = 0, **extra) -> str:
+    """Samples captioned "sample <id>", so the id tokenizer below recovers which sample landed where."""
+    with ShardWriter(folder, per_shard) as writer:
+        for i in range(start, start + n):
+            writer.write(f"s{i:05d}", {"png": png(i), "txt": f"sample {i}", **{k: f(i) for k, f in extra.items()}})
+    return writer.spec
+
+
+def id_tokenizer(texts: list[str]) -> torch.Tensor:
+    return torch.tensor([[int(t.split()[-1])] for t in texts])
+
+
+TRANSFORM = T.Compose([T.RandomResizedCrop(8, scale=(0.3, 1.0)), T.ToTensor()])
+
+
+def load(cfg: DataConfig, batch: int = 5, rank: int = 0, world: int = 1, seed: int = 0):
+    return build_train_data(cfg, TRANSFORM, id_tokenizer, local_batch_size=batch, seed=seed, rank=rank,
+                            world_size=world)
+
+
+def ids(batches) -> list[list[int]]:
+    return [b["text"][:, 0].tolist() for b in batches]
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory) -> str:
+    return write_shards(tmp_path_factory.mktemp("shards"), 80, 10)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_epoch_is_complete_and_disjoint_over_ranks_and_workers(spec, workers):
+    cfg = DataConfig(train=spec, workers=workers, shuffle_buffer=16)
+    per_rank = [ids(load(cfg, rank=r, world=2).batches(0)) for r in range(2)]
+    assert [len(b) for b in per_rank] == [8, 8]
+    seen = [i for rank in per_rank for batch in rank for i in batch]
+    assert sorted(seen) == list(range(80))
+    assert load(cfg, rank=0, world=2).samples_per_epoch == 80
+
+
+def test_same_seed_epoch_same_batches_other_epoch_differs(spec):
+    cfg = DataConfig(train=spec, workers=2, shuffle_buffer=16)
+    first = list(load(cfg).batches(0))
+    again = list(load(cfg).batches(0))
+    assert all(torch.equal(a["image"], b["image"]) and torch.equal(a["text"], b["text"]) for a, b in zip(first, again))
+    assert ids(load(cfg).batches(1)) != ids(first)
+    assert ids(load(cfg, seed=1).batches(0)) != ids(first)
+
+
+@pytest.mark.parametrize("workers,skip", [(0, 3), (2, 3), (2, 6), (2, 7)])
+def test_skip_reproduces_the_tail_exactly(spec, workers, skip):
+    cfg = DataConfig(train=spec, workers=workers, shuffle_buffer=16)
+    full = list(load(cfg, batch=4).batches(2))
+    tail = list(load(cfg, batch=4).batches(2, skip=skip))
+    assert len(tail) == len(full) - skip
+    for a, b in zip(full[skip:], tail):
+        assert torch.equal(a["text"], b["text"]) and torch.equal(a["image"], b["image"])
+        assert a["bad_samples"] == b["bad_samples"]
+
+
+def test_augmentation_does_not_touch_caller_rng(spec):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    list(load(DataConfig(train=spec, workers=0)).batches(0))
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_fewer_shards_than_readers_splits_inside_shards(tmp_path):
+    one = write_shards(tmp_path, 24, 24)
+    cfg = DataConfig(train=one, workers=2, shuffle_buffer=0)
+    seen = [i for r in range(2) for b in ids(load(cfg, batch=3, rank=r, world=2).batches(0)) for i in b]
+    assert sorted(seen) == list(range(24))
+
+
+def test_uneven_shards_give_every_rank_the_same_batch_count(tmp_path):
+    write_shards(tmp_path / "a", 30, 30)
+    write_shards(tmp_path / "b", 7, 7, start=100)
+    cfg = DataConfig(train=f"{tmp_path}/a/00000.tar::{tmp_path}/b/00000.tar", workers=0)
+    counts = [len(list(load(cfg, batch=4, rank=r, world=2).batches(0))) for r in range(2)]
+    assert counts == [37 // 8, 37 // 8]
+
+
+def test_resampled_mixing_follows_weights(tmp_path):
+    a = write_shards(tmp_path / "a", 40, 10)
+    b = write_shards(tmp_path / "b", 40, 10, start=1000)
+    cfg = DataConfig(sources=[SourceConfig(shards=a, weight=3.0), SourceConfig(shards=b, weight=1.0)],
+                     resampled=True, num_samples=4000, workers=0, shuffle_buffer=50)
+    seen = [i for batch in ids(load(cfg, batch=50).batches(0)) for i in batch]
+    share_a = sum(i < 1000 for i in seen) / len(seen)
+    assert len(seen) == 4000
+    assert abs(share_a - 0.75) < 4 * (0.75 * 0.25 / 4000) ** 0.5 + 0.01
+    weighted = DataConfig(train=f"{a}::{b}", train_weights="1::1", resampled=True, num_samples=2000, workers=0)
+    even = [i for batch in ids(load(weighted, batch=50).batches(0)) for i in batch]
+    assert abs(sum(i < 1000 for i in even) / len(even) - 0.5) < 0.06
+
+
+def test_weights_without_resampling_are_rejected(spec):
+    with pytest.raises(DataError, match="resampled"):
+        load(DataConfig(train=f"{spec}::{spec}", train_weights="1::2"))
+
+
+def test_unknown_epoch_size_is_a_clear_error(tmp_path):
+    spec = write_shards(tmp_path, 10, 10)
+    (tmp_path / "sizes.json").unlink()
+    with pytest.raises(DataError, match="num_samples"):
+        load(DataConfig(train=spec))
+    assert load(DataConfig(train=spec, num_samples=10, workers=0)).samples_per_epoch == 10
+
+
+def test_extra_captions_and_negatives(tmp_path):
+    spec = write_shards(tmp_path, 20, 10, **{"alt.txt": lambda i: f"alt {i + 500}",
+                                             "neg.txt": lambda i: f"neg {i + 900}\nneg {i + 1900}"})
+    cfg = DataConfig(train=spec, workers=0, extra_caption_keys=["alt.txt"], negative_key="neg.txt", num_negatives=2)
+    batches = list(load(cfg, batch=4).batches(0))
+    texts = Counter(i >= 500 for b in ids(batches) for i in b)
+    assert texts[True] > 0 and texts[False] > 0
+    for b in batches:
+        assert b["negative_text"].shape == (4, 2, 1)
+        own = b["text"][:, 0] % 500
+        assert set((b["negative_text"][:, :, 0] % 1000 % 900).tolist()[0]) <= set(range(20))
+        assert torch.equal(b["negative_text"][:, :, 0].sort(dim=1).values % 1000, torch.stack([own + 900, own + 900],
+                                                                                               1) % 1000)
+
+
+def test_json_caption_field(tmp_path):
+    spec = write_shards(tmp_path, 10, 10, json=lambda i: f'{{"caption": "json {i + 50}"}}')
+    cfg = DataConfig(train=spec, workers=0, caption_key="json", caption_field="caption")
+    assert sorted(i for b in ids(load(cfg, batch=2).batches(0)) for i in b) == list(range(50, 60))

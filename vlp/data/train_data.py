@@ -1,0 +1,85 @@
+"""`build_train_data`: the trainer-facing object (epoch size, deterministic resumable batches, bad-sample totals)."""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Callable, Iterator, Optional
+
+import torch
+from torch.utils.data import DataLoader
+
+from vlp.data.decode import SampleKeys
+from vlp.data.pipeline import Plan, WorkerDataset
+from vlp.data.sources import DataError, Source, load_sources
+from vlp.recipe.schema import DataConfig
+
+
+def sample_keys(cfg: DataConfig, source: Source) -> SampleKeys:
+    common = dict(extra_captions=tuple(cfg.extra_caption_keys), negative=cfg.negative_key,
+                  num_negatives=cfg.num_negatives, max_image_pixels=cfg.max_image_pixels)
+    if source.config.type == "hf":
+        return SampleKeys(image=(source.config.image_column,), caption=source.config.caption_column, **common)
+    return SampleKeys(image=tuple(cfg.image_key.split(";")), caption=cfg.caption_key,
+                      caption_field=cfg.caption_field, **common)
+
+
+def _epoch_size(cfg: DataConfig, sources: list[Source]) -> Optional[int]:
+    if cfg.num_samples is not None:
+        return cfg.num_samples
+    sizes = [s.num_samples for s in sources]
+    return None if None in sizes else sum(sizes)
+
+
+def _check(cfg: DataConfig, sources: list[Source], size: Optional[int]) -> None:
+    if cfg.workers < 0:
+        raise DataError(f"data.workers must be >= 0, got {cfg.workers}")
+    if cfg.resampled:
+        return
+    if len({s.weight for s in sources}) > 1:
+        raise DataError("source weights need `data.resampled: true` (an epoch reads every source exactly once)")
+    if size is None:
+        names = ", ".join(s.name for s in sources)
+        raise DataError(f"epoch size unknown for {names}: add sizes.json next to the shards (data_tools writes it) "
+                        "or set data.num_samples")
+
+
+class TrainData:
+    """Batches for one rank. `samples_per_epoch` is global and already rounded down to whole global batches."""
+
+    def __init__(self, plan: Plan, transform: Callable, tokenizer: Callable, loader_workers: int):
+        self._dataset = WorkerDataset(plan, transform, tokenizer)
+        self._loader_workers = loader_workers
+        self.batches_per_epoch: Optional[int] = plan.batches_per_rank  # per rank
+        self.samples_per_epoch: Optional[int] = (None if plan.batches_per_rank is None
+                                                 else plan.batches_per_rank * plan.batch_size * plan.world_size)
+        self.bad_sample_totals: Counter = Counter()  # over every batch yielded so far (skipped batches excluded)
+
+    def batches(self, epoch: int, skip: int = 0) -> Iterator[dict]:
+        """This rank's batches of `epoch`, from batch `skip` on (exactly those `batches(epoch)` yields after `skip`)."""
+        if skip < 0:
+            raise ValueError(f"skip must be >= 0, got {skip}")
+        loader = DataLoader(self._dataset.with_epoch(epoch, skip), batch_size=None,
+                            num_workers=self._loader_workers, persistent_workers=False,
+                            prefetch_factor=4 if self._loader_workers else None,
+                            generator=torch.Generator().manual_seed(0))  # not the caller's global RNG
+        for batch in loader:
+            self.bad_sample_totals.update(batch["bad_samples"])
+            yield batch
+
+
+def build_train_data(data_cfg: DataConfig, transform: Callable, tokenizer: Callable, *, local_batch_size: int,
+                     seed: int, rank: int, world_size: int) -> TrainData:
+    """Training batches for `rank` of `world_size`: see `TrainData`. Raises DataError for unusable configuration."""
+    if local_batch_size < 1:
+        raise DataError(f"local batch size must be >= 1, got {local_batch_size}")
+    sources = load_sources(data_cfg)
+    size = _epoch_size(data_cfg, sources)
+    _check(data_cfg, sources, size)
+    batches = None if size is None else size // (local_batch_size * world_size)
+    if batches == 0:
+        raise DataError(f"epoch of {size} samples is smaller than one global batch "
+                        f"({local_batch_size} x {world_size} processes)")
+    plan = Plan(sources=tuple(sources), keys=tuple(sample_keys(data_cfg, s) for s in sources),
+                resampled=data_cfg.resampled, shuffle_buffer=data_cfg.shuffle_buffer, seed=seed, rank=rank,
+                world_size=world_size, workers=max(1, data_cfg.workers), batch_size=local_batch_size,
+                batches_per_rank=batches)
+    return TrainData(plan, transform, tokenizer, data_cfg.workers)

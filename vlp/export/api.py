@@ -1,0 +1,60 @@
+"""`export`: run dir / checkpoint / exported folder → open_clip folder (+ transformers files) + model card (+ push)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Optional, Sequence
+
+from vlp.export.card import model_card
+from vlp.export.formats import convert_transformers, transformers_kind, write_open_clip, write_transformers
+from vlp.export.layers import NotExportable
+
+FORMATS = ("open_clip", "transformers")
+
+
+def export(source, out_dir, formats: Optional[Sequence[str]] = None, overwrite: bool = False,
+           license: str = "apache-2.0", push_to_hub: Optional[str] = None, private: bool = True,
+           revision: Optional[str] = None, log=print) -> dict:
+    """Write the export; open_clip is always written, transformers when asked or (`formats=None`) when expressible.
+
+    Returns {"out_dir", "formats" (written), "skipped" (format → reason), "commit_url" (when pushed)}.
+    Raises NotExportable when transformers is asked for explicitly and cannot express the model.
+    """
+    from vlp.models import load_pretrained
+
+    out_dir = Path(out_dir)
+    wanted = set(formats) if formats is not None else set(FORMATS)
+    if not wanted <= set(FORMATS):
+        raise ValueError(f"formats must be among {FORMATS}, got {sorted(wanted)}")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
+        raise FileExistsError(f"{out_dir} exists and is not empty; pass --overwrite (overwrite=True) to replace it")
+    model, _, tokenizer, info = load_pretrained(source)
+    converted, skipped = None, {}
+    if "transformers" in wanted:
+        try:
+            converted = convert_transformers(model, tokenizer)
+        except NotExportable as e:
+            if formats is not None:
+                raise
+            skipped["transformers"] = str(e)
+            log(f"transformers format skipped: {e}")
+    written = ["open_clip"] + (["transformers"] if converted else [])
+    staging = out_dir.parent / f".{out_dir.name}.exporting"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    write_open_clip(model, tokenizer, staging)
+    if converted:
+        write_transformers(converted, model, staging)
+    card = model_card(info, license, push_to_hub, written, transformers_kind(model))
+    (staging / "README.md").write_text(card)
+    if out_dir.exists():
+        shutil.rmtree(out_dir) if out_dir.is_dir() else out_dir.unlink()
+    staging.rename(out_dir)
+    log(f"exported {', '.join(written)} to {out_dir}")
+    result = {"out_dir": str(out_dir), "formats": written, "skipped": skipped}
+    if push_to_hub:
+        from vlp.export.push import push_folder
+
+        result["commit_url"] = push_folder(out_dir, push_to_hub, private, revision)
+        log(f"pushed to {push_to_hub}: {result['commit_url']}")
+    return result

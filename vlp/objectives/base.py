@@ -1,0 +1,86 @@
+"""The objective interface: input checks, execution options, and the cross-rank reporting every objective shares."""
+from __future__ import annotations
+
+import math
+from typing import Optional, Union
+
+import torch
+from torch import nn
+
+from vlp.objectives.distributed import average_terms
+
+Scalar = Union[torch.Tensor, float]
+
+GATHER_MODES = ("global", "local_loss", "ring")
+
+
+class Objective(nn.Module):
+    """Base of all objectives.
+
+    Subclasses implement `compute(x, y, t, b, **extras) -> dict` returning this rank's terms, where "loss" follows the
+    convention of `vlp.objectives.distributed` (mean over ranks = global loss).  `forward` checks inputs and reports
+    every term as its global value.
+    """
+
+    init_logit_scale: Optional[float] = math.log(1 / 0.07)  # log t at init
+    init_logit_bias: Optional[float] = None
+    tiled_form = False  # has a memory-efficient (no B×B) implementation
+    gather_modes: tuple[str, ...] = ("global", "local_loss")
+    extras: tuple[str, ...] = ()  # keyword inputs beyond features/scale/bias it understands
+
+    def __init__(self, *, gather: str = "global", tiled: bool = False, tile_size: int = 1024):
+        super().__init__()
+        name = type(self).__name__
+        if gather not in GATHER_MODES:
+            raise ValueError(f"gather must be one of {', '.join(GATHER_MODES)}, got {gather!r}")
+        if gather not in self.gather_modes:
+            raise ValueError(f"{name} supports gather {', '.join(self.gather_modes)}, not {gather!r}")
+        if tiled and not self.tiled_form:
+            raise ValueError(f"{name} has no tiled form (tiled exists for softmax and sigmoid)")
+        if not isinstance(tile_size, int) or tile_size < 1:
+            raise ValueError(f"tile_size must be a positive integer, got {tile_size!r}")
+        self.gather, self.tiled, self.tile_size = gather, tiled, tile_size
+
+    def forward(self, image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: Scalar,
+                logit_bias: Optional[Scalar] = None, **extras) -> dict[str, torch.Tensor]:
+        check_features(image_features, text_features)
+        given = {k: v for k, v in extras.items() if v is not None}
+        unknown = sorted(set(given) - set(self.extras))
+        if unknown:
+            raise ValueError(f"{type(self).__name__} does not use {', '.join(unknown)}"
+                             + (" (hard-negative captions need objective 'hard_negative')"
+                                if "negative_text_features" in unknown else ""))
+        t = as_scalar(logit_scale, image_features, "logit_scale")
+        b = None if logit_bias is None else as_scalar(logit_bias, image_features, "logit_bias")
+        return average_terms(self.compute(image_features, text_features, t, b, **given))
+
+    def compute(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, b: Optional[torch.Tensor],
+                **extras) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
+def check_features(x: torch.Tensor, y: torch.Tensor) -> None:
+    if x.dim() != 2 or y.dim() != 2:
+        raise ValueError(f"features must be (batch, dim) matrices, got image {tuple(x.shape)} and text {tuple(y.shape)}")
+    if x.shape != y.shape:
+        raise ValueError(f"image and text features must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    if x.shape[0] < 1:
+        raise ValueError("empty batch")
+
+
+def as_scalar(value: Scalar, like: torch.Tensor, name: str) -> torch.Tensor:
+    value = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    if value.numel() != 1:
+        raise ValueError(f"{name} must be a scalar, got shape {tuple(value.shape)}")
+    return value.reshape(())
+
+
+def logit_means(x: torch.Tensor, y_positive: torch.Tensor, y_total: torch.Tensor, columns: int,
+                t: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Mean positive and negative logit t·s of rows `x` (positive partner `y_positive`) against `columns` columns
+    summing to `y_total`; O(BD), no B×B matrix."""
+    with torch.no_grad():
+        positive = torch.einsum("id,id->i", x, y_positive)
+        negative_sum = x.sum(0) @ y_total - positive.sum()
+        return {"positive_logit_mean": t * positive.mean(),
+                "negative_logit_mean": t * negative_sum / max(x.shape[0] * (columns - 1), 1)}

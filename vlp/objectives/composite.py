@@ -1,0 +1,76 @@
+"""A base objective plus weighted regularizers, and the named presets built that way."""
+from __future__ import annotations
+
+import inspect
+from typing import Optional, Sequence
+
+import torch
+
+from vlp.objectives.base import Objective
+from vlp.objectives.distributed import gather_with_grad
+from vlp.objectives.registry import get, get_regularizer, register
+
+FEATURE_MODES = ("local", "global")
+
+# preset name -> (base objective or None for regularizers alone, regularizers at weight 1)
+PRESETS: dict[str, tuple[Optional[str], tuple[str, ...]]] = {
+    "clip_cua": ("softmax", ("align", "uniform")),  # Fahim et al. 2024
+    "clip_cuaxu": ("softmax", ("align", "uniform", "cross_uniform")),  # Fahim et al. 2024
+    "uniformity": (None, ("align", "uniform")),  # Wang & Isola 2020: align + uniform, no contrastive term
+}
+
+
+class Composite(Objective):
+    """loss = base loss + Σ_k weight_k · regularizer_k(features).
+
+    `features="global"` feeds the regularizers the all-gathered batch (every rank computes the same value, equal to
+    one process on the global batch); "local" feeds this rank's features (the loss is then the mean over ranks of the
+    per-shard regularizers).
+    """
+
+    def __init__(self, base: Optional[Objective], regularizers: Sequence[tuple[str, float]],
+                 features: str = "global"):
+        super().__init__()
+        if features not in FEATURE_MODES:
+            raise ValueError(f"regularizer features must be one of {', '.join(FEATURE_MODES)}, got {features!r}")
+        if base is None and not regularizers:
+            raise ValueError("a composite objective needs a base objective or at least one regularizer")
+        self.base, self.features = base, features
+        self.regularizers = [(name, get_regularizer(name), float(weight)) for name, weight in regularizers]
+        if base is not None:
+            self.extras, self.init_logit_scale, self.init_logit_bias = (base.extras, base.init_logit_scale,
+                                                                        base.init_logit_bias)
+
+    def compute(self, x, y, t, b=None, **extras):
+        if self.base is not None:
+            terms = self.base.compute(x, y, t, b, **extras)
+        else:
+            terms = {"loss": torch.zeros((), dtype=x.dtype, device=x.device)}
+        if self.features == "global":
+            x, y = gather_with_grad(x), gather_with_grad(y)
+        loss = terms["loss"]
+        for name, regularizer, weight in self.regularizers:
+            value = regularizer(x, y)
+            terms[f"{name}_loss"] = value
+            loss = loss + weight * value
+        terms["loss"] = loss
+        return terms
+
+
+def _preset_factory(name: str):
+    base_name, regularizers = PRESETS[name]
+
+    def factory(features: str = "global", **params) -> Composite:
+        base = get(base_name)(**params) if base_name else None
+        if base is None and params:
+            raise ValueError(f"objective {name!r} takes no parameters, got {', '.join(params)}")
+        return Composite(base, [(r, 1.0) for r in regularizers], features)
+
+    # check_params reads the accepted recipe parameters from the signature: those of the base objective.
+    factory.__signature__ = inspect.signature(get(base_name)) if base_name else inspect.Signature()
+    factory.__doc__ = f"{base_name or 'no contrastive term'} + {' + '.join(regularizers)} (all weights 1)"
+    return factory
+
+
+for _name in PRESETS:
+    register(_name)(_preset_factory(_name))

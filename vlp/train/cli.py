@@ -1,0 +1,49 @@
+"""`vlp train RECIPE [--set K=V ...] [--resume latest|PATH]` and `vlp plot RUN_DIR`."""
+from __future__ import annotations
+
+import os
+import sys
+
+from vlp.recipe.cli import add_recipe_arguments
+
+
+def register(subparsers) -> None:
+    train = subparsers.add_parser("train", help="train from a recipe (any number of processes via accelerate launch)",
+                                  description="Train from a recipe. Multi-GPU / multi-node / FSDP: run it under "
+                                  "`accelerate launch` or `torchrun`; the same recipe works everywhere.")
+    add_recipe_arguments(train)
+    train.add_argument("--resume", metavar="latest|PATH", default=None,
+                       help="continue exactly from this run's newest good checkpoint (latest), a run directory or a "
+                       "checkpoint directory")
+    train.set_defaults(func=_train)
+    plot = subparsers.add_parser("plot", help="write PNGs of a run's training curves")
+    plot.add_argument("run_dir", help="run directory (holds metrics.jsonl)")
+    plot.add_argument("--out", default=None, help="output folder (default: RUN_DIR/plots)")
+    plot.set_defaults(func=_plot)
+
+
+def _train(args) -> int:
+    from vlp.train.checkpoint import CheckpointError
+    from vlp.train.loop import NonFiniteLossError, train
+
+    try:
+        result = train(args.recipe, resume=args.resume, overrides=args.overrides)
+    except (CheckpointError, NonFiniteLossError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if os.environ.get("RANK", "0") == "0":
+        print(f"done: {result.step} steps, {result.samples_seen} samples; run directory {result.run_dir}")
+    return 0
+
+
+def _plot(args) -> int:
+    from vlp.train.plot import plot_run
+
+    try:
+        written = plot_run(args.run_dir, args.out)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(path)
+    return 0

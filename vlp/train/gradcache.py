@@ -1,0 +1,146 @@
+"""One local batch → parameter gradients, either directly or by GradCache feature caching over micro-batches.
+
+Plain gradient accumulation computes the contrastive loss per micro-batch and so silently shrinks the set of negatives.
+GradCache (Gao et al. 2021) keeps the whole batch's negatives at micro-batch memory cost:
+  1. forward every micro-batch without a graph and keep only the embeddings;
+  2. run the objective on the full local batch of embeddings (the objective gathers the other ranks' itself) and
+     take the gradient of the loss with respect to the embeddings (and the logit scale/bias);
+  3. forward each micro-batch again with a graph and backpropagate the cached embedding gradients.
+The random state of each micro-batch's first forward is replayed in step 3, so dropout and patch dropout draw the
+same masks and the result equals the gradient of one large-batch forward with those masks.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, fields
+from typing import Callable, Optional
+
+import torch
+
+
+@dataclass
+class Features:
+    image: torch.Tensor  # (b, D), L2-normalised
+    text: torch.Tensor  # (b, D)
+    negative_text: Optional[torch.Tensor]  # (b, K, D) hard-negative caption embeddings
+    logit_scale: torch.Tensor  # t = exp(log-scale)
+    logit_bias: Optional[torch.Tensor]
+
+    def detached(self) -> "Features":
+        return Features(**{f.name: _map(getattr(self, f.name), torch.Tensor.detach) for f in fields(self)})
+
+
+@dataclass
+class StepOutput:
+    terms: dict[str, torch.Tensor]  # "loss" and the objective's other terms, detached
+    features: Features  # the local batch's embeddings, detached (for logit statistics)
+    backpropagated: bool  # False when `accept(loss)` refused the loss (non-finite on some rank)
+
+
+def forward_features(model: torch.nn.Module, batch: dict) -> Features:
+    """Embed a batch; hard-negative captions ride along in the text forward so DDP sees a single forward."""
+    text, negatives = batch["text"], batch.get("negative_text")
+    n = text.shape[0]
+    if negatives is not None:
+        text = torch.cat([text, negatives.flatten(0, 1)])
+    out = model(batch["image"], text)
+    text_features = out["text_features"]
+    negative = text_features[n:].view(n, negatives.shape[1], -1) if negatives is not None else None
+    return Features(out["image_features"], text_features[:n], negative, out["logit_scale"], out.get("logit_bias"))
+
+
+def objective_terms(objective: torch.nn.Module, f: Features) -> dict[str, torch.Tensor]:
+    return objective(f.image, f.text, logit_scale=f.logit_scale, logit_bias=f.logit_bias,
+                     negative_text_features=f.negative_text)
+
+
+def compute_gradients(model: torch.nn.Module, objective: torch.nn.Module, batch: dict, micro_batch_size: int,
+                      accelerator, accept: Callable[[torch.Tensor], bool]) -> StepOutput:
+    """Accumulate ∂loss/∂θ of the local batch into the parameters' .grad (unless `accept(loss)` is False)."""
+    size = batch["text"].shape[0]
+    if micro_batch_size >= size:
+        f = forward_features(model, batch)
+        terms = objective_terms(objective, f)
+        ok = accept(terms["loss"])
+        if ok:
+            accelerator.backward(terms["loss"])
+        return StepOutput(_detach_terms(terms), f.detached(), ok)
+    return _cached_step(model, objective, _split(batch, micro_batch_size), accelerator, accept)
+
+
+def _cached_step(model, objective, chunks: list[dict], accelerator, accept) -> StepOutput:
+    states, cached = [], []
+    with torch.no_grad():
+        for chunk in chunks:
+            states.append(_rng_state())
+            cached.append(forward_features(model, chunk))
+    after = _rng_state()
+    full = _leaf(_concat(cached))
+    terms = objective_terms(objective, full)
+    if not accept(terms["loss"]):
+        return StepOutput(_detach_terms(terms), full.detached(), False)
+    terms["loss"].backward()  # gradients w.r.t. the cached embeddings only; no parameter is touched yet
+    offsets = [0]
+    for chunk in chunks:
+        offsets.append(offsets[-1] + chunk["text"].shape[0])
+    for i, chunk in enumerate(chunks):
+        _set_rng_state(states[i])
+        last = i == len(chunks) - 1
+        # DDP reduces gradients once, after the last micro-batch.
+        with contextlib.nullcontext() if last else accelerator.no_sync(model):
+            f = forward_features(model, chunk)
+            accelerator.backward(_surrogate(f, full, offsets[i], offsets[i + 1], with_logits=last))
+    _set_rng_state(after)
+    return StepOutput(_detach_terms(terms), full.detached(), True)
+
+
+def _surrogate(f: Features, full: Features, start: int, stop: int, with_logits: bool) -> torch.Tensor:
+    """A scalar whose parameter gradient is the chain rule through this micro-batch's embeddings; the logit scale
+    and bias are shared by all micro-batches, so their cached gradient is applied once."""
+    total = (f.image * full.image.grad[start:stop]).sum() + (f.text * full.text.grad[start:stop]).sum()
+    if f.negative_text is not None:
+        total = total + (f.negative_text * full.negative_text.grad[start:stop]).sum()
+    if with_logits:
+        for mine, cached in ((f.logit_scale, full.logit_scale), (f.logit_bias, full.logit_bias)):
+            if mine is not None and cached.grad is not None:
+                total = total + (mine * cached.grad).sum()
+    return total
+
+
+def _split(batch: dict, size: int) -> list[dict]:
+    keys = [k for k, v in batch.items() if isinstance(v, torch.Tensor)]
+    pieces = {k: torch.split(batch[k], size) for k in keys}
+    return [{k: pieces[k][i] for k in keys} for i in range(len(pieces["text"]))]
+
+
+def _concat(parts: list[Features]) -> Features:
+    def cat(name: str):
+        values = [getattr(p, name) for p in parts]
+        return None if values[0] is None else torch.cat(values)
+    first = parts[0]
+    return Features(cat("image"), cat("text"), cat("negative_text"), first.logit_scale, first.logit_bias)
+
+
+def _leaf(f: Features) -> Features:
+    return Features(**{x.name: _map(getattr(f, x.name), lambda t: t.detach().float().requires_grad_())
+                       for x in fields(f)})
+
+
+def _map(value, fn):
+    return None if value is None else fn(value)
+
+
+def _detach_terms(terms: dict) -> dict[str, torch.Tensor]:
+    return {k: torch.as_tensor(v).detach() for k, v in terms.items()}
+
+
+def _rng_state() -> tuple:
+    cuda = torch.cuda.get_rng_state() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(state: tuple) -> None:
+    cpu, cuda = state
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state(cuda)

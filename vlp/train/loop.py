@@ -1,0 +1,276 @@
+"""`train(recipe)`: one linear loop — set up, build, resume, step/log/checkpoint/evaluate, finish.
+
+Runs unchanged on one CPU, one GPU, or many processes under `accelerate launch` / `torchrun`. `train.batch_size` is
+the global contrastive batch: each of W processes gets batch_size / W samples per step, the objective gathers the
+other ranks' embeddings, and DDP's gradient average equals the single-process gradient of the global batch.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from vlp.recipe import Recipe
+from vlp.train import checkpoint as ckpt
+from vlp.train import state as st
+from vlp.train.evaluation import EvalHook
+from vlp.train.gradcache import compute_gradients
+from vlp.train.metrics import MetricsSink, Window, logit_stats
+from vlp.train.optim import build_optimizer, build_scheduler
+from vlp.train.setup import (local_batch_size, make_accelerator, prepare_run_dir, read_recipe, resolve_steps,
+                             start_trackers)
+from vlp.train.snapshot import EMA
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many consecutive steps had a non-finite loss or gradient."""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    checkpoint: Optional[Path]  # the final checkpoint directory
+    step: int
+    samples_seen: int
+    metrics: dict[str, float] = field(default_factory=dict)  # the last logged training metrics
+    eval_results: list[dict] = field(default_factory=list)
+    nonfinite_steps: int = 0
+
+
+StepCallback = Callable[[int, dict[str, float]], None]
+
+
+def train(recipe: Recipe | str | Path, resume: Optional[str] = None, *, overrides: Sequence[str] = (),
+          data=None, callbacks: Sequence[StepCallback] = ()) -> RunResult:
+    """Train as the recipe says; `resume` is "latest", a run directory or a checkpoint directory.
+
+    `data` replaces the recipe's training data with any object following the vlp.data interface (built for this
+    process's rank); `callbacks` are called on every process after every step as `callback(step, step_metrics)`.
+    """
+    from vlp.data import build_train_data
+    from vlp.models import build_model, image_transform
+    from vlp.objectives import build_from_config
+
+    recipe, run_name, source = read_recipe(recipe, overrides)
+    cfg = recipe.train
+    run_dir = Path(cfg.output_dir) / run_name
+    acc = make_accelerator(recipe, run_dir, source)
+    world, rank = acc.num_processes, acc.process_index
+    local_batch = local_batch_size(recipe, world, source)
+    resume_from = ckpt.resolve(resume, run_dir) if resume else None
+    prepare_run_dir(acc, recipe, run_dir, resume_from is not None, source)
+    torch.manual_seed(cfg.seed)  # identical initial weights on every process
+
+    objective = build_from_config(recipe.objective).to(acc.device)
+    raw_model, tokenizer = build_model(recipe.model, objective)
+    if data is None:
+        transform = image_transform(raw_model, train=True, scale=recipe.data.augment_scale,
+                                    ratio=recipe.data.augment_ratio)
+        data = build_train_data(recipe.data, transform, tokenizer, local_batch_size=local_batch, seed=cfg.seed,
+                                rank=rank, world_size=world)
+    steps = resolve_steps(recipe, data.samples_per_epoch, source)
+    if resume_from:
+        st.restore_weights(resume_from[0], raw_model)
+    ema = EMA(raw_model, cfg.ema_decay) if cfg.ema_decay else None
+    optimizer = build_optimizer(raw_model, recipe.optim)
+    model = torch.compile(raw_model) if cfg.compile else raw_model
+    model, optimizer = acc.prepare(model, optimizer)
+    scheduler = build_scheduler(optimizer, recipe.schedule, steps.warmup, steps.total)
+    trainables = st.Trainables(model, optimizer, scheduler, acc, ema)
+    progress = st.restore(*resume_from, trainables) if resume_from else st.Progress(world_size=world)
+
+    sink = MetricsSink(run_dir, acc)
+    if resume_from:
+        sink.truncate_after(progress.step)
+    start_trackers(acc, recipe, run_name)
+    evaluator = EvalHook(recipe, raw_model, tokenizer, acc, sink, run_dir)
+    final, last_logged = (resume_from[0] if resume_from else None), {}
+    try:
+        if progress.step < steps.total:  # else: resuming a run that already finished
+            last_logged = _loop(recipe, steps, data, model, raw_model, objective, trainables, progress, sink,
+                                evaluator, callbacks, run_dir)
+            final = _final_checkpoint(run_dir, trainables, progress, cfg.keep_checkpoints)
+            evaluator.run(progress.step, final=True)
+            _export(recipe, run_dir, acc)
+    finally:
+        acc.end_training()
+        _release_accelerator_state()
+    return RunResult(run_dir, final, progress.step, progress.samples_seen, last_logged, evaluator.records,
+                     progress.nonfinite_total)
+
+
+def _loop(recipe: Recipe, steps, data, model, raw_model, objective, t: st.Trainables, progress: st.Progress,
+          sink: MetricsSink, evaluator, callbacks, run_dir: Path) -> dict[str, float]:
+    cfg, acc = recipe.train, t.accelerator
+    micro = cfg.micro_batch_size or cfg.batch_size
+    max_log_scale = math.log(recipe.model.max_logit_scale)
+    bar = _progress_bar(recipe, acc, steps.total, progress.step)
+    window, logged, local_bad = Window(), {}, {}
+    model.train()
+    while progress.step < steps.total:
+        skip, got_any = progress.batches_in_epoch, False
+        fetch_started = time.perf_counter()
+        for batch in data.batches(progress.epoch, skip=skip):
+            got_any = True
+            data_time = time.perf_counter() - fetch_started
+            for kind, count in batch.get("bad_samples", {}).items():
+                local_bad[kind] = local_bad.get(kind, 0) + int(count)
+            values = _step(batch, recipe, model, raw_model, objective, t, progress, micro, max_log_scale)
+            values["data_time"] = data_time
+            window.add(values, cfg.batch_size)
+            step = progress.step
+            if step % cfg.log_every == 0 or step == steps.total:
+                progress.bad_samples = _merge_bad_samples(acc, progress.bad_samples, local_bad)
+                local_bad = {}
+                logged = _log(sink, window, raw_model, progress, acc.num_processes, bar)
+            if step % steps.checkpoint_every == 0 and step < steps.total:
+                progress.bad_samples = _merge_bad_samples(acc, progress.bad_samples, local_bad)
+                local_bad = {}
+                st.save(run_dir, t, progress, cfg.keep_checkpoints)
+            if steps.eval_every and step % steps.eval_every == 0 and step < steps.total:
+                evaluator.run(step)
+                model.train()
+            bar.update(1)
+            for callback in callbacks:
+                callback(step, values)
+            if step >= steps.total:
+                break
+            fetch_started = time.perf_counter()
+        else:
+            if not got_any and skip == 0:
+                raise RuntimeError(f"epoch {progress.epoch} of the training data yielded no batch of "
+                                   f"{cfg.batch_size // acc.num_processes} samples per process")
+            progress.epoch += 1
+            progress.batches_in_epoch = 0
+    bar.close()
+    return logged
+
+
+def _step(batch: dict, recipe: Recipe, model, raw_model, objective, t: st.Trainables, progress: st.Progress,
+          micro: int, max_log_scale: float) -> dict[str, float]:
+    """One optimizer iteration on this process's local batch; returns the step's scalar metrics."""
+    cfg, acc = recipe.train, t.accelerator
+    batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    # Randomness of step s depends only on (seed, s, rank): a resumed run draws what the uninterrupted one did.
+    torch.manual_seed(_step_seed(cfg.seed, progress.step, acc.process_index))
+    lr = t.optimizer.param_groups[0]["lr"]
+    out = compute_gradients(model, objective, batch, micro, acc, accept=_finite_everywhere)
+    applied, grad_norm = _update(model, raw_model, t, recipe, out.backpropagated, max_log_scale)
+    _count_nonfinite(progress, applied, cfg.max_nonfinite_steps)
+    progress.step += 1
+    progress.batches_in_epoch += 1
+    progress.samples_seen += cfg.batch_size
+    values = {k if k == "loss" else f"objective/{k}": v.item() for k, v in out.terms.items()}
+    values.update(logit_stats(out.features), lr=lr, grad_norm=grad_norm)
+    return values
+
+
+def _update(model, raw_model, t: st.Trainables, recipe: Recipe, backpropagated: bool,
+            max_log_scale: float) -> tuple[bool, float]:
+    """Clip, step (unless the loss or gradient norm is non-finite), schedule, clamp the logit scale, update the EMA."""
+    acc, clip = t.accelerator, recipe.optim.grad_clip
+    grad_norm = float("nan")
+    applied = backpropagated
+    if backpropagated:
+        params = [p for p in model.parameters() if p.requires_grad]
+        grad_norm = float(acc.clip_grad_norm_(params, clip if clip else float("inf")))
+        # fp16's scaler skips overflowing steps itself and lowers the scale; elsewhere a non-finite norm is a bad step.
+        applied = math.isfinite(grad_norm) or acc.scaler is not None
+    if applied:
+        t.optimizer.step()
+    t.optimizer.zero_grad(set_to_none=True)
+    with warnings.catch_warnings():  # a skipped first step makes torch warn about the call order; that is intended
+        warnings.simplefilter("ignore", UserWarning)
+        t.scheduler.step()
+    if applied:
+        with torch.no_grad():
+            raw_model.logit_scale.clamp_(0, max_log_scale)
+        if t.ema is not None:
+            t.ema.update(raw_model)
+    return applied, grad_norm
+
+
+def _count_nonfinite(progress: st.Progress, applied: bool, limit: int) -> None:
+    if applied:
+        progress.nonfinite_in_row = 0
+        return
+    progress.nonfinite_in_row += 1
+    progress.nonfinite_total += 1
+    if progress.nonfinite_in_row >= limit:
+        raise NonFiniteLossError(f"stopping at step {progress.step + 1}: the loss or gradient was non-finite for "
+                                 f"{progress.nonfinite_in_row} steps in a row (train.max_nonfinite_steps={limit}); "
+                                 "try a lower optim.lr, optim.grad_clip, or bf16 instead of fp16")
+    warnings.warn(f"step {progress.step + 1}: non-finite loss or gradient; step skipped "
+                  f"({progress.nonfinite_in_row} in a row)", stacklevel=2)
+
+
+def _finite_everywhere(loss: torch.Tensor) -> bool:
+    """All processes must agree to skip, or DDP's collectives would wait forever on the ones that did not."""
+    finite = torch.isfinite(loss.detach()).float().reshape(1)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+    return bool(finite.item() == 1.0)
+
+
+def _merge_bad_samples(acc, totals: dict[str, int], local: dict[str, int]) -> dict[str, int]:
+    from accelerate.utils import gather_object
+
+    merged = dict(totals)
+    for counts in gather_object([local]) if acc.num_processes > 1 else [local]:
+        for kind, count in counts.items():
+            merged[kind] = merged.get(kind, 0) + count
+    return merged
+
+
+def _log(sink: MetricsSink, window: Window, raw, progress: st.Progress, world: int, bar) -> dict[str, float]:
+    values = window.flush(world)
+    values.update(logit_scale=raw.logit_scale.detach().exp().item(), samples_seen=progress.samples_seen,
+                  epoch=progress.epoch, nonfinite_steps=progress.nonfinite_total)
+    if getattr(raw, "logit_bias", None) is not None:
+        values["logit_bias"] = raw.logit_bias.detach().float().mean().item()
+    values.update({f"bad_samples/{k}": v for k, v in progress.bad_samples.items()})
+    sink.log(progress.step, values)
+    sink.write_bad_samples(progress.bad_samples)
+    bar.set_postfix(loss=f"{values['loss']:.4f}", samples_s=f"{values['samples_per_s']:.0f}", refresh=False)
+    return values
+
+
+def _final_checkpoint(run_dir: Path, t: st.Trainables, progress: st.Progress, keep: int) -> Path:
+    return st.save(run_dir, t, progress, keep) or run_dir / "checkpoints" / ckpt.checkpoint_name(progress.step)
+
+
+def _export(recipe: Recipe, run_dir: Path, acc) -> None:
+    """Write RUN_DIR/export in the recipe's formats (rank 0), pushing to the Hub when export.push_to_hub is set."""
+    if not recipe.export.formats or not acc.is_main_process:
+        return
+    from vlp.export import export
+
+    e = recipe.export
+    export(run_dir, run_dir / "export", formats=e.formats, overwrite=True, license=e.license,
+           push_to_hub=e.push_to_hub, private=e.private, revision=e.revision)
+
+
+def _release_accelerator_state() -> None:
+    """Let a later train() in this process choose another precision (accelerate keeps its state as a singleton);
+    the process group (PartialState) stays, so this is safe under torchrun too."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+
+
+def _progress_bar(recipe: Recipe, acc, total: int, initial: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not (recipe.logging.progress and acc.is_main_process),
+                desc="train", unit="step", dynamic_ncols=True)
+
+
+def _step_seed(seed: int, step: int, rank: int) -> int:
+    digest = hashlib.sha256(f"{seed}:{step}:{rank}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)

@@ -1,0 +1,95 @@
+"""Training metrics: logit statistics, windowed averages, and one sink writing metrics.jsonl + accelerate trackers."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vlp.train.gradcache import Features
+
+METRICS_FILE = "metrics.jsonl"
+BAD_SAMPLES_FILE = "bad_samples.json"
+
+
+@torch.no_grad()
+def logit_stats(f: Features) -> dict[str, float]:
+    """Mean/std of the matching (diagonal) and non-matching logits t·x·y + b of the local batch."""
+    logits = f.logit_scale.float() * f.image.float() @ f.text.float().T
+    if f.logit_bias is not None:
+        logits = logits + f.logit_bias.float()
+    eye = torch.eye(logits.shape[0], dtype=torch.bool, device=logits.device)
+    stats = {"logits/pos_mean": logits[eye].mean().item(), "logits/pos_std": _std(logits[eye])}
+    if logits.shape[0] > 1:
+        stats.update({"logits/neg_mean": logits[~eye].mean().item(), "logits/neg_std": _std(logits[~eye])})
+    return stats
+
+
+def _std(x: torch.Tensor) -> float:
+    return x.std().item() if x.numel() > 1 else 0.0
+
+
+class Window:
+    """Averages of per-step values since the last flush, and the throughput over that time."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = defaultdict(float)
+        self.steps = 0
+        self.samples = 0
+        self.started = time.perf_counter()
+
+    def add(self, values: dict[str, float], samples: int) -> None:
+        for k, v in values.items():
+            self.sums[k] += v
+        self.steps += 1
+        self.samples += samples
+
+    def flush(self, world_size: int) -> dict[str, float]:
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        out = {k: v / max(self.steps, 1) for k, v in self.sums.items()}
+        out["samples_per_s"] = self.samples / elapsed
+        out["samples_per_s_per_device"] = out["samples_per_s"] / world_size
+        self.__init__()
+        return out
+
+
+class MetricsSink:
+    """Rank 0 appends one JSON line per record to RUN_DIR/metrics.jsonl and forwards scalars to the trackers."""
+
+    def __init__(self, run_dir: Path, accelerator) -> None:
+        self.path = run_dir / METRICS_FILE
+        self.accelerator = accelerator
+
+    def log(self, step: int, values: dict[str, Any]) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        scalars = {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": step, **{k: _json_number(v) for k, v in scalars.items()}}) + "\n")
+        self.accelerator.log(scalars, step=step)
+
+    def truncate_after(self, step: int) -> None:
+        """On resume, drop records a killed run logged past its last checkpoint (they are about to be redone)."""
+        if self.accelerator.is_main_process and self.path.is_file():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+
+    def write_bad_samples(self, counts: dict[str, int]) -> None:
+        if self.accelerator.is_main_process:
+            (self.path.parent / BAD_SAMPLES_FILE).write_text(json.dumps(counts, indent=1, sort_keys=True) + "\n")
+
+
+def _json_number(value: float):
+    return value if math.isfinite(value) else str(value)  # JSON has no NaN/inf; keep them visible as strings
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no {METRICS_FILE} (not a vlp run directory?)")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

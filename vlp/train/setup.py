@@ -1,0 +1,106 @@
+"""Before the loop: the recipe, the accelerator, the run directory and trackers, and step counts from durations."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from vlp.recipe import Duration, Recipe, RecipeError, dump_recipe, load_recipe, recipe_to_dict
+from vlp.train.checkpoint import checkpoints
+
+
+@dataclass
+class Steps:
+    total: int
+    warmup: int
+    checkpoint_every: int
+    eval_every: Optional[int]
+
+
+def read_recipe(recipe: Recipe | str | Path, overrides=()) -> tuple[Recipe, str, str]:
+    """(recipe, run name, source label for errors); a path is loaded for training, its stem naming the run."""
+    if isinstance(recipe, Recipe):
+        return recipe, recipe.train.run_name or "run", "<recipe>"
+    path = Path(recipe)
+    loaded = load_recipe(path, overrides, for_training=True)
+    return loaded, loaded.train.run_name or path.stem, str(path)
+
+
+def make_accelerator(recipe: Recipe, run_dir: Path, source: str):
+    from accelerate import Accelerator
+
+    trackers = list(recipe.logging.trackers)
+    if "wandb" in trackers:
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise RecipeError(source, "logging.trackers", "wandb is not installed (pip install wandb)") from None
+    # Without a GPU, accelerate only distributes over processes (gloo) when told to run on CPU.
+    cpu = not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    return Accelerator(cpu=cpu, mixed_precision=recipe.train.precision, log_with=trackers or None,
+                       project_dir=str(run_dir))
+
+
+def prepare_run_dir(accelerator, recipe: Recipe, run_dir: Path, resuming: bool, source: str) -> None:
+    """Refuse to overwrite an existing run unless resuming; write the resolved recipe (rank 0)."""
+    if not resuming and checkpoints(run_dir / "checkpoints"):
+        raise RecipeError(source, "train.run_name", f"{run_dir} already holds checkpoints: pass --resume latest to "
+                          "continue that run, or choose another train.run_name / train.output_dir")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
+    accelerator.wait_for_everyone()
+
+
+def start_trackers(accelerator, recipe: Recipe, run_name: str) -> None:
+    if not recipe.logging.trackers:
+        return
+    project = recipe.logging.wandb_project or run_name
+    accelerator.init_trackers(project, config=flat_config(recipe_to_dict(recipe)),
+                              init_kwargs={"wandb": {"name": run_name}})
+
+
+def flat_config(tree: dict, prefix: str = "") -> dict:
+    """Dotted scalar hyperparameters (TensorBoard's hparams take only numbers, strings and booleans)."""
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat_config(value, name + "."))
+        elif isinstance(value, (int, float, str, bool)):
+            out[name] = value
+        else:
+            out[name] = str(value)
+    return out
+
+
+def resolve_steps(recipe: Recipe, samples_per_epoch: Optional[int], source: str) -> Steps:
+    batch = recipe.train.batch_size
+
+    def steps(duration: Optional[Duration], key: str) -> Optional[int]:
+        if duration is None:
+            return None
+        try:
+            return duration.to_steps(batch, samples_per_epoch)
+        except ValueError as e:
+            raise RecipeError(source, key, str(e)) from None
+
+    total = steps(recipe.train.duration, "train.duration")
+    if total < 1:
+        raise RecipeError(source, "train.duration", f"is shorter than one step of {batch} samples")
+    every = steps(recipe.train.checkpoint_every, "train.checkpoint_every") or total
+    eval_every = steps(recipe.eval.every, "eval.every") if recipe.eval.datasets else None
+    return Steps(total, steps(recipe.schedule.warmup, "schedule.warmup"), max(every, 1),
+                 max(eval_every, 1) if eval_every else None)
+
+
+def local_batch_size(recipe: Recipe, world_size: int, source: str) -> int:
+    batch = recipe.train.batch_size
+    if batch % world_size:
+        raise RecipeError(source, "train.batch_size", f"the global batch {batch} does not split evenly over "
+                          f"{world_size} processes; use a multiple of {world_size}")
+    return batch // world_size

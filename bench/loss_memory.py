@@ -6,7 +6,8 @@ median over --reps steps.  OpenCLIP runs at --sizes only; at the --large
 batches the memory it would need is extrapolated from the number of live B×B float32 matrices it held at the
 largest size it ran.
 
-    python bench/loss_memory.py                      # B = 4096, 8192, 16384 (both) and 65536 (vlp only)
+    python bench/loss_memory.py                      # B = 4096, 8192, 16384 (both) and 65536 (vlp only): ~15 min
+    python bench/loss_memory.py --large              # without B = 65536: ~5 min on 2 CPU cores
     python bench/loss_memory.py --sizes 1024 --large # quick look
 """
 from __future__ import annotations
@@ -125,7 +126,7 @@ def parse_args():
     parser.add_argument("--large", type=int, nargs="*", default=[65536], help="batches run for vlp only")
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--reps-until", type=int, default=8192, help="larger batches are timed over 1 step")
+    parser.add_argument("--reps-until", type=int, default=16384, help="larger batches are timed over 1 step")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: stable timings on a shared CPU; tiled forms issue many small ops)")
     parser.add_argument("--tile", type=int, default=1024)

@@ -56,6 +56,18 @@ def test_inheritance_merges_sections_and_child_wins(tmp_path, base):
     assert (r.train.batch_size, r.train.duration.value, r.objective.name) == (32, 100, "sigmoid")
 
 
+def test_free_form_values_replace_rather_than_merge(tmp_path, base):
+    child = write(tmp_path, "child.yaml", """
+        base: base.yaml
+        model:
+          config: {embed_dim: 16, vision_cfg: {image_size: 16}, text_cfg: {hf_model_name: some/model}}
+          lock_text: true
+    """)
+    r = load_recipe(child)
+    assert r.model.config == {"embed_dim": 16, "vision_cfg": {"image_size": 16}, "text_cfg": {"hf_model_name": "some/model"}}
+    assert r.model.lock_text is True
+
+
 def test_overrides_apply_after_inheritance(base):
     r = load_recipe(base, ["optim.lr=3e-4", "objective.name=sigmoid", "train.duration=2M samples",
                            "optim.betas=[0.9, 0.95]", "train.precision=bf16"])
@@ -122,6 +134,7 @@ BAD_RECIPES = [
     ("data: {workers: 2}", ["data.worker=4"], "data.worker: unknown key (did you mean 'workers'?)"),
     ("", ["optim.lr"], "optim.lr: --set expects KEY=VALUE, got 'optim.lr'"),
     ("data: [a, b]", [], "data: expected a section (mapping), got list ['a', 'b']"),
+    ("objective: {name: hard_negative, tiled: true}", [], "objective.tiled: 'hard_negative' has no tiled form; tiled exists for sigmoid, softmax"),
     ("logging: {trackers: [tensorbord]}", [],
      "logging.trackers[0]: expected one of 'tensorboard', 'wandb'; got 'tensorbord'"),
 ]

@@ -8,23 +8,22 @@ _OBJECTIVES: dict[str, Callable] = {}
 _REGULARIZERS: dict[str, Callable] = {}
 
 
-def register(name: str):
-    """Class or factory decorator: `@register("softmax")` makes it buildable from `objective.name`."""
+def _adder(table: dict[str, Callable], kind: str, name: str):
     def add(factory):
-        if name in _OBJECTIVES:
-            raise ValueError(f"objective {name!r} registered twice")
-        _OBJECTIVES[name] = factory
+        if name in table:
+            raise ValueError(f"{kind} {name!r} registered twice")
+        table[name] = factory
         return factory
     return add
+
+
+def register(name: str):
+    """Class or factory decorator: `@register("softmax")` makes it buildable from `objective.name`."""
+    return _adder(_OBJECTIVES, "objective", name)
 
 
 def register_regularizer(name: str):
-    def add(factory):
-        if name in _REGULARIZERS:
-            raise ValueError(f"regularizer {name!r} registered twice")
-        _REGULARIZERS[name] = factory
-        return factory
-    return add
+    return _adder(_REGULARIZERS, "regularizer", name)
 
 
 def names() -> list[str]:

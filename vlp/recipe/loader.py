@@ -93,15 +93,25 @@ def _read_with_bases(path: Path, chain: tuple) -> dict:
     return _deep_merge(merged, data)
 
 
-def _deep_merge(base: dict, top: dict) -> dict:
-    """Mappings merge key by key; anything else (lists included) in `top` replaces the base value."""
+def _deep_merge(base: dict, top: dict, cls=Recipe) -> dict:
+    """Typed sections merge key by key; anything else in `top` (lists, free-form mappings such as model.config or
+    objective.params) replaces the base value whole, so a child never inherits half of a model config."""
+    hints = typing.get_type_hints(cls)
     out = dict(base)
     for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+        section = _dataclass_of(hints.get(key))
+        if section is not None and isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value, section)
         else:
             out[key] = value
     return out
+
+
+def _dataclass_of(tp):
+    """The dataclass a field holds (through Optional), else None."""
+    if tp is not None and typing.get_origin(tp) in (Union, types.UnionType):
+        tp = next((a for a in typing.get_args(tp) if a is not type(None)), None)
+    return tp if dataclasses.is_dataclass(tp) else None
 
 
 def _apply_override(raw: dict, item: str, path: Path) -> None:
@@ -259,3 +269,7 @@ def _check_objective(recipe: Recipe, path: Path) -> None:
         if reg.name not in objectives.regularizer_names():
             raise RecipeError(path, f"objective.regularizers[{i}].name",
                               f"unknown regularizer {reg.name!r}; registered: {', '.join(objectives.regularizer_names())}")
+    try:
+        objectives.check_config(o)  # combinations that mean nothing, e.g. tiled hard_negative
+    except objectives.ObjectiveConfigError as e:
+        raise RecipeError(path, e.key, e.message) from None

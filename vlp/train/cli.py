@@ -23,12 +23,13 @@ def register(subparsers) -> None:
 
 
 def _train(args) -> int:
+    from vlp.data import DataError
     from vlp.train.checkpoint import CheckpointError
     from vlp.train.loop import NonFiniteLossError, train
 
     try:
         result = train(args.recipe, resume=args.resume, overrides=args.overrides)
-    except (CheckpointError, NonFiniteLossError) as e:
+    except (CheckpointError, NonFiniteLossError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if os.environ.get("RANK", "0") == "0":

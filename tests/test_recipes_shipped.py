@@ -1,0 +1,24 @@
+"""Every recipe shipped in recipes/ is complete and valid: known keys, resolvable model and objective names."""
+from pathlib import Path
+
+import pytest
+
+from vlp.objectives import build_from_config
+from vlp.recipe import load_recipe
+
+RECIPES = sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.yaml"))
+EVAL_ONLY = {"eval-suite.yaml"}
+
+
+def test_recipes_are_shipped():
+    names = {p.name for p in RECIPES}
+    assert {"tiny-digits.yaml", "clip-vit-b32-datacomp.yaml", "siglip-vit-b16.yaml", "lit-vit-b16.yaml",
+            "negclip-finetune.yaml", "eval-suite.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_recipe_loads_and_validates(path):
+    recipe = load_recipe(path, for_training=path.name not in EVAL_ONLY)
+    build_from_config(recipe.objective)  # parameters and options combine into a real objective
+    if path.name in EVAL_ONLY:
+        assert recipe.eval.datasets, "an eval recipe lists datasets"

@@ -7,8 +7,9 @@ TensorBoard/W&B, no eval, no zero-shot). Each writes the one final checkpoint it
 
 Throughput: both trainers log the wall time between consecutive step ends (OpenCLIP: `Batch (t)`/samples/s with
 --log-every-n-steps 1; vlp: samples_per_s in metrics.jsonl with train.log_every 1); steady state = all steps after
-the first `--warmup` ones. Memory: peak of the summed RSS (and PSS, which counts pages shared between the forked
-DataLoader workers and the main process once) of the whole process tree, sampled every 0.2 s the same way for both.
+the first `--warmup` ones (also reported: batch / median step time, which shrugs off other jobs' bursts).
+Memory: peak of the summed RSS (and PSS, which counts pages shared between the forked DataLoader workers and the
+main process once) of the whole process tree, sampled every 0.2 s the same way for both.
 
 OpenCLIP's trainer needs webdataset <= 0.2.86, so it runs from bench/.venv-openclip (created when missing).
 Usage: python bench/train_throughput.py [--runs 3] [--steps 30] [--warmup 6] [--workers 2] [--cores 2]
@@ -46,11 +47,13 @@ OPENCLIP_WRAPPER = ("import sys, open_clip; open_clip.add_model_config(sys.argv[
 @dataclass
 class Run:
     trainer: str
-    samples_per_s: float  # steady state: steps after warm-up
+    samples_per_s: float  # steady state: samples of the steps after warm-up / their summed wall time
+    median_step_samples_per_s: float  # batch / median step time: less swayed by other jobs' bursts
     peak_rss_gib: float  # summed over the process tree
     peak_pss_gib: float
     wall_s: float  # whole process, start-up and final checkpoint included
     data_wait_s_per_step: float  # steady-state time the loop waited for a batch
+    log: str  # the trainer's own per-step log
 
 
 def ensure_venv() -> None:
@@ -154,14 +157,15 @@ def run_monitored(command: list[str], log: Path, cores: list[int]) -> tuple[floa
 
 
 def steady_rate(step_seconds: dict[int, float], data_seconds: dict[int, float], steps: int,
-                warmup: int) -> tuple[float, float]:
-    """(samples/s, data wait s/step) over steps warmup+1..steps (1-based), from per-step wall times."""
+                warmup: int) -> tuple[float, float, float]:
+    """(samples/s, batch / median step time, data wait s/step) over steps warmup+1..steps (1-based)."""
     timed = [s for s in range(warmup + 1, steps + 1)]
     missing = [s for s in timed if s not in step_seconds]
     if missing:
         raise RuntimeError(f"no step time logged for steps {missing[:5]}...")
     total = sum(step_seconds[s] for s in timed)
-    return BATCH * len(timed) / total, sum(data_seconds.get(s, 0.0) for s in timed) / len(timed)
+    median = statistics.median(step_seconds[s] for s in timed)
+    return BATCH * len(timed) / total, BATCH / median, sum(data_seconds.get(s, 0.0) for s in timed) / len(timed)
 
 
 def vlp_step_times(run_dir: Path) -> tuple[dict[int, float], dict[int, float]]:
@@ -187,14 +191,16 @@ def measure(trainer: str, index: int, args, spec: str, configs: Path) -> Run:
     if trainer == "vlp":
         log = WORK / "runs" / "vlp" / f"{name}.log"
         rss, pss, wall = run_monitored(vlp_command(spec, args.steps, args.workers, name), log, cores)
-        times = vlp_step_times(WORK / "runs" / "vlp" / name)
+        step_log = WORK / "runs" / "vlp" / name / "metrics.jsonl"
+        times = vlp_step_times(step_log.parent)
     else:
         log = WORK / "runs" / "openclip" / f"{name}.stdout"
         command = openclip_command(spec, args.steps, args.workers, name, configs)
         rss, pss, wall = run_monitored(command, log, cores)
-        times = openclip_step_times(WORK / "runs" / "openclip" / name / "out.log")
-    rate, wait = steady_rate(*times, args.steps, args.warmup)
-    return Run(trainer, rate, rss, pss, wall, wait)
+        step_log = WORK / "runs" / "openclip" / name / "out.log"
+        times = openclip_step_times(step_log)
+    rate, median_rate, wait = steady_rate(*times, args.steps, args.warmup)
+    return Run(trainer, rate, median_rate, rss, pss, wall, wait, str(step_log.relative_to(ROOT)))
 
 
 def versions() -> dict[str, str]:
@@ -212,21 +218,20 @@ def versions() -> dict[str, str]:
 
 
 def summarize(runs: list[Run]) -> dict[str, dict[str, float]]:
-    fields = ("samples_per_s", "peak_rss_gib", "peak_pss_gib", "wall_s", "data_wait_s_per_step")
+    fields = ("samples_per_s", "median_step_samples_per_s", "peak_rss_gib", "peak_pss_gib", "wall_s", "data_wait_s_per_step")
     return {t: {f: statistics.median(getattr(r, f) for r in runs if r.trainer == t) for f in fields}
             for t in ("openclip", "vlp")}
 
 
 def report(runs: list[Run], medians: dict, args) -> str:
     o, v = medians["openclip"], medians["vlp"]
-    lines = ["| trainer | samples/s | peak RSS (GiB) | peak PSS (GiB) | data wait (s/step) | wall (s) |",
-             "|---|---|---|---|---|---|"]
+    keys = ("samples_per_s", "median_step_samples_per_s", "peak_rss_gib", "peak_pss_gib")
+    lines = ["| trainer | samples/s | samples/s (median step) | peak RSS (GiB) | peak PSS (GiB) | data wait (s/step) "
+             "| wall (s) |", "|---|---|---|---|---|---|---|"]
     for name, m in (("OpenCLIP", o), ("vlp", v)):
-        lines.append(f"| {name} | {m['samples_per_s']:.1f} | {m['peak_rss_gib']:.2f} | {m['peak_pss_gib']:.2f} | "
-                     f"{m['data_wait_s_per_step']:.3f} | {m['wall_s']:.0f} |")
-    lines.append(f"| **vlp / OpenCLIP** | **{v['samples_per_s'] / o['samples_per_s']:.2f}×** | "
-                 f"**{v['peak_rss_gib'] / o['peak_rss_gib']:.2f}×** | **{v['peak_pss_gib'] / o['peak_pss_gib']:.2f}×** "
-                 f"| | |")
+        lines.append(f"| {name} | " + " | ".join(f"{m[k]:.2f}" for k in keys)
+                     + f" | {m['data_wait_s_per_step']:.3f} | {m['wall_s']:.0f} |")
+    lines.append("| **vlp / OpenCLIP** | " + " | ".join(f"**{v[k] / o[k]:.2f}×**" for k in keys) + " | | |")
     per_run = ", ".join(f"{r.trainer} {r.samples_per_s:.1f}/s {r.peak_rss_gib:.2f} GiB" for r in runs)
     return (f"medians of {args.runs} runs per trainer, {args.steps} steps each, steps {args.warmup + 1}-"
             f"{args.steps} timed, batch {BATCH}, {args.workers} workers, cores {args.cores_list}\n"

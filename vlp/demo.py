@@ -48,7 +48,7 @@ def _bundled_data(out: Path, source: str, image_size: int, seed: int, build) -> 
 def format_report(report: dict) -> str:
     lines = [f"vlp demo: {report['recipe']} — {report['steps']} steps, {report['samples_seen']} samples, "
              f"{report['seconds']} s"]
-    for record in report["eval"]:
+    for record in [r for r in report["eval"] if r.get("final", True)]:  # not the in-training evaluations
         m = record["metrics"]
         if record["task"] == "zeroshot_classification":
             lines.append(f"  {record['dataset']}: zero-shot top-1 {m['acc1']:.1%}, top-5 {m['acc5']:.1%}, "

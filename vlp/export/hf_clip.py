@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 from open_clip.transformer import VisionTransformer
 
-from vlp.export.layers import Tensors, layer_norm_eps, norm, open_clip_blocks, require, text_tower
+from vlp.export.layers import (Tensors, layer_norm_eps, norm, open_clip_blocks, require, text_encoder,
+                               text_tower)
 
 VISION_TOP = {"class_embedding", "positional_embedding", "proj", "conv1.weight", "ln_pre.weight", "ln_pre.bias",
               "ln_post.weight", "ln_post.bias"}
@@ -71,18 +72,7 @@ def _text(model: torch.nn.Module, out: Tensors, token_ids: dict) -> dict:
                 "text pooling 'argmax' with a tokenizer whose EOS is not the largest id; use pool_type 'eos'")
     projection = text.text_projection
     require(isinstance(projection, torch.nn.Parameter), "CLIPModel's text projection is linear without bias")
-    prefix = "text_model"
-    out[f"{prefix}.embeddings.token_embedding.weight"] = text.token_embedding.weight
-    out[f"{prefix}.embeddings.position_embedding.weight"] = text.positional_embedding
-    blocks = text.transformer.resblocks
-    act = open_clip_blocks(out, f"{prefix}.encoder.layers", blocks, "text")
-    norm(out, f"{prefix}.final_layer_norm", text.ln_final)
+    config = text_encoder(out, text)
     out["text_projection.weight"] = projection.T
-    text_norms = [text.ln_final, *[m for b in blocks for m in b.modules()]]
-    return {"vocab_size": text.token_embedding.num_embeddings, "hidden_size": text.token_embedding.embedding_dim,
-            "intermediate_size": blocks[0].mlp.c_fc.out_features, "num_hidden_layers": len(blocks),
-            "num_attention_heads": blocks[0].attn.num_heads,
-            "max_position_embeddings": text.positional_embedding.shape[0], "hidden_act": act,
-            "layer_norm_eps": layer_norm_eps(text_norms, "text tower"), "projection_dim": projection.shape[1],
-            **token_ids}
+    return {**config, "projection_dim": projection.shape[1], **token_ids}
 

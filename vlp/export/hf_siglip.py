@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from open_clip.timm_model import TimmModel
 
-from vlp.export.layers import (Tensors, activation_name, layer_norm_eps, linear, norm, open_clip_blocks, qkv,
-                               require, require_params, text_tower)
+from vlp.export.layers import (Tensors, activation_name, layer_norm_eps, linear, norm, qkv,
+                               require, require_params, text_encoder, text_tower)
 
 TIMM_BLOCK = ["norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias",
               "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias"]
@@ -97,17 +97,6 @@ def _text(model: torch.nn.Module, out: Tensors, token_ids: dict) -> dict:
     projection = text.text_projection
     require(isinstance(projection, torch.nn.Linear) and projection.bias is not None,
             "SiglipModel's text head is a linear layer with bias (set text_cfg.proj_bias)")
-    prefix = "text_model"
-    out[f"{prefix}.embeddings.token_embedding.weight"] = text.token_embedding.weight
-    out[f"{prefix}.embeddings.position_embedding.weight"] = text.positional_embedding
-    blocks = text.transformer.resblocks
-    act = open_clip_blocks(out, f"{prefix}.encoder.layers", blocks, "text")
-    norm(out, f"{prefix}.final_layer_norm", text.ln_final)
-    linear(out, f"{prefix}.head", projection)
-    text_norms = [text.ln_final, *[m for b in blocks for m in b.modules()]]
-    return {"vocab_size": text.token_embedding.num_embeddings, "hidden_size": text.token_embedding.embedding_dim,
-            "intermediate_size": blocks[0].mlp.c_fc.out_features, "num_hidden_layers": len(blocks),
-            "num_attention_heads": blocks[0].attn.num_heads,
-            "max_position_embeddings": text.positional_embedding.shape[0], "hidden_act": act,
-            "layer_norm_eps": layer_norm_eps(text_norms, "text tower"), "projection_size": projection.out_features,
-            **token_ids}
+    config = text_encoder(out, text)
+    linear(out, "text_model.head", projection)
+    return {**config, "projection_size": projection.out_features, **token_ids}

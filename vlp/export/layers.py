@@ -109,3 +109,19 @@ def text_tower(model: torch.nn.Module):
     require(text.cls_emb is None and not getattr(text, "use_pad_mask", False),
             "text tower with a CLS embedding or pad mask is not exportable")
     return text, text.pool_type, text.eos_id
+
+
+def text_encoder(out: Tensors, text: torch.nn.Module) -> dict:
+    """open_clip's text transformer → HF `text_model.*` (embeddings, layers, final norm); returns the shared config."""
+    prefix = "text_model"
+    out[f"{prefix}.embeddings.token_embedding.weight"] = text.token_embedding.weight
+    out[f"{prefix}.embeddings.position_embedding.weight"] = text.positional_embedding
+    blocks = text.transformer.resblocks
+    act = open_clip_blocks(out, f"{prefix}.encoder.layers", blocks, "text")
+    norm(out, f"{prefix}.final_layer_norm", text.ln_final)
+    text_norms = [text.ln_final, *[m for b in blocks for m in b.modules()]]
+    return {"vocab_size": text.token_embedding.num_embeddings, "hidden_size": text.token_embedding.embedding_dim,
+            "intermediate_size": blocks[0].mlp.c_fc.out_features, "num_hidden_layers": len(blocks),
+            "num_attention_heads": blocks[0].attn.num_heads,
+            "max_position_embeddings": text.positional_embedding.shape[0], "hidden_act": act,
+            "layer_norm_eps": layer_norm_eps(text_norms, "text tower")}

@@ -179,7 +179,11 @@ def _update(model, raw_model, t: st.Trainables, recipe: Recipe, backpropagated: 
     applied = backpropagated
     if backpropagated:
         params = [p for p in model.parameters() if p.requires_grad]
-        grad_norm = float(acc.clip_grad_norm_(params, clip if clip else float("inf")))
+        # Clipping, fp16 unscaling and sharded (FSDP/DeepSpeed) norms go through accelerate.
+        if clip or acc.scaler is not None or acc.distributed_type.name in ("FSDP", "DEEPSPEED"):
+            grad_norm = float(acc.clip_grad_norm_(params, clip if clip else float("inf")))
+        else:  # the norm alone, for logging and the finiteness check: no pass rescaling every gradient by 1.0
+            grad_norm = float(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
         # fp16's scaler skips overflowing steps itself and lowers the scale; elsewhere a non-finite norm is a bad step.
         applied = math.isfinite(grad_norm) or acc.scaler is not None
     if applied:

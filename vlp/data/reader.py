@@ -37,7 +37,9 @@ def _tar_members(url: str, counts: Counter) -> Iterator[tuple[str, bytes]]:
                     yield info.name, data
     except Exception as e:  # noqa: BLE001 - truncated/corrupt archives, failing pipes: skip the rest of the shard
         failed = True
-        nothing_came = seen == 0 and isinstance(e, tarfile.ReadError) and "empty" in str(e)
+        # Nothing came: an empty stream, or a failed fetch/pipe (curl's exit status can surface as a read error,
+        # racing with EOF); a tar format error with nothing read is a file that exists but is not a tar.
+        nothing_came = seen == 0 and (not isinstance(e, tarfile.ReadError) or "empty" in str(e))
         counts["missing_shard" if nothing_came else "corrupt_tar"] += 1
     finally:
         try:

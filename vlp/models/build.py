@@ -10,6 +10,7 @@ import torch
 
 from vlp.models.checkpoints import load_weights, resolve_checkpoint
 from vlp.models.lock import lock_text_tower
+from vlp.models.text_trim import enable_text_trimming
 from vlp.models.towers import arch_config, instantiate, make_tokenizer
 from vlp.recipe.schema import ModelConfig
 
@@ -38,6 +39,8 @@ def build_model(model_cfg: ModelConfig, objective=None):
         lock_text_tower(model, model_cfg.lock_text_unlocked_layers)
     if model_cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
+    if model_cfg.trim_text_padding:
+        enable_text_trimming(model)
     return model, make_tokenizer(cfg)
 
 

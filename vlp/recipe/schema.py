@@ -29,6 +29,7 @@ class ModelConfig:
     logit_scale_init: Optional[float] = None  # log of t; default comes from the objective (log 1/0.07, log 10)
     logit_bias_init: Optional[float] = None  # default comes from the objective (-10 for sigmoid; none for softmax)
     max_logit_scale: float = 100.0  # t is clamped to this (OpenCLIP: 100)
+    trim_text_padding: bool = True  # skip the padding after a batch's longest caption (exact for causal towers)
 
 
 @dataclass

@@ -1,0 +1,60 @@
+"""Trimming the padding after a batch's longest caption changes nothing for causal EOT-pooled text towers."""
+import open_clip
+import pytest
+import torch
+
+from vlp.models import build_model
+from vlp.models.text_trim import supports_trimming
+from vlp.recipe import ModelConfig
+
+torch.set_num_threads(1)
+
+TEXT = {"context_length": 24, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}
+CONFIG = {"embed_dim": 16, "vision_cfg": {"image_size": 16, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
+          "text_cfg": TEXT}
+CAPTIONS = ["a seven", "the handwritten number seven, written quickly by hand", "7", ""]
+
+
+def full_context(model, tokens):
+    """open_clip's own encode_text: always the whole context."""
+    return open_clip.CLIP.encode_text(model, tokens, normalize=True)
+
+
+@pytest.mark.parametrize("pool_type", ["argmax", "eos"])
+def test_trimmed_embeddings_and_gradients_equal_full_context(pool_type):
+    torch.manual_seed(0)
+    model, tokenizer = build_model(ModelConfig(config={**CONFIG, "text_cfg": {**TEXT, "pool_type": pool_type}}))
+    assert supports_trimming(model)
+    if pool_type == "eos":
+        model.text_eos_id = tokenizer.eot_token_id
+    tokens = tokenizer(CAPTIONS)
+    seen = []
+    model.transformer.register_forward_pre_hook(lambda _, args: seen.append(args[0].shape[1]))
+    weights = torch.randn(len(CAPTIONS), CONFIG["embed_dim"])  # a loss whose gradient is not ~0
+    trimmed = model.encode_text(tokens, normalize=True)
+    (trimmed * weights).sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    full = full_context(model, tokens)
+    (full * weights).sum().backward()
+    assert seen[0] == int(tokens.argmax(-1).max()) + 1 < TEXT["context_length"]  # really shorter
+    assert seen[1] == TEXT["context_length"]
+    torch.testing.assert_close(trimmed, full, atol=1e-6, rtol=1e-5)
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(grads[name], p.grad, atol=1e-5, rtol=1e-5, msg=name)  # float32 sum order
+
+
+def test_model_forward_uses_trimming_and_can_be_disabled():
+    model, tokenizer = build_model(ModelConfig(config=CONFIG))
+    image = torch.randn(len(CAPTIONS), 3, 16, 16)
+    out = model(image, tokenizer(CAPTIONS))
+    torch.testing.assert_close(out["text_features"], full_context(model, tokenizer(CAPTIONS)), atol=1e-6, rtol=1e-5)
+    plain, _ = build_model(ModelConfig(config=CONFIG, trim_text_padding=False))
+    assert "encode_text" not in vars(plain)
+
+
+def test_bidirectional_last_token_tower_is_not_trimmed():
+    config = {**CONFIG, "text_cfg": {**TEXT, "no_causal_mask": True, "pool_type": "last"}}
+    model, _ = build_model(ModelConfig(config=config))
+    assert not supports_trimming(model) and "encode_text" not in vars(model)

@@ -1,0 +1,54 @@
+"""Exact dynamic text length for open_clip's causal text tower.
+
+A causal text transformer pooled at the end-of-text token never looks past that token, so every position after the
+last EOT of a batch is padding that changes nothing. open_clip always runs the full context (77 tokens for the
+standard towers, while alt-text captions are typically 10-20 tokens); cutting the batch to its longest caption gives
+the same embeddings for a fraction of the text tower's compute. Bidirectional towers, last-token pooling and HF
+towers are left alone: there the padding does matter.
+"""
+from __future__ import annotations
+
+import types
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.transformer import text_global_pool
+
+
+def supports_trimming(model: torch.nn.Module) -> bool:
+    """True for open_clip's native CLIP text tower with a causal mask and EOT (argmax/eos) pooling."""
+    return (isinstance(model, open_clip.CLIP) and getattr(model, "attn_mask", None) is not None
+            and model.text_pool_type in ("argmax", "eos"))
+
+
+def enable_text_trimming(model: torch.nn.Module) -> bool:
+    """Route `model.encode_text` (and so `model(image, text)`) through the trimmed forward; False if not exact."""
+    if not supports_trimming(model):
+        return False
+    model.encode_text = types.MethodType(_encode_text_trimmed, model)
+    return True
+
+
+def needed_length(text: torch.Tensor, pool_type: str, eos_token_id: int | None) -> int:
+    """Positions that can reach the pooled output: up to the last EOT position in the batch."""
+    if pool_type == "argmax":  # open_clip's BPE: EOT is the largest id
+        last = text.argmax(dim=-1)
+    else:
+        last = (text == eos_token_id).int().argmax(dim=-1)
+    return int(last.max()) + 1
+
+
+def _encode_text_trimmed(self, text: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+    eos = getattr(self, "text_eos_id", None)
+    length = needed_length(text, self.text_pool_type, eos)
+    text = text[:, :length]
+    cast_dtype = self.transformer.get_cast_dtype()
+    x = self.token_embedding(text).to(cast_dtype) + self.positional_embedding[:length].to(cast_dtype)
+    x = self.transformer(x, attn_mask=self.attn_mask[:length, :length])
+    x = text_global_pool(self.ln_final(x), text, self.text_pool_type, eos_token_id=eos)
+    if isinstance(self.text_projection, torch.nn.Linear):
+        x = self.text_projection(x)
+    elif self.text_projection is not None:
+        x = x @ self.text_projection
+    return F.normalize(x, dim=-1) if normalize else x

@@ -160,3 +160,22 @@ def test_ema_matches_naive_average():
     for w in history[1:]:
         naive = 0.8 * naive + 0.2 * w
     torch.testing.assert_close(ema.weights["weight"], naive)
+
+
+@pytest.mark.parametrize("bias", [None, -10.0])
+def test_logit_stats_equal_the_explicit_logit_matrix(bias):
+    from vlp.train.gradcache import Features
+    from vlp.train.metrics import logit_stats
+
+    torch.manual_seed(0)
+    x = torch.nn.functional.normalize(torch.randn(9, 5), dim=-1)
+    y = torch.nn.functional.normalize(x + 0.5 * torch.randn(9, 5), dim=-1)
+    t = torch.tensor(12.0)
+    b = None if bias is None else torch.tensor(bias)
+    logits = t * x @ y.T + (0.0 if b is None else b)
+    eye = torch.eye(9, dtype=torch.bool)
+    stats = logit_stats(Features(image=x, text=y, negative_text=None, logit_scale=t, logit_bias=b))
+    expected = {"logits/pos_mean": logits[eye].mean(), "logits/pos_std": logits[eye].std(),
+                "logits/neg_mean": logits[~eye].mean(), "logits/neg_std": logits[~eye].std()}
+    for name, value in expected.items():
+        assert stats[name] == pytest.approx(value.item(), abs=1e-5), name

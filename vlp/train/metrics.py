@@ -18,14 +18,25 @@ BAD_SAMPLES_FILE = "bad_samples.json"
 
 @torch.no_grad()
 def logit_stats(f: Features) -> dict[str, float]:
-    """Mean/std of the matching (diagonal) and non-matching logits t·x·y + b of the local batch."""
-    logits = f.logit_scale.float() * f.image.float() @ f.text.float().T
-    if f.logit_bias is not None:
-        logits = logits + f.logit_bias.float()
-    eye = torch.eye(logits.shape[0], dtype=torch.bool, device=logits.device)
-    stats = {"logits/pos_mean": logits[eye].mean().item(), "logits/pos_std": _std(logits[eye])}
-    if logits.shape[0] > 1:
-        stats.update({"logits/neg_mean": logits[~eye].mean().item(), "logits/neg_std": _std(logits[~eye])})
+    """Mean/std of the matching (diagonal) and non-matching logits t·x·y + b of the local batch.
+
+    Computed from sums in O(b·D + D²), never forming the b×b logit matrix that a tiled objective exists to avoid:
+    Σ_ij s_ij = (Σx)·(Σy) and Σ_ij s_ij² = ⟨XᵀX, YᵀY⟩.
+    """
+    x, y = f.image.double(), f.text.double()
+    scale = f.logit_scale.double()
+    bias = f.logit_bias.double() if f.logit_bias is not None else 0.0
+    diag = (x * y).sum(dim=1)
+    stats = {"logits/pos_mean": (scale * diag + bias).mean().item(), "logits/pos_std": _std(scale * diag)}
+    n = x.shape[0]
+    if n > 1:
+        pairs = n * (n - 1)
+        off_sum = x.sum(0) @ y.sum(0) - diag.sum()
+        off_sq = (x.T @ x * (y.T @ y)).sum() - diag.square().sum()
+        mean = off_sum / pairs
+        var = (off_sq - pairs * mean.square()) / (pairs - 1)  # unbiased, as torch.std
+        stats.update({"logits/neg_mean": (scale * mean + bias).item(),
+                      "logits/neg_std": (scale * var.clamp(min=0).sqrt()).item()})
     return stats
 
 

@@ -178,4 +178,4 @@ def test_logit_stats_equal_the_explicit_logit_matrix(bias):
     expected = {"logits/pos_mean": logits[eye].mean(), "logits/pos_std": logits[eye].std(),
                 "logits/neg_mean": logits[~eye].mean(), "logits/neg_std": logits[~eye].std()}
     for name, value in expected.items():
-        assert stats[name] == pytest.approx(value.item(), abs=1e-5), name
+        assert stats[name].item() == pytest.approx(value.item(), abs=1e-5), name

@@ -17,8 +17,8 @@ BAD_SAMPLES_FILE = "bad_samples.json"
 
 
 @torch.no_grad()
-def logit_stats(f: Features) -> dict[str, float]:
-    """Mean/std of the matching (diagonal) and non-matching logits t·x·y + b of the local batch.
+def logit_stats(f: Features) -> dict[str, torch.Tensor]:
+    """Mean/std (0-d tensors) of the matching (diagonal) and non-matching logits t·x·y + b of the local batch.
 
     Computed from sums in O(b·D + D²), never forming the b×b logit matrix that a tiled objective exists to avoid:
     Σ_ij s_ij = (Σx)·(Σy) and Σ_ij s_ij² = ⟨XᵀX, YᵀY⟩.
@@ -27,7 +27,7 @@ def logit_stats(f: Features) -> dict[str, float]:
     scale = f.logit_scale.double()
     bias = f.logit_bias.double() if f.logit_bias is not None else 0.0
     diag = (x * y).sum(dim=1)
-    stats = {"logits/pos_mean": (scale * diag + bias).mean().item(), "logits/pos_std": _std(scale * diag)}
+    stats = {"logits/pos_mean": (scale * diag + bias).mean(), "logits/pos_std": _std(scale * diag)}
     n = x.shape[0]
     if n > 1:
         pairs = n * (n - 1)
@@ -35,13 +35,12 @@ def logit_stats(f: Features) -> dict[str, float]:
         off_sq = (x.T @ x * (y.T @ y)).sum() - diag.square().sum()
         mean = off_sum / pairs
         var = (off_sq - pairs * mean.square()) / (pairs - 1)  # unbiased, as torch.std
-        stats.update({"logits/neg_mean": (scale * mean + bias).item(),
-                      "logits/neg_std": (scale * var.clamp(min=0).sqrt()).item()})
+        stats.update({"logits/neg_mean": scale * mean + bias, "logits/neg_std": scale * var.clamp(min=0).sqrt()})
     return stats
 
 
-def _std(x: torch.Tensor) -> float:
-    return x.std().item() if x.numel() > 1 else 0.0
+def _std(x: torch.Tensor) -> torch.Tensor:
+    return x.std() if x.numel() > 1 else x.new_zeros(())
 
 
 class Window:

@@ -1,9 +1,9 @@
 """Samples/s of vlp's training pipeline vs OpenCLIP's webdataset pipeline, same shards/transforms/tokenizer/workers.
 
 OpenCLIP side: `open_clip_train.data.get_wds_dataset` itself, which crashes with webdataset 1.x, so it runs in a
-subprocess from bench/.venv-openclip (webdataset 0.2.86):
-    python -m venv --system-site-packages bench/.venv-openclip
-    bench/.venv-openclip/bin/pip install webdataset==0.2.86
+subprocess from bench/.venv-openclip (bench/openclip_env.py: the running interpreter's packages with webdataset
+0.2.86 in front; created when missing). Each side builds its loader (imports included) before the clock starts; the
+clock runs from the first batch request to the last batch, so worker start-up counts on both sides alike.
 Usage: python bench/data_throughput.py [--samples 2000] [--runs 3]
 """
 from __future__ import annotations
@@ -19,6 +19,8 @@ from types import SimpleNamespace
 
 import numpy as np
 from PIL import Image
+
+import openclip_env
 
 
 def make_shards(out: Path, samples: int) -> str:
@@ -55,14 +57,12 @@ def vlp_loader(spec: str, samples: int, transform, tokenizer, batch: int, worker
                             world_size=1).batches(0)
 
 
-def timed(make) -> float:
+def timed(loader) -> float:
+    """Samples/s from the first batch request to the last batch of one pass."""
     start, count = time.perf_counter(), 0
-    for batch in make():
+    for batch in loader:
         count += len(batch[0] if isinstance(batch, (list, tuple)) else batch["image"])
     return count / (time.perf_counter() - start)
-
-
-VENV_PYTHON = Path(__file__).parent / ".venv-openclip" / "bin" / "python"
 
 
 def measure(side: str, spec: str, args, size: int) -> float:
@@ -71,13 +71,13 @@ def measure(side: str, spec: str, args, size: int) -> float:
     transform = open_clip.image_transform(size, is_train=True, aug_cfg={"scale": (0.9, 1.0)})
     tokenizer = open_clip.get_tokenizer("ViT-B-32")
     build = openclip_loader if side == "openclip" else vlp_loader
-    return timed(lambda: build(spec, args.samples, transform, tokenizer, args.batch, args.workers))
+    return timed(build(spec, args.samples, transform, tokenizer, args.batch, args.workers))
 
 
-def measure_openclip(spec: str, args, size: int) -> float:
-    if not VENV_PYTHON.is_file():
-        raise SystemExit(f"missing {VENV_PYTHON}: create it as described at the top of this file")
-    command = [str(VENV_PYTHON), __file__, "--side", "openclip", "--size", str(size), "--spec", spec,
+def measure_in_subprocess(side: str, spec: str, args, size: int) -> float:
+    """Each measurement in a fresh process, both sides alike; only the interpreter's webdataset differs."""
+    python = openclip_env.python() if side == "openclip" else sys.executable
+    command = [str(python), __file__, "--side", side, "--size", str(size), "--spec", spec,
                "--samples", str(args.samples), "--batch", str(args.batch), "--workers", str(args.workers)]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     return float(result.stdout.strip().splitlines()[-1])
@@ -97,14 +97,16 @@ def main() -> int:
     if args.side:
         print(measure(args.side, args.spec, args, args.size))
         return 0
+    openclip_env.ensure()
     spec = make_shards(Path(args.work_dir), args.samples)
+    print(f"versions: vlp side {openclip_env.versions()}; OpenCLIP side {openclip_env.versions(openclip_env.python())}")
     print(f"shards: {spec} ({args.samples} samples, 320x256 JPEG), batch {args.batch}, {args.workers} workers, "
           f"open_clip train transform + ViT-B-32 tokenizer, median of {args.runs} alternating runs")
     for size in (64, 224):
         openclip, ours = [], []
         for _ in range(args.runs):  # alternate so drift on a shared machine hits both sides alike
-            openclip.append(measure_openclip(spec, args, size))
-            ours.append(measure("vlp", spec, args, size))
+            openclip.append(measure_in_subprocess("openclip", spec, args, size))
+            ours.append(measure_in_subprocess("vlp", spec, args, size))
         a, b = statistics.median(openclip), statistics.median(ours)
         print(f"{size:>3} px: openclip {a:7.1f} samples/s | vlp {b:7.1f} samples/s | ratio vlp/openclip {b / a:.2f}x",
               flush=True)

@@ -11,7 +11,8 @@ the first `--warmup` ones (also reported: batch / median step time, which shrugs
 Memory: peak of the summed RSS (and PSS, which counts pages shared between the forked DataLoader workers and the
 main process once) of the whole process tree, sampled every 0.2 s the same way for both.
 
-OpenCLIP's trainer needs webdataset <= 0.2.86, so it runs from bench/.venv-openclip (created when missing).
+OpenCLIP's trainer needs webdataset <= 0.2.86, so it runs from bench/.venv-openclip (see bench/openclip_env.py:
+the running interpreter's packages with webdataset 0.2.86 in front; created when missing).
 Usage: python bench/train_throughput.py [--runs 3] [--steps 30] [--warmup 6] [--workers 2] [--cores 2]
 """
 from __future__ import annotations
@@ -31,12 +32,12 @@ from pathlib import Path
 
 import psutil
 
+import openclip_env
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 WORK = BENCH / "work"
 RECIPE = BENCH / "tiny-throughput.yaml"
-VENV = BENCH / ".venv-openclip"
-VENV_PYTHON = VENV / "bin" / "python"
 MODEL_NAME = "vlp-bench-tiny"
 BATCH = 128
 # Registers the benchmark's model JSON with open_clip, then runs the trainer's own entry point unchanged.
@@ -54,21 +55,6 @@ class Run:
     wall_s: float  # whole process, start-up and final checkpoint included
     data_wait_s_per_step: float  # steady-state time the loop waited for a batch
     log: str  # the trainer's own per-step log
-
-
-def ensure_venv() -> None:
-    """OpenCLIP's trainer crashes with webdataset 1.x: give it a venv with 0.2.86 over the system packages."""
-    if VENV_PYTHON.is_file() and _venv_has_old_webdataset():
-        return
-    print(f"creating {VENV} (webdataset 0.2.86 for OpenCLIP's trainer)", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(VENV)], check=True)
-    subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "webdataset==0.2.86"], check=True)
-
-
-def _venv_has_old_webdataset() -> bool:
-    probe = subprocess.run([str(VENV_PYTHON), "-c", "import webdataset; print(webdataset.__version__)"],
-                           capture_output=True, text=True)
-    return probe.returncode == 0 and probe.stdout.strip() == "0.2.86"
 
 
 def ensure_shards() -> str:
@@ -99,7 +85,7 @@ def vlp_command(spec: str, steps: int, workers: int, run_name: str) -> list[str]
 
 
 def openclip_command(spec: str, steps: int, workers: int, run_name: str, configs: Path) -> list[str]:
-    return [str(VENV_PYTHON), "-c", OPENCLIP_WRAPPER, str(configs),
+    return [str(openclip_env.python()), "-c", OPENCLIP_WRAPPER, str(configs),
             "--model", MODEL_NAME, "--train-data", spec, "--dataset-type", "webdataset", "--dataset-resampled",
             "--train-num-samples", str(steps * BATCH), "--batch-size", str(BATCH), "--epochs", "1",
             "--workers", str(workers), "--precision", "fp32", "--lr", "5e-4", "--wd", "0.2", "--warmup", "10",
@@ -203,18 +189,11 @@ def measure(trainer: str, index: int, args, spec: str, configs: Path) -> Run:
     return Run(trainer, rate, median_rate, rss, pss, wall, wait, str(step_log.relative_to(ROOT)))
 
 
-def versions() -> dict[str, str]:
-    import open_clip
-    import torch
-    import webdataset
-
-    probe = subprocess.run([str(VENV_PYTHON), "-c", "import webdataset; print(webdataset.__version__)"],
-                           capture_output=True, text=True)
+def versions() -> dict[str, dict[str, str]]:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
-    return {"python": platform.python_version(), "torch": torch.__version__, "open_clip": open_clip.__version__,
-            "webdataset (vlp)": webdataset.__version__, "webdataset (OpenCLIP venv)": probe.stdout.strip(),
-            "cpu": cpu, "cores available": str(len(os.sched_getaffinity(0)))}
+    return {"vlp": openclip_env.versions(), "openclip": openclip_env.versions(openclip_env.python()),
+            "machine": {"cpu": cpu, "cores available": str(len(os.sched_getaffinity(0)))}}
 
 
 def summarize(runs: list[Run]) -> dict[str, dict[str, float]]:
@@ -255,7 +234,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    ensure_venv()
+    openclip_env.ensure()
     spec, configs = ensure_shards(), write_model_config()
     info = versions()
     print(json.dumps(info), flush=True)

@@ -22,7 +22,8 @@ TRAIN_TEMPLATES = (
     "the digit {num}", "a handwritten digit {name}, {num}", "an image of the number {num}", "{name}",
     "a scanned {name} ({num})", "handwriting: {name}",
 )
-EVAL_TEMPLATES = ("a drawing of the number {c}.", "a picture of a {c}.", "{c}", "a black and white image of a {c}.")
+EVAL_TEMPLATES = ("a drawing of the number {c}.", "a picture of a {c}.", "{c}, drawn in ink.",
+                  "a black and white image of a {c}.")
 RETRIEVAL_TEMPLATES = ("a digit {name}", "the handwritten number {num}", "a sketch of a {name}")
 
 

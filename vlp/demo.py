@@ -8,8 +8,15 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES = Path(__file__).resolve().parent / "recipes"  # package data (a link to the top-level recipes/ in a clone)
 DEFAULT_RECIPE = RECIPES / "tiny-digits.yaml"
+
+
+def find_recipe(recipe: str | Path) -> Path:
+    """A recipe path as given, else the shipped recipe of that name (`vlp demo tiny-digits-sigmoid.yaml`)."""
+    path = Path(recipe)
+    shipped = RECIPES / path.name
+    return shipped if not path.is_file() and shipped.is_file() else path
 
 
 def run_demo(recipe: str | Path = DEFAULT_RECIPE, overrides: Sequence[str] = (), data_dir: str | Path = "data",
@@ -21,6 +28,7 @@ def run_demo(recipe: str | Path = DEFAULT_RECIPE, overrides: Sequence[str] = (),
     from vlp.train.plot import plot_run
 
     start = time.perf_counter()
+    recipe = find_recipe(recipe)
     paths = _bundled_data(Path(data_dir) / source, source, image_size, seed, build_digits)
     data_overrides = [f"data.train={paths['train']}",
                       f"eval.datasets=[{{name: {source}_zeroshot, task: zeroshot, path: {paths['zeroshot']}}}, "

@@ -1,0 +1,39 @@
+"""What a fresh install relies on: CI runs the README's test command, a non-editable install carries the recipes the
+demo needs, and `vlp --help` starts without importing the heavy libraries."""
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _readme_command(marker: str) -> str:
+    lines = (ROOT / "README.md").read_text().splitlines()
+    return lines[lines.index(next(line for line in lines if marker in line)) + 1].strip()
+
+
+def test_ci_runs_the_readme_test_command_in_a_fresh_venv():
+    command = _readme_command("# 2. install and run the test suite")
+    assert command.endswith("python -m pytest")
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert command in re.sub(r" -q\b", "", ci)
+    assert re.search(r"^python3? -m venv --clear (\S+)\n(?:#.*\n)?\. \1/bin/activate$", ci, re.M), ci
+    assert "--system-site-packages" not in ci
+
+
+def test_wheel_carries_the_recipes_and_the_demo_finds_them(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(tmp_path / "wheel"), str(ROOT)], check=True, capture_output=True)
+    wheel = next((tmp_path / "wheel").glob("vlp-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(tmp_path / "site")
+    shipped = sorted(p.name for p in (tmp_path / "site" / "vlp" / "recipes").glob("*.yaml"))
+    assert shipped == sorted(p.name for p in (ROOT / "recipes").glob("*.yaml"))
+    probe = ("import vlp.demo as d; from vlp.recipe import load_recipe; "
+             "print(d.DEFAULT_RECIPE); load_recipe(d.DEFAULT_RECIPE); print(d.find_recipe('tiny-digits-sigmoid.yaml'))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"}).stdout.split()
+    assert out == [str(tmp_path / "site" / "vlp" / "recipes" / name)
+                   for name in ("tiny-digits.yaml", "tiny-digits-sigmoid.yaml")]

@@ -1,11 +1,8 @@
 """Tools to build, check and inspect webdataset shards and CLIP_benchmark-layout evaluation sets."""
-from data_tools.build import split_items, write_retrieval_set, write_train_shards, write_zeroshot_set
-from data_tools.bundled import build_digits
-from data_tools.check import check_shards
-from data_tools.inputs import Item, class_folder_items, folder_items, hf_items, table_items
-from data_tools.stats import shard_stats
-from data_tools.writer import ShardWriter
+from vlp.lazy import lazy_names
 
-__all__ = ["ShardWriter", "Item", "folder_items", "class_folder_items", "table_items", "hf_items", "split_items",
-           "write_train_shards", "write_zeroshot_set", "write_retrieval_set", "build_digits", "check_shards",
-           "shard_stats"]
+__getattr__, __all__ = lazy_names(__name__, {
+    "ShardWriter": "writer", "Item": "inputs", "folder_items": "inputs", "class_folder_items": "inputs",
+    "table_items": "inputs", "hf_items": "inputs", "split_items": "build", "write_train_shards": "build",
+    "write_zeroshot_set": "build", "write_retrieval_set": "build", "build_digits": "bundled",
+    "check_shards": "check", "shard_stats": "stats"})

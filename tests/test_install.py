@@ -37,3 +37,19 @@ def test_wheel_carries_the_recipes_and_the_demo_finds_them(tmp_path):
                          env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"}).stdout.split()
     assert out == [str(tmp_path / "site" / "vlp" / "recipes" / name)
                    for name in ("tiny-digits.yaml", "tiny-digits-sigmoid.yaml")]
+
+
+def test_cli_help_imports_no_heavy_library():
+    heavy = ("torch", "numpy", "transformers", "open_clip", "webdataset", "accelerate", "datasets", "matplotlib")
+    probe = ("import sys; from vlp.cli import build_parser; build_parser(); "
+             f"print([m for m in {heavy!r} if m in sys.modules])")
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True).stdout.strip() == "[]"
+
+
+def test_every_lazily_exported_name_resolves():
+    import importlib
+
+    for package in ("vlp.data", "vlp.train", "vlp.evaluate", "vlp.export", "data_tools"):
+        module = importlib.import_module(package)
+        assert module.__all__ and all(getattr(module, name) is not None for name in module.__all__), package

@@ -1,6 +1,6 @@
 """Training data: webdataset shards or HF datasets → deterministic, resumable batches that skip and count bad samples."""
-from vlp.data.decode import SampleKeys
-from vlp.data.sources import DataError, expand_shards, read_shard_sizes
-from vlp.data.train_data import TrainData, build_train_data
+from vlp.lazy import lazy_names
 
-__all__ = ["build_train_data", "TrainData", "DataError", "SampleKeys", "expand_shards", "read_shard_sizes"]
+__getattr__, __all__ = lazy_names(__name__, {
+    "SampleKeys": "decode", "DataError": "sources", "expand_shards": "sources", "read_shard_sizes": "sources",
+    "TrainData": "train_data", "build_train_data": "train_data"})

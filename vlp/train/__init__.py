@@ -1,11 +1,8 @@
 """Training: the accelerate loop (GradCache accumulation, exact resume, checkpoints, logging, in-training eval)."""
-from vlp.train.checkpoint import CheckpointError, find_resumable, verify
-from vlp.train.gradcache import Features, compute_gradients, forward_features
-from vlp.train.loop import NonFiniteLossError, RunResult, train
-from vlp.train.metrics import read_metrics
-from vlp.train.optim import build_optimizer, build_scheduler, lr_multiplier
-from vlp.train.plot import plot_run
+from vlp.lazy import lazy_names
 
-__all__ = ["train", "RunResult", "NonFiniteLossError", "CheckpointError", "find_resumable", "verify",
-           "compute_gradients", "forward_features", "Features", "build_optimizer", "build_scheduler", "lr_multiplier",
-           "read_metrics", "plot_run"]
+__getattr__, __all__ = lazy_names(__name__, {
+    "train": "loop", "RunResult": "loop", "NonFiniteLossError": "loop", "CheckpointError": "checkpoint",
+    "find_resumable": "checkpoint", "verify": "checkpoint", "compute_gradients": "gradcache",
+    "forward_features": "gradcache", "Features": "gradcache", "build_optimizer": "optim", "build_scheduler": "optim",
+    "lr_multiplier": "optim", "read_metrics": "metrics", "plot_run": "plot"})

@@ -168,19 +168,25 @@ def test_dcl_matches_reference():
 
 
 @pytest.mark.parametrize("name", ["align", "uniform", "cross_uniform"])
-def test_regularizers_match_reference(name):
-    x, y = features(seed=4), features(seed=5)
-    assert_matches(grads_of(objectives.get_regularizer(name), x, y),
+@pytest.mark.parametrize("n,tile_size", [(7, None), (2, None), (7, 1), (7, 3), (7, 7), (7, 50), (2, 1), (12, 5),
+                                         (12, 4)])
+def test_regularizers_match_reference(name, n, tile_size):
+    """Dense (tile_size None) and tiled forms, including batches that are not a multiple of the tile."""
+    x, y = features(n, seed=4), features(n, seed=5)
+    assert_matches(grads_of(lambda *v: objectives.get_regularizer(name)(*v, tile_size=tile_size), x, y),
                    grads_of(REFERENCE_REGULARIZERS[name], x, y, dtype=torch.float64))
 
 
-def test_presets_are_softmax_plus_regularizers():
+@pytest.mark.parametrize("tiled", [False, True])
+def test_presets_are_softmax_plus_regularizers(tiled):
     def cuaxu(x, y, t):
         return ref_softmax(x, y, t) + ref_align(x, y) + ref_uniform(x, y) + ref_cross_uniform(x, y)
 
-    check(objectives.build("clip_cua"), lambda x, y, t: ref_softmax(x, y, t) + ref_align(x, y) + ref_uniform(x, y))
-    check(objectives.build("clip_cuaxu"), cuaxu)
-    check(objectives.build("uniformity"), lambda x, y, t: ref_align(x, y) + ref_uniform(x, y))
+    execution = {"tiled": tiled, "tile_size": 3}
+    check(objectives.build("clip_cua", **execution),
+          lambda x, y, t: ref_softmax(x, y, t) + ref_align(x, y) + ref_uniform(x, y))
+    check(objectives.build("clip_cuaxu", **execution), cuaxu)
+    check(objectives.build("uniformity", **execution), lambda x, y, t: ref_align(x, y) + ref_uniform(x, y))
 
 
 # ---------------------------------------------------------------- identities

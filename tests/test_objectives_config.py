@@ -53,7 +53,7 @@ def test_plain_objective_without_regularizers_is_not_wrapped():
 @pytest.mark.parametrize("cfg,key,message", [
     (ObjectiveConfig(name="hard_negative", tiled=True), "objective.tiled", "no tiled form"),
     (ObjectiveConfig(name="dcl", tiled=True), "objective.tiled", "no tiled form"),
-    (ObjectiveConfig(name="uniformity", tiled=True), "objective.tiled", "no contrastive term"),
+    (ObjectiveConfig(name="uniformity", tiled=True, tile_size=0), "objective.tile_size", "positive integer"),
     (ObjectiveConfig(name="softmax", gather="ring"), "objective.gather", "ring is for sigmoid"),
     (ObjectiveConfig(name="uniformity", gather="local_loss"), "objective.gather", "regularizer_features"),
     (ObjectiveConfig(name="softmax", tiled=True, tile_size=0), "objective.tile_size", "positive integer"),
@@ -94,4 +94,5 @@ def test_recipe_selects_an_objective(tmp_path):
     cfg = load_recipe(recipe).objective
     built = objectives.build_from_config(cfg)
     assert isinstance(built.base, objectives.SigmoidLoss) and built.base.tiled and built.base.gather == "ring"
+    assert built.tiled and built.tile_size == 1024  # the regularizers are tiled with the base
     assert built.regularizers[0][0::2] == ("uniform", 0.1)

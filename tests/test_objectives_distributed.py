@@ -45,6 +45,13 @@ CASES = {
     "sigmoid-regularized-ring": ObjectiveConfig(name="sigmoid", gather="ring", tiled=True, tile_size=3,
                                                 regularizers=regs("uniform", "cross_uniform", "align")),
     "uniformity": ObjectiveConfig(name="uniformity"),
+    "clip_cuaxu-tiled": ObjectiveConfig(name="clip_cuaxu", tiled=True, tile_size=3,
+                                        regularizers=regs("cross_uniform", "align")),
+    "clip_cua-tiled-local": ObjectiveConfig(name="clip_cua", tiled=True, tile_size=4, gather="local_loss"),
+    "uniformity-tiled": ObjectiveConfig(name="uniformity", tiled=True, tile_size=3),
+    "softmax-tiled-local-regularizers": ObjectiveConfig(name="softmax", tiled=True, tile_size=3,
+                                                        regularizers=regs("uniform", "cross_uniform"),
+                                                        regularizer_features="local"),
     "softmax-local-regularizers": ObjectiveConfig(name="softmax", regularizers=regs("align", "uniform"),
                                                   regularizer_features="local"),
 }

@@ -1,5 +1,8 @@
-"""Tiled (memory-efficient) softmax and sigmoid: equal to the dense forms, and no B×B tensor anywhere."""
+"""Tiled (memory-efficient) objectives, presets and regularizers: equal to the dense forms, no B×B tensor anywhere."""
 from __future__ import annotations
+
+import dataclasses
+import itertools
 
 import pytest
 import torch
@@ -7,6 +10,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import vlp.objectives as objectives
+from vlp.recipe.schema import ObjectiveConfig, RegularizerConfig
 
 B, D = 37, 6
 
@@ -26,9 +30,15 @@ def run(objective, x, y, t, b):
 
 
 def assert_same(name, tile_size, **params):
-    x, y, t, b = inputs(tile_size)
-    dense_out, dense_grads = run(objectives.build(name, **params), x, y, t, b)
-    tiled_out, tiled_grads = run(objectives.build(name, tiled=True, tile_size=tile_size, **params), x, y, t, b)
+    assert_same_objectives(objectives.build(name, **params),
+                           objectives.build(name, tiled=True, tile_size=tile_size, **params), seed=tile_size)
+
+
+def assert_same_objectives(dense, tiled, seed=0):
+    """Equal terms and gradients (features, t, b) of a dense objective and its tiled form."""
+    x, y, t, b = inputs(seed)
+    dense_out, dense_grads = run(dense, x, y, t, b)
+    tiled_out, tiled_grads = run(tiled, x, y, t, b)
     assert dense_out.keys() == tiled_out.keys()
     for key in dense_out:
         torch.testing.assert_close(tiled_out[key], dense_out[key], atol=1e-5, rtol=1e-5)
@@ -46,8 +56,10 @@ def test_tiled_sigmoid_equals_dense(tile_size):
     assert_same("sigmoid", tile_size)
 
 
-def test_tiled_preset_equals_dense():
-    assert_same("clip_cuaxu", 8)
+@pytest.mark.parametrize("name", ["clip_cua", "clip_cuaxu", "uniformity"])
+@pytest.mark.parametrize("tile_size", [1, 5, 37, 1000])
+def test_tiled_preset_equals_dense(name, tile_size):
+    assert_same(name, tile_size)
 
 
 def test_tiled_sigmoid_without_gradients_still_computes_the_loss():
@@ -72,17 +84,52 @@ class LargestTensor(TorchDispatchMode):
         return out
 
 
-@pytest.mark.parametrize("name", ["softmax", "sigmoid"])
-@pytest.mark.parametrize("tiled", [True, False])
-def test_no_batch_by_batch_tensor_when_tiled(name, tiled):
-    n, tile = 256, 16
-    x = F.normalize(torch.randn(n, 4), dim=1).requires_grad_()
-    y = F.normalize(torch.randn(n, 4), dim=1).requires_grad_()
-    t, b = torch.tensor(10.0, requires_grad=True), torch.tensor(-10.0, requires_grad=True)
-    objective = objectives.build(name, tiled=tiled, tile_size=tile)
-    with LargestTensor() as probe:
-        objective(x, y, t, b)["loss"].backward()
-    if tiled:
-        assert probe.largest <= max(tile * tile, n * 4)
-    else:  # the probe sees the dense form's B×B logits: it can tell the difference
-        assert probe.largest >= n * n
+def tiled_configs() -> list[ObjectiveConfig]:
+    """Every configuration the recipe accepts with `tiled: true`: objective × gather × added regularizers × features."""
+    added = ((), ("align", "uniform", "cross_uniform"))
+    candidates = [ObjectiveConfig(name=name, tiled=True, tile_size=16, gather=gather, regularizer_features=features,
+                                  regularizers=[RegularizerConfig(r) for r in regularizers])
+                  for name, gather, regularizers, features in
+                  itertools.product(objectives.names(), ("global", "local_loss", "ring"), added, ("global", "local"))]
+    return [cfg for cfg in candidates if _accepted(cfg)]
+
+
+def _accepted(cfg: ObjectiveConfig) -> bool:
+    try:
+        objectives.check_config(cfg)
+    except objectives.ObjectiveConfigError:
+        return False
+    return True
+
+
+TILED = tiled_configs()
+
+
+def test_every_tiled_objective_is_probed():
+    assert sorted({cfg.name for cfg in TILED}) == ["clip_cua", "clip_cuaxu", "sigmoid", "softmax", "uniformity"]
+
+
+def config_id(cfg: ObjectiveConfig) -> str:
+    return "-".join([cfg.name, cfg.gather, cfg.regularizer_features] + [r.name for r in cfg.regularizers])
+
+
+@pytest.mark.parametrize("cfg", TILED, ids=config_id)
+def test_every_tiled_configuration_equals_dense(cfg):
+    assert_same_objectives(objectives.build_from_config(dataclasses.replace(cfg, tiled=False)),
+                           objectives.build_from_config(cfg))
+
+
+@pytest.mark.parametrize("cfg", TILED, ids=config_id)
+def test_no_batch_by_batch_tensor_when_tiled(cfg):
+    n, tile = 256, cfg.tile_size
+    x = F.normalize(torch.randn(n, 4), dim=1)
+    y = F.normalize(torch.randn(n, 4), dim=1)
+    for tiled in (True, False):
+        leaves = [v.clone().requires_grad_() for v in (x, y, torch.tensor(10.0), torch.tensor(-10.0))]
+        objective = objectives.build_from_config(dataclasses.replace(cfg, tiled=tiled))
+        with LargestTensor() as probe:
+            objective(*leaves)["loss"].backward()
+        if tiled:
+            assert probe.largest <= max(tile * tile, n * 4)
+        else:  # the probe sees the dense form's B×B matrices: it can tell the difference
+            assert probe.largest >= n * n

@@ -42,7 +42,8 @@ def build_from_config(cfg) -> Objective:
                                    f"must be one of {', '.join(FEATURE_MODES)}, got {cfg.regularizer_features!r}")
     if not regularizers:
         return base
-    return Composite(base, list(regularizers.items()), cfg.regularizer_features)
+    return Composite(base, list(regularizers.items()), cfg.regularizer_features, tiled=cfg.tiled,
+                     tile_size=cfg.tile_size)
 
 
 def check_config(cfg) -> None:
@@ -51,9 +52,9 @@ def check_config(cfg) -> None:
 
 
 def _build_base(base_name, cfg):
-    if base_name is None:  # regularizers alone: there is no contrastive matrix to tile or gather
-        if cfg.tiled:
-            raise ObjectiveConfigError("objective.tiled", f"{cfg.name!r} has no contrastive term to tile")
+    if not isinstance(cfg.tile_size, int) or cfg.tile_size < 1:
+        raise ObjectiveConfigError("objective.tile_size", f"must be a positive integer, got {cfg.tile_size!r}")
+    if base_name is None:  # regularizers alone (tiled applies to them): there is no contrastive matrix to gather
         if cfg.gather != "global":
             raise ObjectiveConfigError("objective.gather", f"{cfg.name!r} has no contrastive term; "
                                        "use regularizer_features to choose local or global features")
@@ -65,8 +66,6 @@ def _build_base(base_name, cfg):
     if cfg.tiled and not cls.tiled_form:
         raise ObjectiveConfigError("objective.tiled", f"{cfg.name!r} has no tiled form; tiled exists for "
                                    f"{', '.join(n for n in names() if getattr(get(n), 'tiled_form', False))}")
-    if not isinstance(cfg.tile_size, int) or cfg.tile_size < 1:
-        raise ObjectiveConfigError("objective.tile_size", f"must be a positive integer, got {cfg.tile_size!r}")
     try:
         return cls(**cfg.params, gather=cfg.gather, tiled=cfg.tiled, tile_size=cfg.tile_size)
     except (TypeError, ValueError) as e:

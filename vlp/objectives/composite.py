@@ -25,12 +25,15 @@ class Composite(Objective):
 
     `features="global"` feeds the regularizers the all-gathered batch (every rank computes the same value, equal to
     one process on the global batch); "local" feeds this rank's features (the loss is then the mean over ranks of the
-    per-shard regularizers).
+    per-shard regularizers).  `tiled` computes the regularizers by tiles of `tile_size` (no B×B matrix); the base
+    objective has its own execution options.
     """
 
+    tiled_form = True
+
     def __init__(self, base: Optional[Objective], regularizers: Sequence[tuple[str, float]],
-                 features: str = "global"):
-        super().__init__()
+                 features: str = "global", *, tiled: bool = False, tile_size: int = 1024):
+        super().__init__(tiled=tiled, tile_size=tile_size)
         if features not in FEATURE_MODES:
             raise ValueError(f"regularizer features must be one of {', '.join(FEATURE_MODES)}, got {features!r}")
         if base is None and not regularizers:
@@ -48,9 +51,9 @@ class Composite(Objective):
             terms = {"loss": torch.zeros((), dtype=x.dtype, device=x.device)}
         if self.features == "global":
             x, y = gather_with_grad(x), gather_with_grad(y)
-        loss = terms["loss"]
+        loss, tile_size = terms["loss"], self.tile_size if self.tiled else None
         for name, regularizer, weight in self.regularizers:
-            value = regularizer(x, y)
+            value = regularizer(x, y, tile_size=tile_size)
             terms[f"{name}_loss"] = value
             loss = loss + weight * value
         terms["loss"] = loss
@@ -60,11 +63,11 @@ class Composite(Objective):
 def _preset_factory(name: str):
     base_name, regularizers = PRESETS[name]
 
-    def factory(features: str = "global", **params) -> Composite:
-        base = get(base_name)(**params) if base_name else None
+    def factory(features: str = "global", *, tiled: bool = False, tile_size: int = 1024, **params) -> Composite:
+        base = get(base_name)(tiled=tiled, tile_size=tile_size, **params) if base_name else None
         if base is None and params:
             raise ValueError(f"objective {name!r} takes no parameters, got {', '.join(params)}")
-        return Composite(base, [(r, 1.0) for r in regularizers], features)
+        return Composite(base, [(r, 1.0) for r in regularizers], features, tiled=tiled, tile_size=tile_size)
 
     # check_params reads the accepted recipe parameters from the signature: those of the base objective.
     factory.__signature__ = inspect.signature(get(base_name)) if base_name else inspect.Signature()

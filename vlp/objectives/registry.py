@@ -23,6 +23,7 @@ def register(name: str):
 
 
 def register_regularizer(name: str):
+    """Function decorator for `fn(x, y, tile_size=None) -> scalar`; given a tile size it must form no B×B tensor."""
     return _adder(_REGULARIZERS, "regularizer", name)
 
 

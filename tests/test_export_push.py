@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import subprocess
@@ -12,9 +13,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from test_models import make_run_dir
+from test_train_support import make_shards, recipe_dict, write_recipe
+from vlp.cli import main as vlp_main
+from vlp.recipe import dump_recipe, load_recipe
 
 TOKEN = "hf_vlpTestSecretToken0123456789"
 REPO = "vlp-org/tiny-clip"
+SECRET = "sh4rdCredential"  # in shard specs: must stay in RUN_DIR/recipe.yaml and nowhere that is published
 
 
 class FakeHub(BaseHTTPRequestHandler):
@@ -85,16 +90,26 @@ def _committed_files(hub) -> dict[str, bytes]:
             if item["key"] == "file"}
 
 
+def _hub_readme(hub) -> str:
+    return json.loads(next(c for c in hub.calls if c["path"] == "/api/validate-yaml")["body"])["content"]
+
+
 def test_push_uploads_the_export_without_leaking_the_token(tmp_path, hub):
     run, _ = make_run_dir(tmp_path)
+    recipe = load_recipe(run / "recipe.yaml")
+    spec = f"https://user:{SECRET}@data.example.com/{{0..9}}.tar?X-Amz-Signature={SECRET}"
+    (run / "recipe.yaml").write_text(dump_recipe(dataclasses.replace(recipe, data=dataclasses.replace(
+        recipe.data, train=spec))))
     out = tmp_path / "export"
-    result = _export(run, out, hub, tmp_path / "hf_home", "--private", "--revision", "dev")
+    result = _export(run, out, hub, tmp_path / "hf_home", "--revision", "dev")
     assert result.returncode == 0, result.stderr[-2000:]
     paths = [c["path"].split("?")[0] for c in hub.calls]
     assert paths[0] == "/api/repos/create"
-    assert json.loads(hub.calls[0]["body"])["visibility"] == "private"
-    readme = json.loads(next(c for c in hub.calls if c["path"] == "/api/validate-yaml")["body"])
-    assert "zero-shot-image-classification" in readme["content"]
+    assert json.loads(hub.calls[0]["body"])["visibility"] == "private"  # the default, as in recipes and the API
+    readme = _hub_readme(hub)
+    assert "zero-shot-image-classification" in readme
+    assert "https://***@data.example.com/{0..9}.tar?***" in readme and SECRET not in readme  # item 13
+    assert SECRET in (run / "recipe.yaml").read_text()  # the local copy stays exact for --resume
     assert f"/api/models/{REPO}/branch/dev" in paths
     assert f"/api/models/{REPO}/commit/dev" in paths
     assert all(c["auth"] == f"Bearer {TOKEN}" for c in hub.calls)  # the token was sent, and only as the header
@@ -120,3 +135,39 @@ def test_failed_push_reports_without_the_token(tmp_path, hub):
     assert any("/commit/" in c["path"] for c in hub.calls)
     assert "Bearer ***" in result.stderr  # the hub quoted the header; the token was scrubbed from the message
     assert TOKEN not in result.stdout + result.stderr
+
+
+def test_public_is_the_only_way_to_a_public_repo(tmp_path, monkeypatch):
+    import vlp.export.api
+
+    calls = []
+    monkeypatch.setattr(vlp.export.api, "export", lambda *args, **kwargs: calls.append(kwargs["private"]))
+    for flags in ([], ["--public"]):
+        assert vlp_main(["export", str(tmp_path / "run"), str(tmp_path / "out"), "--push-to-hub", REPO, *flags]) == 0
+    assert calls == [True, False]
+    with pytest.raises(SystemExit):  # the old opt-in flag is gone: private is the default
+        vlp_main(["export", "run", "out", "--private"])
+
+
+def test_recipe_push_without_formats_pushes_a_private_export_without_secrets(tmp_path, hub):
+    """A recipe's export.push_to_hub alone pushes (what `vlp export --push-to-hub` writes), privately; shard-spec
+    credentials reach neither the pushed card nor the TensorBoard hyperparameters, but stay in RUN_DIR/recipe.yaml."""
+    folder = tmp_path / "shards"
+    make_shards(folder, shards=2, per_shard=8)
+    spec = f"pipe:curl -s -H 'Authorization: Bearer {SECRET}' file://{folder}/shard-{{000..001}}.tar"
+    recipe = recipe_dict(spec, tmp_path / "runs", duration="2 steps")
+    recipe["data"]["num_samples"] = 16  # pipe: shards have no sizes.json
+    recipe["logging"]["trackers"] = ["tensorboard"]
+    recipe["export"] = {"push_to_hub": REPO}
+    path = write_recipe(tmp_path / "run.yaml", recipe)
+    result = subprocess.run([sys.executable, "-m", "vlp", "train", str(path)], env=_hub_env(hub, tmp_path / "hf"),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(hub.calls[0]["body"])["visibility"] == "private"
+    assert {"open_clip_config.json", "open_clip_model.safetensors", "README.md"} <= set(_committed_files(hub))
+    card = _committed_files(hub)["README.md"].decode()
+    assert "-H *** file://" in card and SECRET not in card
+    run = tmp_path / "runs" / "run"
+    hparams = b"".join(p.read_bytes() for p in run.rglob("events.out.tfevents*"))
+    assert b"-H *** file://" in hparams and SECRET.encode() not in hparams
+    assert SECRET in (run / "recipe.yaml").read_text()

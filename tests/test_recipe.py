@@ -183,3 +183,132 @@ def test_cli_error_has_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "vlp", "recipe", "show", str(path)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: {path}: optim.lrr: unknown key (did you mean 'lr'?)"
+
+
+RANGE_ERRORS = [
+    # (override, expected "key: message") -- each would otherwise fail deep inside training, or silently mislead
+    ("train.log_every=0", "train.log_every: must be at least 1, got 0"),
+    ("optim.lr=-1", "optim.lr: must be greater than 0, got -1.0"),
+    ("optim.lr=nan", "optim.lr: must be a finite number, got nan"),
+    ("optim.betas=[1.5, 0.9]", "optim.betas[0]: must be in [0, 1), got 1.5"),
+    ("optim.betas=[0.9]", "optim.betas: expected 2 numbers, got 1"),
+    ("optim.eps=0", "optim.eps: must be greater than 0, got 0.0"),
+    ("optim.weight_decay=-0.1", "optim.weight_decay: must be at least 0, got -0.1"),
+    ("optim.grad_clip=0", "optim.grad_clip: must be greater than 0, got 0.0"),
+    ("model.patch_dropout=1.5", "model.patch_dropout: must be in [0, 1), got 1.5"),
+    ("model.max_logit_scale=0", "model.max_logit_scale: must be greater than 0, got 0.0"),
+    ("model.logit_scale_init=.inf", "model.logit_scale_init: must be a finite number, got inf"),
+    ("model.lock_text_unlocked_layers=-1", "model.lock_text_unlocked_layers: must be at least 0, got -1"),
+    ("data.workers=-1", "data.workers: must be at least 0, got -1"),
+    ("data.shuffle_buffer=-5", "data.shuffle_buffer: must be at least 0, got -5"),
+    ("data.num_samples=0", "data.num_samples: must be at least 1, got 0"),
+    ("data.num_negatives=0", "data.num_negatives: must be at least 1, got 0"),
+    ("data.augment_scale=[1.0, 0.5]", "data.augment_scale: expected [low, high] with low <= high, got [1.0, 0.5]"),
+    ("data.augment_scale=[0.5, 1.5]", "data.augment_scale[1]: must be in (0, 1], got 1.5"),
+    ("data.augment_ratio=[0, 1]", "data.augment_ratio[0]: must be greater than 0, got 0.0"),
+    ("data.train_weights=1::2", "data.train_weights: has 2 entries for 1 sources in data.train"),
+    ("objective.tile_size=0", "objective.tile_size: must be at least 1, got 0"),
+    ("objective.regularizers=[{name: align, weight: -1}]",
+     "objective.regularizers[0].weight: must be at least 0, got -1.0"),
+    ("schedule.min_lr_ratio=1.5", "schedule.min_lr_ratio: must be in [0, 1], got 1.5"),
+    ("schedule.warmup=-10", "schedule.warmup: must be at least 0, got -10 steps"),
+    ("train.duration=0", "train.duration: must be greater than 0, got 0 steps"),
+    ("train.batch_size=0", "train.batch_size: must be at least 1, got 0"),
+    ("train.micro_batch_size=0", "train.micro_batch_size: must be at least 1, got 0"),
+    ("train.ema_decay=7", "train.ema_decay: must be in (0, 1), got 7.0"),
+    ("train.keep_checkpoints=0", "train.keep_checkpoints: must be at least 1, got 0"),
+    ("train.max_nonfinite_steps=0", "train.max_nonfinite_steps: must be at least 1, got 0"),
+    ("train.seed=-1", "train.seed: must be at least 0, got -1"),
+    ("train.checkpoint_every=0", "train.checkpoint_every: must be greater than 0, got 0 steps"),
+    ("eval.batch_size=0", "eval.batch_size: must be at least 1, got 0"),
+    ("eval.recall_k=[1, 0]", "eval.recall_k[1]: must be at least 1, got 0"),
+    ("eval.geometry_max_samples=1", "eval.geometry_max_samples: must be at least 2, got 1"),
+    ("eval.datasets=[{name: a, task: zeroshot, path: /a, max_samples: 0}]",
+     "eval.datasets[0].max_samples: must be at least 1, got 0"),
+]
+
+
+@pytest.mark.parametrize("override,expected", RANGE_ERRORS)
+def test_out_of_range_value_stops_vlp_train_before_any_work(tmp_path, base, capsys, override, expected):
+    runs = tmp_path / "runs"
+    assert main(["train", str(base), "--set", f"train.output_dir={runs}", "--set", override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {base}: {expected}"
+    assert not runs.exists()  # nothing was started: no run directory
+
+
+def test_train_weights_are_numbers_in_range_and_exclusive_with_sources(tmp_path, base, capsys):
+    two = ["--set", "data.train=a/{0..3}.tar::b/{0..3}.tar"]
+    cases = {"data.train_weights=1::x": "data.train_weights[1]: expected a number, got str 'x'",
+             "data.train_weights=1::0": "data.train_weights[1]: must be greater than 0, got 0.0",
+             "data.sources=[{shards: c.tar}]": "data.sources: set either data.train or data.sources, not both"}
+    for override, expected in cases.items():
+        assert main(["recipe", "show", str(base), *two, "--set", override]) == 2
+        assert capsys.readouterr().err.strip() == f"error: {base}: {expected}"
+    assert main(["recipe", "show", str(base), *two, "--set", "data.train_weights=3::1"]) == 0
+
+
+def test_every_numeric_key_declares_its_range():
+    import dataclasses
+    import types
+    import typing
+
+    from vlp.recipe import Recipe
+
+    def element(tp):
+        """What a key holds through Optional and list: Optional[int] -> int, list[float] -> float."""
+        if typing.get_origin(tp) in (list, typing.Union, types.UnionType):
+            return element(next(a for a in typing.get_args(tp) if a is not type(None)))
+        return tp
+
+    unbounded, sections, numeric = [], [Recipe], 0
+    while sections:
+        cls = sections.pop()
+        for f in dataclasses.fields(cls):
+            held = element(typing.get_type_hints(cls)[f.name])
+            if held in (int, float, Duration):
+                numeric += 1
+                unbounded += [] if "interval" in f.metadata else [f"{cls.__name__}.{f.name}"]
+            elif dataclasses.is_dataclass(held):
+                sections.append(held)
+    assert numeric > 30 and unbounded == []
+
+
+SECRET_SPECS = [
+    # (spec as a user writes it, what must not leave the machine, what must stay readable)
+    ("https://alice:s3cr3t@data.example.com/shards/{000..009}.tar", ["alice", "s3cr3t"],
+     "https://***@data.example.com/shards/{000..009}.tar"),
+    ("https://bucket.s3.amazonaws.com/s/{0..9}.tar?X-Amz-Credential=AKIAXYZ&X-Amz-Signature=f00d&token=abc",
+     ["AKIAXYZ", "f00d", "abc"], "https://bucket.s3.amazonaws.com/s/{0..9}.tar?***"),
+    ("/data/a/{0..9}.tar::https://u:pw@h/b.tar?sig=k1::https://h/c/{0..3}.tar?tok=k2", ["pw", "k1", "k2"],
+     "/data/a/{0..9}.tar::https://***@h/b.tar?***::https://h/c/{0..3}.tar?***"),
+    ("pipe:curl -s -L -H 'Authorization: Bearer hf_abcdefghijklmnopqrstuvwxyz0123456789' https://h/{0..9}.tar",
+     ["hf_abc", "Bearer"], "pipe:curl -s -L -H *** https://h/{0..9}.tar"),
+    ("pipe:curl -s --header=Authorization:Bearer-t0ken https://h/a.tar", ["t0ken"],
+     "pipe:curl -s --header=*** https://h/a.tar"),
+    ("pipe:curl -u alice:s3cr3t https://h/a.tar", ["s3cr3t"], "pipe:curl -u *** https://h/a.tar"),
+    ("pipe:HF_TOKEN=t1 fetch --token t2 --api-key=t3 gs://b/a.tar", ["t1", "t2", "t3"],
+     "pipe:HF_TOKEN=*** fetch --token *** --api-key=*** gs://b/a.tar"),
+]
+
+
+@pytest.mark.parametrize("spec,secrets,shown", SECRET_SPECS)
+def test_redaction_removes_credentials_from_shard_specs(spec, secrets, shown):
+    from vlp.recipe.redact import redact_text
+
+    assert redact_text(spec) == shown
+    assert not any(s in shown for s in secrets)
+
+
+def test_redaction_keeps_ordinary_values_and_the_original_recipe(base):
+    from vlp.recipe import redact
+
+    ordinary = ["ViT-H-14", "hf-hub:timm/ViT-B-16", "/data/shards/{00000..00139}.tar", "json:caption",
+                "pipe:aws s3 cp s3://bucket/shards/{0..9}.tar -", "pipe:python -u read.py /data/x.tar",
+                "accelerate launch --config_file accelerate.yaml -m vlp train recipes/x.yaml"]
+    assert [redact(v) for v in ordinary] == ordinary
+    spec = SECRET_SPECS[0][0]
+    recipe = load_recipe(base, [f"data.train={spec}", "eval.datasets=[{name: a, task: zeroshot, path: /a}]"])
+    clean = redact(recipe)
+    assert clean.data.train == SECRET_SPECS[0][2] and recipe.data.train == spec  # a copy; the recipe is untouched
+    assert clean.eval.datasets == recipe.eval.datasets and clean.train == recipe.train

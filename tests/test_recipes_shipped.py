@@ -1,4 +1,5 @@
 """Every recipe shipped in recipes/ is complete and valid: known keys, resolvable model and objective names."""
+import re
 from pathlib import Path
 
 import pytest
@@ -22,3 +23,16 @@ def test_recipe_loads_and_validates(path):
     build_from_config(recipe.objective)  # parameters and options combine into a real objective
     if path.name in EVAL_ONLY:
         assert recipe.eval.datasets, "an eval recipe lists datasets"
+
+
+def test_recipes_claiming_a_ring_exchange_configure_it():
+    """A description (or the README's recipe table) promises a ring exchange only where the recipe sets it."""
+    readme = (RECIPES[0].parent.parent / "README.md").read_text()
+    gather = {}
+    for path in RECIPES:
+        recipe = load_recipe(path)
+        in_readme = re.search(rf"`{re.escape(path.name)}`[^\n]*\bring\b", readme)
+        if re.search(r"\bring\b", recipe.description) or in_readme:
+            gather[path.name] = recipe.objective.gather
+    assert "siglip-vit-b16.yaml" in gather
+    assert set(gather.values()) == {"ring"}, gather

@@ -9,12 +9,13 @@ import difflib
 import types
 import typing
 from pathlib import Path
-from typing import Any, Iterable, Literal, Union
+from typing import Any, Iterable, Literal, Optional, Union
 
 import yaml
 
+from vlp.recipe.bounds import Interval
 from vlp.recipe.duration import Duration
-from vlp.recipe.schema import REQUIRED, Recipe
+from vlp.recipe.schema import REQUIRED, DataConfig, Recipe, SourceConfig
 
 
 class RecipeError(ValueError):
@@ -162,6 +163,7 @@ def _build(cls, raw, key: str, path: Path):
         sub = _join(key, name)
         if name in raw:
             values[name] = _convert(raw[name], hints[name], sub, path)
+            _check_range(values[name], f.metadata.get("interval"), sub, path)
         elif f.default is REQUIRED:
             raise RecipeError(path, sub, "missing required value")
     return cls(**values)
@@ -217,6 +219,18 @@ def _scalar(value, tp, key: str, path: Path):
     raise RecipeError(path, key, f"expected {names.get(tp, tp)}, got {_describe(value)}")
 
 
+def _check_range(value, interval: Optional[Interval], key: str, path: Path) -> None:
+    """The range schema.py declares for the key (a list's items each under their own key)."""
+    if interval is None or value is None:
+        return
+    problem = interval.problem(value)
+    if problem:
+        raise RecipeError(path, key, problem)
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_range(item, interval, f"{key}[{i}]", path)
+
+
 def _describe(value) -> str:
     return "nothing (null)" if value is None else f"{type(value).__name__} {value!r}"
 
@@ -240,16 +254,30 @@ def _check_semantics(recipe: Recipe, path: Path, for_training: bool) -> None:
             hint = f" (did you mean '{guess[0]}'?)" if guess else ""
             raise RecipeError(path, "model.arch", f"unknown open_clip architecture {m.arch!r}{hint}")
     _check_objective(recipe, path)
+    _check_data(recipe.data, path)
     t = recipe.train
-    if t.batch_size < 1:
-        raise RecipeError(path, "train.batch_size", f"must be at least 1, got {t.batch_size}")
-    if t.micro_batch_size is not None and t.micro_batch_size < 1:
-        raise RecipeError(path, "train.micro_batch_size", f"must be at least 1, got {t.micro_batch_size}")
     if for_training:
         if t.duration is None:
             raise RecipeError(path, "train.duration", "missing required value (e.g. '1000 steps')")
         if not recipe.data.train and not recipe.data.sources:
             raise RecipeError(path, "data.train", "missing required value: no training data (data.train or data.sources)")
+
+
+def _check_data(d: DataConfig, path: Path) -> None:
+    if d.train and d.sources:
+        raise RecipeError(path, "data.sources", "set either data.train or data.sources, not both")
+    if d.train_weights is None:
+        return
+    if not d.train:
+        raise RecipeError(path, "data.train_weights", "needs data.train (one weight per '::'-separated source)")
+    weights, specs = d.train_weights.split("::"), d.train.split("::")
+    if len(weights) != len(specs):
+        raise RecipeError(path, "data.train_weights",
+                          f"has {len(weights)} entries for {len(specs)} sources in data.train")
+    weight_range = {f.name: f for f in dataclasses.fields(SourceConfig)}["weight"].metadata["interval"]
+    for i, text in enumerate(weights):  # each becomes a source's weight: the same type and range
+        key = f"data.train_weights[{i}]"
+        _check_range(_scalar(text, float, key, path), weight_range, key, path)
 
 
 def _check_objective(recipe: Recipe, path: Path) -> None:

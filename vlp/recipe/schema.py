@@ -1,13 +1,15 @@
 """Typed recipe sections. Every field here is a recipe key; the loader rejects anything else.
 
 Each subpackage reads only its own section (model → vlp.models, data → vlp.data, ...).
-Field comments are the user-facing documentation of the key.
+Field comments are the user-facing documentation of the key; `bounded("[low, high)", default)` declares the range a
+numeric key must lie in (any finite number: "[-inf, inf]"), checked when the recipe is loaded.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
+from vlp.recipe.bounds import bounded
 from vlp.recipe.duration import Duration
 
 REQUIRED: Any = object()  # sentinel default for keys a recipe must set
@@ -20,22 +22,25 @@ class ModelConfig:
     pretrained: Optional[str] = None  # local weights file (safetensors / weights_only .pt) or open_clip tag in the cache
     init_checkpoint: Optional[str] = None  # run dir / checkpoint / export / weights file to start from (weights only)
     lock_image: bool = False  # LiT: freeze the image tower
-    lock_image_unlocked_layers: int = 0  # ... except the last N groups (1 = projection, 2 = + last block and norm, ...)
+    # ... except the last N groups (1 = projection, 2 = + last block and norm, ...)
+    lock_image_unlocked_layers: int = bounded("[0, inf)", 0)
     lock_image_freeze_bn: bool = True  # also freeze BatchNorm statistics of a locked (ResNet/timm) image tower
     lock_text: bool = False  # freeze the text tower
-    lock_text_unlocked_layers: int = 0  # ... except the last N layer groups (1 = projection, 2 = + last layer, ...)
+    # ... except the last N layer groups (1 = projection, 2 = + last layer, ...)
+    lock_text_unlocked_layers: int = bounded("[0, inf)", 0)
     grad_checkpointing: bool = False  # recompute activations in backward (less memory, ~30% more compute)
-    patch_dropout: float = 0.0  # FLIP: fraction of image patches dropped in training
-    logit_scale_init: Optional[float] = None  # log of t; default comes from the objective (log 1/0.07, log 10)
-    logit_bias_init: Optional[float] = None  # default comes from the objective (-10 for sigmoid; none for softmax)
-    max_logit_scale: float = 100.0  # t is clamped to this (OpenCLIP: 100)
+    patch_dropout: float = bounded("[0, 1)", 0.0)  # FLIP: fraction of image patches dropped in training
+    logit_scale_init: Optional[float] = bounded("[-inf, inf]", None)  # log t; default: objective's (log 1/0.07, log 10)
+    logit_bias_init: Optional[float] = bounded("[-inf, inf]", None)  # default: objective's (-10 sigmoid, none softmax)
+    max_logit_scale: float = bounded("(0, inf)", 100.0)  # t is clamped to this (OpenCLIP: 100)
     trim_text_padding: bool = True  # skip the padding after a batch's longest caption (exact for causal towers)
 
 
 @dataclass
 class SourceConfig:
     shards: str = REQUIRED  # path, brace range, http(s):// URL, pipe: command (trusted only); hf: dir or hub name
-    weight: float = 1.0  # share of samples drawn from this source when mixed (normalised; needs resampled: true)
+    # share of samples drawn from this source when mixed (normalised; needs resampled: true)
+    weight: float = bounded("(0, inf)", 1.0)
     type: Literal["webdataset", "hf"] = "webdataset"
     split: str = "train"  # for type hf
     image_column: str = "image"  # for type hf
@@ -48,25 +53,28 @@ class DataConfig:
     train: Optional[str] = None  # shard spec(s); several sources joined with "::" as in OpenCLIP
     train_weights: Optional[str] = None  # "::"-separated sample shares for `train` (not per-shard, unlike OpenCLIP)
     sources: list[SourceConfig] = field(default_factory=list)  # alternative to train/train_weights
-    num_samples: Optional[int] = None  # epoch size (rounded down to whole global batches); default: sizes.json
+    # epoch size (rounded down to whole global batches); default: sizes.json
+    num_samples: Optional[int] = bounded("[1, inf)", None)
     resampled: bool = False  # sample shards with replacement (infinite stream)
-    shuffle_buffer: int = 1000  # samples; 0 disables
-    workers: int = 2  # DataLoader workers per process (0 = in-process); batches depend on this count
+    shuffle_buffer: int = bounded("[0, inf)", 1000)  # samples; 0 disables
+    workers: int = bounded("[0, inf)", 2)  # DataLoader workers per process (0 = in-process); batches depend on it
     image_key: str = "jpg;png;jpeg;webp"
     caption_key: str = "txt"  # or "json" with caption_field
     caption_field: Optional[str] = None  # JSON field holding the caption
     extra_caption_keys: list[str] = field(default_factory=list)  # "EXT" (caption per line) / "json:FIELD"; one drawn
     negative_key: Optional[str] = None  # hard-negative captions: "neg.txt" (one per line) or "json:FIELD" (a list)
-    num_negatives: int = 1  # hard-negative captions used per sample
-    max_image_pixels: int = 4096 * 4096  # larger images are rejected from their header, before decoding
-    augment_scale: list[float] = field(default_factory=lambda: [0.9, 1.0])  # RandomResizedCrop scale
-    augment_ratio: list[float] = field(default_factory=lambda: [0.75, 1.3333])  # RandomResizedCrop ratio
+    num_negatives: int = bounded("[1, inf)", 1)  # hard-negative captions used per sample
+    max_image_pixels: int = bounded("[1, inf)", 4096 * 4096)  # larger images are rejected from their header
+    # RandomResizedCrop scale and aspect-ratio ranges [low, high]
+    augment_scale: list[float] = bounded("(0, 1]", lambda: [0.9, 1.0], length=2, ascending=True)
+    augment_ratio: list[float] = bounded("(0, inf)", lambda: [0.75, 1.3333], length=2, ascending=True)
 
 
 @dataclass
 class RegularizerConfig:
     name: str = REQUIRED  # align | uniform | cross_uniform (see vlp/objectives/README.md)
-    weight: float = 1.0  # added to the loss as weight × value; overrides a preset's weight for the same name
+    # added to the loss as weight × value; overrides a preset's weight for the same name (0 turns it off)
+    weight: float = bounded("[0, inf)", 1.0)
 
 
 @dataclass
@@ -76,42 +84,47 @@ class ObjectiveConfig:
     regularizers: list[RegularizerConfig] = field(default_factory=list)  # weighted terms added to the loss
     regularizer_features: Literal["local", "global"] = "global"  # regularizers see this rank's or all-gathered features
     tiled: bool = False  # memory-efficient form without any B×B matrix (softmax and sigmoid, and presets on them)
-    tile_size: int = 1024  # rows/columns per tile of the tiled form
+    tile_size: int = bounded("[1, inf)", 1024)  # rows/columns per tile of the tiled form
     gather: Literal["global", "local_loss", "ring"] = "global"  # cross-rank form: whole loss per rank | own rows vs gathered (OpenCLIP local_loss) | ring of text features (sigmoid)
 
 
 @dataclass
 class OptimConfig:
     name: Literal["adamw"] = "adamw"  # the optimizer (AdamW)
-    lr: float = 5e-4  # peak learning rate, reached at the end of warmup
-    weight_decay: float = 0.2  # on weight matrices only: not on gains, biases, embeddings or the logit scale/bias
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])  # AdamW (beta1, beta2)
-    eps: float = 1e-6  # AdamW epsilon
-    grad_clip: Optional[float] = None  # max global gradient norm (the norm is logged either way)
+    lr: float = bounded("(0, inf)", 5e-4)  # peak learning rate, reached at the end of warmup
+    # on weight matrices only: not on gains, biases, embeddings or the logit scale/bias
+    weight_decay: float = bounded("[0, inf)", 0.2)
+    betas: list[float] = bounded("[0, 1)", lambda: [0.9, 0.98], length=2)  # AdamW (beta1, beta2)
+    eps: float = bounded("(0, inf)", 1e-6)  # AdamW epsilon
+    grad_clip: Optional[float] = bounded("(0, inf)", None)  # max global gradient norm (the norm is logged either way)
 
 
 @dataclass
 class ScheduleConfig:
     name: Literal["cosine", "constant", "linear"] = "cosine"  # decay of the lr after warmup
-    warmup: Duration = field(default_factory=lambda: Duration.parse(0))  # linear warmup from ~0 to optim.lr
-    min_lr_ratio: float = 0.0  # final lr as a fraction of optim.lr (cosine, linear)
+    warmup: Duration = bounded("[0, inf)", lambda: Duration.parse(0))  # linear warmup from ~0 to optim.lr
+    min_lr_ratio: float = bounded("[0, 1]", 0.0)  # final lr as a fraction of optim.lr (cosine, linear)
 
 
 @dataclass
 class TrainConfig:
-    duration: Optional[Duration] = None  # "1000 steps", "5M samples" or "3 epochs"; required to train
-    batch_size: int = 128  # GLOBAL contrastive batch; each of W processes gets batch_size / W (must divide)
-    micro_batch_size: Optional[int] = None  # per process; < local batch: GradCache accumulation (keeps all negatives)
+    # "1000 steps", "5M samples" or "3 epochs"; required to train
+    duration: Optional[Duration] = bounded("(0, inf)", None)
+    # GLOBAL contrastive batch; each of W processes gets batch_size / W (must divide)
+    batch_size: int = bounded("[1, inf)", 128)
+    # per process; < local batch: GradCache accumulation (keeps all negatives)
+    micro_batch_size: Optional[int] = bounded("[1, inf)", None)
     precision: Literal["no", "fp16", "bf16"] = "no"  # mixed precision via accelerate (fp16 adds a loss scaler)
-    seed: int = 0  # weights init, data order, augmentation and per-step randomness all follow from it
+    seed: int = bounded("[0, inf)", 0)  # weights init, data order, augmentation and per-step randomness follow it
     output_dir: str = "runs"  # the run directory is output_dir/run_name
     run_name: Optional[str] = None  # default: recipe file stem
-    checkpoint_every: Optional[Duration] = None  # e.g. "500 steps"; default: end of run only
-    keep_checkpoints: int = 3  # newest complete checkpoints kept (older ones deleted); >= 2 allows fallback
-    log_every: int = 10  # steps between metric records (values averaged over those steps)
-    max_nonfinite_steps: int = 5  # non-finite loss/gradient steps are skipped; this many in a row stop the run
+    checkpoint_every: Optional[Duration] = bounded("(0, inf)", None)  # e.g. "500 steps"; default: end of run only
+    keep_checkpoints: int = bounded("[1, inf)", 3)  # newest complete checkpoints kept; >= 2 allows fallback
+    log_every: int = bounded("[1, inf)", 10)  # steps between metric records (values averaged over those steps)
+    # non-finite loss/gradient steps are skipped; this many in a row stop the run
+    max_nonfinite_steps: int = bounded("[1, inf)", 5)
     compile: bool = False  # torch.compile the model
-    ema_decay: Optional[float] = None  # keep an EMA of the weights (saved as ema.safetensors), e.g. 0.999
+    ema_decay: Optional[float] = bounded("(0, 1)", None)  # keep an EMA of the weights (ema.safetensors), e.g. 0.999
 
 
 @dataclass
@@ -126,23 +139,24 @@ class EvalDatasetConfig:
     image_column: str = "image"  # for type hf
     label_column: str = "label"  # for type hf zeroshot: ClassLabel (or a sequence of them for multi-label)
     caption_column: str = "text"  # for type hf retrieval: a caption or a list of captions per row
-    max_samples: Optional[int] = None  # evaluate only the first N samples
+    max_samples: Optional[int] = bounded("[1, inf)", None)  # evaluate only the first N samples
 
 
 @dataclass
 class EvalConfig:
     datasets: list[EvalDatasetConfig] = field(default_factory=list)  # sets evaluated in training and by `vlp eval`
-    every: Optional[Duration] = None  # in-training evaluation period; default: end of run only
-    batch_size: int = 256  # images (and prompts/captions) encoded per forward pass
-    recall_k: list[int] = field(default_factory=lambda: [1, 5, 10])  # retrieval Recall@k values reported
-    geometry_max_samples: int = 5000  # geometry diagnostics use at most this many (fixed random) pairs
+    every: Optional[Duration] = bounded("(0, inf)", None)  # in-training evaluation period; default: end of run only
+    batch_size: int = bounded("[1, inf)", 256)  # images (and prompts/captions) encoded per forward pass
+    recall_k: list[int] = bounded("[1, inf)", lambda: [1, 5, 10])  # retrieval Recall@k values reported
+    geometry_max_samples: int = bounded("[2, inf)", 5000)  # geometry diagnostics use at most this many pairs
 
 
 @dataclass
 class ExportConfig:
-    formats: list[Literal["open_clip", "transformers"]] = field(default_factory=list)  # written at end of run
-    push_to_hub: Optional[str] = None  # ORG/NAME; token from HF_TOKEN or `hf auth login`
-    private: bool = True  # create the Hub repo private
+    # written to RUN_DIR/export at the end of the run; none listed but push_to_hub set: `vlp export`'s default formats
+    formats: list[Literal["open_clip", "transformers"]] = field(default_factory=list)
+    push_to_hub: Optional[str] = None  # ORG/NAME; token from HF_TOKEN or `hf auth login`; shard credentials redacted
+    private: bool = True  # create the Hub repo private (as `vlp export` does unless --public)
     revision: Optional[str] = None  # Hub branch to push to (created when missing)
     license: str = "apache-2.0"  # license in the model card metadata
 

@@ -155,10 +155,17 @@ def test_prompts_expand_templates_and_per_class_lists(tmp_path):
         load_classnames(str(tmp_path / "missing.txt"))
 
 
-def test_imagenet_lists_come_from_open_clip():
-    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
-
-    templates = openai_imagenet_templates()
-    assert len(load_classnames("imagenet")) == 1000 and len(templates) == 80
-    assert [t.replace("{c}", "tench") for t in templates] == [f("tench") for f in OPENAI_IMAGENET_TEMPLATES]
-    assert load_classnames("imagenet")[0] == IMAGENET_CLASSNAMES[0]
+def test_imagenet_lists_match_the_published_clip_lists():
+    """Facts of the lists CLIP was evaluated with (OpenAI's ImageNet prompt-engineering notebook), by index."""
+    names, templates = load_classnames("imagenet"), load_templates("imagenet")
+    assert len(names) == 1000
+    known = {0: "tench", 1: "goldfish", 134: "crane bird", 207: "Golden Retriever", 281: "tabby cat",
+             517: "construction crane", 817: "sports car", 999: "toilet paper"}
+    assert {i: names[i] for i in known} == known
+    # OpenAI's curated names keep exactly two WordNet near-duplicates: "missile" and "sunglasses"
+    assert [i for i, name in enumerate(names) if names.count(name) > 1] == [657, 744, 836, 837]
+    assert names[657] == "missile" and names[836] == "sunglasses"
+    assert len(templates) == len(set(templates)) == 80 and all(t.count("{c}") == 1 for t in templates)
+    assert (templates[0], templates[1], templates[-1]) == ("a bad photo of a {c}.", "a photo of many {c}.",
+                                                          "a tattoo of the {c}.")
+    assert "itap of a {c}." in templates and templates == openai_imagenet_templates()

@@ -1,6 +1,10 @@
 """What a fresh install relies on: CI runs the README's test command, a non-editable install carries the recipes the
 demo needs, and `vlp --help` starts without importing the heavy libraries."""
+import importlib
+import inspect
+import pkgutil
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -24,8 +28,12 @@ def test_ci_runs_the_readme_test_command_in_a_fresh_venv():
 
 
 def test_wheel_carries_the_recipes_and_the_demo_finds_them(tmp_path):
+    # built from a copy: setuptools' build/ folder would otherwise land in (and go stale in) the checkout
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".*", "build", "runs", "data", "bench", "tests", "__pycache__", "*.egg-info"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
-                    str(tmp_path / "wheel"), str(ROOT)], check=True, capture_output=True)
+                    str(tmp_path / "wheel"), str(source)], check=True, capture_output=True)
     wheel = next((tmp_path / "wheel").glob("vlp-*.whl"))
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(tmp_path / "site")
@@ -48,8 +56,11 @@ def test_cli_help_imports_no_heavy_library():
 
 
 def test_every_lazily_exported_name_resolves():
-    import importlib
-
     for package in ("vlp.data", "vlp.train", "vlp.evaluate", "vlp.export", "data_tools"):
         module = importlib.import_module(package)
-        assert module.__all__ and all(getattr(module, name) is not None for name in module.__all__), package
+        for info in pkgutil.iter_modules(module.__path__):  # importing a submodule binds its name in the package
+            if info.name != "__main__":
+                importlib.import_module(f"{package}.{info.name}")
+        assert module.__all__, package
+        for name in module.__all__:
+            assert not inspect.ismodule(getattr(module, name)), f"{package}.{name} is shadowed by a submodule"

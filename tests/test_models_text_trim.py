@@ -20,6 +20,13 @@ def full_context(model, tokens):
     return open_clip.CLIP.encode_text(model, tokens, normalize=True)
 
 
+def lengths_seen(model) -> list[int]:
+    """Sequence length of every call of the text transformer: what trimming shortens."""
+    seen = []
+    model.transformer.register_forward_pre_hook(lambda _, args: seen.append(args[0].shape[1]))
+    return seen
+
+
 @pytest.mark.parametrize("pool_type", ["argmax", "eos"])
 def test_trimmed_embeddings_and_gradients_equal_full_context(pool_type):
     torch.manual_seed(0)
@@ -28,8 +35,7 @@ def test_trimmed_embeddings_and_gradients_equal_full_context(pool_type):
     if pool_type == "eos":
         model.text_eos_id = tokenizer.eot_token_id
     tokens = tokenizer(CAPTIONS)
-    seen = []
-    model.transformer.register_forward_pre_hook(lambda _, args: seen.append(args[0].shape[1]))
+    seen = lengths_seen(model)
     weights = torch.randn(len(CAPTIONS), CONFIG["embed_dim"])  # a loss whose gradient is not ~0
     trimmed = model.encode_text(tokens, normalize=True)
     (trimmed * weights).sum().backward()
@@ -47,11 +53,16 @@ def test_trimmed_embeddings_and_gradients_equal_full_context(pool_type):
 
 def test_model_forward_uses_trimming_and_can_be_disabled():
     model, tokenizer = build_model(ModelConfig(config=CONFIG))
-    image = torch.randn(len(CAPTIONS), 3, 16, 16)
-    out = model(image, tokenizer(CAPTIONS))
-    torch.testing.assert_close(out["text_features"], full_context(model, tokenizer(CAPTIONS)), atol=1e-6, rtol=1e-5)
     plain, _ = build_model(ModelConfig(config=CONFIG, trim_text_padding=False))
-    assert "encode_text" not in vars(plain)
+    plain.load_state_dict(model.state_dict())
+    image, tokens = torch.randn(len(CAPTIONS), 3, 16, 16), tokenizer(CAPTIONS)
+    trimmed_lengths, plain_lengths = lengths_seen(model), lengths_seen(plain)
+    out, reference = model(image, tokens), plain(image, tokens)  # the training forward, not encode_text alone
+    longest = int((tokens != 0).sum(-1).max())  # [SOT] caption [EOT], then zero padding
+    assert trimmed_lengths == [longest] and longest < TEXT["context_length"]
+    assert plain_lengths == [TEXT["context_length"]]
+    torch.testing.assert_close(out["text_features"], reference["text_features"], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(out["image_features"], reference["image_features"], atol=0, rtol=0)
 
 
 def test_bidirectional_last_token_tower_is_not_trimmed():

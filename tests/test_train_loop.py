@@ -43,7 +43,7 @@ def test_tiny_model_learns_and_writes_the_run_directory(tmp_path, shards):
     assert (run / "checkpoints" / "latest").read_text().strip() == "step_00000020"
     weights = load_file(str(run / "checkpoints" / "step_00000020" / "model.safetensors"))
     assert "logit_scale" in weights and "visual.conv1.weight" in weights
-    assert json.loads((run / "bad_samples.json").read_text()) == {}
+    assert json.loads((run / "bad_samples.json").read_text()) == {"per_epoch": {}, "all_epochs": {}}
     assert load_recipe(run / "recipe.yaml").train.micro_batch_size == 4
     assert {p.name for p in plot_run(run)} >= {"loss.png", "lr.png", "logit_scale.png"}
 
@@ -123,6 +123,16 @@ def test_nonfinite_steps_are_skipped_then_stop_the_run(tmp_path, shards, monkeyp
     assert not torch.equal(snapshots[4]["visual.conv1.weight"], snapshots[3]["visual.conv1.weight"])
 
 
+def cli_zeroshot(checkpoint, data, out) -> dict:
+    """`vlp eval` on one saved checkpoint, in this process: an evaluation independent of the training loop's hook."""
+    from vlp.cli import main
+
+    assert main(["eval", "--model", str(checkpoint), "--task", "zeroshot", "--data", str(data), "--out", str(out),
+                 "--batch-size", "8", "--no-progress", "--device", "cpu"]) == 0
+    [record] = json.loads(out.read_text())
+    return record["metrics"]
+
+
 def test_periodic_and_final_evaluation(tmp_path, shards):
     import numpy as np
     from PIL import Image
@@ -131,16 +141,26 @@ def test_periodic_and_final_evaluation(tmp_path, shards):
     from test_train_support import COLORS
 
     names = list(COLORS)
-    samples = [{"png": Image.fromarray(np.full((16, 16, 3), COLORS[c], dtype=np.uint8)), "cls": i}
-               for i, c in enumerate(names)]
+    rng = np.random.default_rng(5)  # three noisy squares per colour: held out, unlike the training shards' draws
+    samples = [{"png": Image.fromarray(np.clip(np.array(COLORS[c]) + rng.normal(0, 12, (16, 16, 3)), 0, 255)
+                                       .astype(np.uint8)), "cls": i} for _ in range(3) for i, c in enumerate(names)]
     eval_dir = write_wds_set(tmp_path / "colors", samples, classnames=names, templates=["a {c} square"])
-    recipe = recipe_dict(shards, tmp_path / "runs", duration="6 steps")
+    recipe = recipe_dict(shards, tmp_path / "runs", duration="6 steps", checkpoint_every="3 steps")
     recipe["eval"] = {"datasets": [{"name": "colors", "task": "zeroshot", "path": str(eval_dir)}], "every": 3,
                       "batch_size": 8}
     result = train(write_recipe(tmp_path / "run.yaml", recipe))
-    saved = json.loads((tmp_path / "runs" / "run" / "eval_results.json").read_text())
+    run = tmp_path / "runs" / "run"
+    saved = json.loads((run / "eval_results.json").read_text())
     assert [(r["dataset"], r["step"], r["final"]) for r in saved] == [("colors", 3, False), ("colors", 6, True)]
     assert [r["step"] for r in result.eval_results] == [3, 6]
-    assert 0.0 <= saved[-1]["metrics"]["acc1"] <= 1.0
-    logged = [json.loads(line) for line in (tmp_path / "runs" / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in logged if "eval/colors/acc1" in r] == [3, 6]
+    for record in saved:  # each evaluation saw the weights of its own step, read the way `vlp eval` reads them
+        independent = cli_zeroshot(run / "checkpoints" / f"step_{record['step']:08d}", eval_dir,
+                                   tmp_path / f"eval_{record['step']}.json")
+        assert record["metrics"].keys() == independent.keys()
+        for name, value in independent.items():
+            assert record["metrics"][name] == pytest.approx(value, abs=1e-6), (record["step"], name)
+    assert saved[0]["metrics"] != saved[1]["metrics"]  # the weights moved between the two evaluations
+    assert saved[-1]["metrics"]["acc1"] >= 3 / len(names)  # chance is 1/8; six steps reach 0.5
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = {r["step"]: r["eval/colors/acc1"] for r in logged if "eval/colors/acc1" in r}
+    assert evals == {r["step"]: r["metrics"]["acc1"] for r in saved}

@@ -7,7 +7,7 @@ from vlp.lazy import lazy_names
 
 __getattr__, __all__ = lazy_names(__name__, {
     "evaluate": "runner", "evaluate_dataset": "runner", "EvalSet": "datasets", "open_eval_set": "datasets",
-    "zeroshot_metrics": "zeroshot_metrics", "class_embeddings": "zeroshot_metrics",
-    "retrieval_metrics": "retrieval_metrics", "geometry_metrics": "geometry", "imagenet_classnames": "prompts",
+    "zeroshot_metrics": "zeroshot", "class_embeddings": "zeroshot",
+    "retrieval_metrics": "retrieval", "geometry_metrics": "geometry", "imagenet_classnames": "prompts",
     "openai_imagenet_templates": "prompts", "imagenet_prompts": "prompts", "make_record": "results",
     "write_results": "results", "format_table": "results"})

@@ -16,8 +16,8 @@ from vlp.evaluate.encode import encode_images, encode_texts
 from vlp.evaluate.geometry import geometry_metrics
 from vlp.evaluate.prompts import expand_prompts
 from vlp.evaluate.results import make_record
-from vlp.evaluate.retrieval_metrics import retrieval_metrics
-from vlp.evaluate.zeroshot_metrics import class_embeddings, zeroshot_metrics
+from vlp.evaluate.retrieval import retrieval_metrics
+from vlp.evaluate.zeroshot import class_embeddings, zeroshot_metrics
 from vlp.recipe.schema import EvalConfig, EvalDatasetConfig
 
 

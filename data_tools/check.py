@@ -1,15 +1,19 @@
-"""`check`: read every sample of every shard the way training does and report problems per shard."""
+"""`check`: read every sample of every shard the way training does and report problems per shard, naming the keys
+of the damaged samples so they can be found and fixed."""
 from __future__ import annotations
 
 import random
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Optional
 
 from tqdm import tqdm
 
 from vlp.data.decode import BadSample, SampleKeys, check_text, decode_image
-from vlp.data.reader import tar_samples
+from vlp.data.reader import ShardRead, tar_samples
 from vlp.data.sources import expand_shards, read_shard_sizes
+
+KEYS_SHOWN = 20  # damaged sample keys listed per shard unless all are asked for
 
 
 @dataclass
@@ -17,11 +21,21 @@ class ShardReport:
     url: str
     samples: int = 0
     problems: Counter = field(default_factory=Counter)
-    expected: int | None = None  # from sizes.json
+    expected: Optional[int] = None  # from sizes.json
+    damaged: list[tuple[str, str]] = field(default_factory=list)  # (sample key, problem), in shard order
 
     @property
     def ok(self) -> bool:
         return not self.problems and (self.expected is None or self.expected == self.samples)
+
+
+def _problem(sample: dict, keys: SampleKeys, rng: random.Random, max_caption_words: int) -> Optional[str]:
+    try:
+        caption, _ = check_text(sample, keys, rng)
+        decode_image(sample, keys)
+    except BadSample as bad:
+        return bad.kind
+    return "long_caption" if len(caption.split()) > max_caption_words else None
 
 
 def check_shards(spec: str, keys: SampleKeys, max_caption_words: int = 200) -> list[ShardReport]:
@@ -30,28 +44,30 @@ def check_shards(spec: str, keys: SampleKeys, max_caption_words: int = 200) -> l
     reports = []
     rng = random.Random(0)
     for i, url in enumerate(tqdm(urls, desc="check", unit="shard")):
-        report = ShardReport(url, expected=sizes[i] if sizes else None)
-        for sample in tar_samples(url, report.problems):
+        report, read = ShardReport(url, expected=sizes[i] if sizes else None), ShardRead()
+        for sample in tar_samples(url, read):
             report.samples += 1
-            try:
-                caption, _ = check_text(sample, keys, rng)
-                decode_image(sample, keys)
-            except BadSample as bad:
-                report.problems[bad.kind] += 1
-                continue
-            if len(caption.split()) > max_caption_words:
-                report.problems["long_caption"] += 1
+            problem = _problem(sample, keys, rng, max_caption_words)
+            if problem is not None:
+                report.problems[problem] += 1
+                report.damaged.append((sample["__key__"], problem))
+        if read.damage:
+            report.problems[read.damage] += 1
         reports.append(report)
     return reports
 
 
-def format_reports(reports: list[ShardReport]) -> str:
+def format_reports(reports: list[ShardReport], all_keys: bool = False) -> str:
     lines = []
     for r in reports:
         problems = ", ".join(f"{k}={v}" for k, v in sorted(r.problems.items()))
         if r.expected is not None and r.expected != r.samples:
             problems += f"{', ' if problems else ''}sizes.json says {r.expected}"
         lines.append(f"{'ok ' if r.ok else 'BAD'} {r.url}: {r.samples} samples{'; ' + problems if problems else ''}")
+        shown = r.damaged if all_keys else r.damaged[:KEYS_SHOWN]
+        lines += [f"    {key}: {problem}" for key, problem in shown]
+        if len(shown) < len(r.damaged):
+            lines.append(f"    ... and {len(r.damaged) - len(shown)} more (--all lists every one)")
     bad = sum(not r.ok for r in reports)
     lines.append(f"{len(reports)} shards, {sum(r.samples for r in reports)} samples, {bad} damaged shard(s)")
     return "\n".join(lines)

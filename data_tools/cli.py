@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
+from typing import Callable
 
 from vlp.data.decode import SampleKeys
+from vlp.data.sources import DataError
 
 
 def _keys(args) -> SampleKeys:
@@ -50,7 +53,7 @@ def _add_build(actions) -> None:
         p.add_argument("--seed", type=int, default=0)
     digits.add_argument("--image-size", type=int, default=32)
     digits.add_argument("--test-fraction", type=float, default=0.2)
-    build.set_defaults(func=_build)
+    build.set_defaults(func=_one_line_errors(_build))
 
 
 def _items(args):
@@ -98,7 +101,7 @@ def _check(args) -> int:
     from data_tools.check import check_shards, format_reports
 
     reports = check_shards(args.spec, _keys(args), args.max_caption_words)
-    print(format_reports(reports))
+    print(format_reports(reports, all_keys=args.all))
     return 0 if all(r.ok for r in reports) else 1
 
 
@@ -110,25 +113,37 @@ def _stats(args) -> int:
     return 0
 
 
+def _one_line_errors(command: Callable) -> Callable:
+    """Bad input (a missing path, an unreadable shard, a malformed table) ends the command with one line and exit
+    status 2, under `python -m data_tools` and `vlp data` alike."""
+    @functools.wraps(command)
+    def run(args) -> int:
+        try:
+            return int(command(args) or 0)
+        except (ValueError, OSError, DataError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    return run
+
+
 def add_commands(actions) -> None:
     """build / check / stats under an existing subparsers object (shared by `python -m data_tools` and `vlp data`)."""
     _add_build(actions)
     check = actions.add_parser("check", help="decode every sample; non-zero exit status when a shard is damaged")
     _add_key_arguments(check)
     check.add_argument("--max-caption-words", type=int, default=200)
-    check.set_defaults(func=_check)
-    stats = actions.add_parser("stats", help="counts, caption length histogram, image sizes")
+    check.add_argument("--all", action="store_true", help="list every damaged sample's key (default: the first "
+                       "20 per shard)")
+    check.set_defaults(func=_one_line_errors(_check))
+    stats = actions.add_parser("stats", help="counts, caption length histogram, image sizes; fails on a shard that "
+                               "cannot be read")
     _add_key_arguments(stats)
     stats.add_argument("--json", action="store_true")
-    stats.set_defaults(func=_stats)
+    stats.set_defaults(func=_one_line_errors(_stats))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data_tools", description="Build, check and inspect shards.")
     add_commands(parser.add_subparsers(dest="action", metavar="ACTION", required=True))
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return args.func(args)

@@ -9,17 +9,20 @@ from PIL import Image
 from tqdm import tqdm
 
 from vlp.data.decode import BadSample, SampleKeys, choose_caption
-from vlp.data.reader import tar_samples
-from vlp.data.sources import expand_shards
+from vlp.data.reader import ShardRead, tar_samples
+from vlp.data.sources import DataError, expand_shards
 
 LENGTH_BINS = (0, 5, 10, 20, 40, 77, 150)
 
 
 def shard_stats(spec: str, keys: SampleKeys) -> dict:
+    """Raises DataError for a shard that cannot be read at all (a wrong path, a dead URL): stats of the rest would
+    look plausible and be wrong."""
     counts, problems, lengths, sizes = Counter(), Counter(), Counter(), Counter()
     rng = random.Random(0)
     for url in tqdm(expand_shards(spec), desc="stats", unit="shard"):
-        for sample in tar_samples(url, problems):
+        read = ShardRead()
+        for sample in tar_samples(url, read):
             counts["samples"] += 1
             try:
                 words = len(choose_caption(sample, keys, rng).split())
@@ -32,6 +35,10 @@ def shard_stats(spec: str, keys: SampleKeys) -> dict:
                     sizes["x".join(map(str, Image.open(io.BytesIO(sample[image_key])).size))] += 1
                 except Exception:  # noqa: BLE001 - damaged image headers are reported, not fatal
                     problems["corrupt_image"] += 1
+        if read.damage == "missing_shard":
+            raise DataError(f"cannot read shard {url}: no such file, or nothing could be read from it")
+        if read.damage:
+            problems[read.damage] += 1
     return {"samples": counts["samples"], "problems": dict(problems),
             "caption_words": {_bin_label(b): lengths[b] for b in LENGTH_BINS if lengths[b]},
             "image_sizes": dict(sizes.most_common(20))}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tarfile
 
 import pytest
@@ -101,14 +102,36 @@ def test_bundled_digits_and_clip_benchmark_reads_them(tmp_path):
     assert sum(sizes.values()) == paths["num_train"]
     zs = build_wds_dataset("digits", lambda im: im.size, split="test", data_dir=paths["zeroshot"])
     assert zs.classes == ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-    train_words = (tmp_path / "train" / "00000.tar").read_bytes()
-    assert all(t.split("{c}")[0].encode() not in train_words for t in zs.templates if t.split("{c}")[0].strip())
+    train_captions = {_normal(c) for c in _shard_captions(tmp_path / "train")}
+    prompts = [_normal(t.replace("{c}", c)) for t in zs.templates for c in zs.classes]
+    assert len(prompts) == 40 and not train_captions.intersection(prompts)  # "unseen prompts" means every one
     samples = list(zs)
     assert len(samples) == paths["num_test"] and samples[0][0] == (16, 16)
     assert set(label for _, label in samples) == set(range(10))
     rt = list(build_wds_dataset("digits", lambda im: im.size, split="test", data_dir=paths["retrieval"]))
     assert len(rt) == paths["num_test"] and all(len(captions) == 3 for _, captions in rt)
     assert len(captions_read_back(paths["train"], paths["num_train"], extra_caption_keys=["extra.txt"])) > 0
+
+
+def test_no_eval_prompt_is_a_possible_training_caption():
+    from data_tools.bundled import DIGIT_NAMES, EVAL_TEMPLATES, TRAIN_TEMPLATES, _caption
+
+    possible = {_normal(_caption(t, label)) for t in TRAIN_TEMPLATES for label in range(10)}
+    for template in EVAL_TEMPLATES:
+        assert not possible.intersection(_normal(template.format(c=name)) for name in DIGIT_NAMES), template
+
+
+def _normal(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9]+", " ", text.lower()).split())
+
+
+def _shard_captions(folder) -> list[str]:
+    captions = []
+    for shard in sorted(folder.glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            captions += [line for m in tar if m.name.endswith(".txt")
+                         for line in tar.extractfile(m).read().decode().splitlines()]
+    return captions
 
 
 def test_check_flags_damage_and_stats_counts(tmp_path, capsys):
@@ -122,6 +145,34 @@ def test_check_flags_damage_and_stats_counts(tmp_path, capsys):
     bad.write_bytes(bad.read_bytes()[:700])
     assert tools_main(["check", good]) == 1
     assert "BAD" in capsys.readouterr().out
+
+
+def test_check_names_the_keys_of_damaged_samples(tmp_path, capsys):
+    """Issue 15 item 9: the first 20 keys per shard, every one with --all, each with its problem."""
+    from data_tools.writer import ShardWriter
+
+    with ShardWriter(tmp_path, per_shard=30) as writer:
+        for i in range(30):
+            bad = i % 10 < 8  # 24 damaged: 8 of every 10
+            writer.write(f"s{i:03d}", {"png": b"not a png" if bad else png(i), "txt": f"caption {i}"})
+    damaged = [f"s{i:03d}" for i in range(30) if i % 10 < 8]
+    assert tools_main(["check", writer.spec]) == 1
+    out = capsys.readouterr().out
+    assert re.findall(r"^    (s\d+): corrupt_image$", out, re.M) == damaged[:20]
+    assert "... and 4 more (--all lists every one)" in out
+    assert tools_main(["check", writer.spec, "--all"]) == 1
+    assert re.findall(r"^    (s\d+): corrupt_image$", capsys.readouterr().out, re.M) == damaged
+
+
+@pytest.mark.parametrize("entry", ["data_tools", "vlp"])
+def test_stats_on_a_missing_path_fails_in_one_line(tmp_path, capsys, entry):
+    from vlp.cli import main as vlp_main
+
+    run = tools_main if entry == "data_tools" else lambda argv: vlp_main(["data", *argv])
+    assert run(["stats", str(tmp_path / "nothere.tar")]) == 2
+    err = capsys.readouterr().err  # besides the error, only tqdm's progress bar
+    assert "Traceback" not in err and [line for line in err.splitlines() if "error" in line] == [
+        f"error: cannot read shard {tmp_path / 'nothere.tar'}: no such file, or nothing could be read from it"]
 
 
 def _folder(root, n):

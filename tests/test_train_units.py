@@ -108,9 +108,16 @@ def test_an_interrupted_write_is_invisible(tmp_path):
     assert ckpt.resolve("latest", tmp_path / "run")[0].name == "step_00000002"
 
 
-def test_no_checkpoint_is_a_clear_error(tmp_path):
+def test_no_checkpoint_is_a_clear_error_unless_resuming_latest(tmp_path):
     with pytest.raises(ckpt.CheckpointError, match="no usable checkpoint"):
-        ckpt.resolve("latest", tmp_path)
+        ckpt.resolve(str(tmp_path), tmp_path)
+    with pytest.warns(UserWarning, match="no checkpoint yet; starting from step 0"):  # as OpenCLIP's --resume latest
+        assert ckpt.resolve("latest", tmp_path) is None
+    root = tmp_path / "checkpoints"
+    write_checkpoint(root, 1)
+    (root / "step_00000001" / "state.json").unlink()
+    with pytest.warns(UserWarning, match="step_00000001"), pytest.raises(ckpt.CheckpointError, match="no usable"):
+        ckpt.resolve("latest", tmp_path)  # checkpoints that all fail to verify never mean "start over"
 
 
 def test_optimizer_state_round_trips_bitwise_through_safetensors_and_json(tmp_path):

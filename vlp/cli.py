@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
+import warnings
+from pathlib import Path
 
 import vlp
 
@@ -24,11 +27,30 @@ def main(argv: list[str] | None = None) -> int:
     from vlp.recipe import RecipeError
 
     args = build_parser().parse_args(argv)
+    with _one_line_warnings():
+        try:
+            return int(args.func(args) or 0)
+        except RecipeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+
+
+@contextlib.contextmanager
+def _one_line_warnings():
+    """Show vlp's own warnings as `warning: MESSAGE`, like its errors, without Python's file:line and source line;
+    other libraries' warnings keep Python's format. The API still issues them through `warnings` (filterable)."""
+    package, python_format = Path(vlp.__file__).resolve().parent, warnings.formatwarning
+
+    def show(message, category, filename, lineno, line=None) -> str:
+        if Path(filename).resolve().is_relative_to(package):
+            return f"warning: {message}\n"
+        return python_format(message, category, filename, lineno, line)
+
+    warnings.formatwarning = show
     try:
-        return int(args.func(args) or 0)
-    except RecipeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        yield
+    finally:
+        warnings.formatwarning = python_format
 
 
 if __name__ == "__main__":

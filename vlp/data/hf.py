@@ -65,19 +65,26 @@ def _image_value(value):
     return value
 
 
-def hf_samples(source, chunk: int, part: int, nparts: int, counts: Counter) -> Iterator[dict]:
+def hf_samples(source, piece, counts: Counter) -> Iterator[dict]:
+    """The rows of `piece` (a `vlp.data.streams.Piece`; its indices count from the start of its chunk)."""
     cfg = source.config
-    start, stop = source.urls[chunk].split(":")
+    start, stop = source.urls[piece.shard].split(":")
+    first = int(start)
     ds = open_hf(cfg)
-    rows = iter(ds) if cfg.streaming else (ds[i] for i in range(int(start), int(stop)))
-    for index, row in enumerate(rows, start=int(start)):
-        if index % nparts != part:
+    if cfg.streaming:
+        rows = enumerate(iter(ds))
+    else:
+        end = int(stop) - first if piece.stop is None else piece.stop
+        rows = ((offset, ds[first + offset]) for offset in range(piece.start, end))
+    for offset, row in rows:
+        if not piece.takes(offset):
             continue
         try:
             image = _image_value(row[cfg.image_column])
         except OSError:
             counts["missing_image"] += 1
             continue
+        index = first + offset
         sample = {k: v for k, v in row.items() if k != cfg.image_column}
         sample.update({"__key__": str(index), "__url__": cfg.shards, "__index__": index, cfg.image_column: image})
         yield sample

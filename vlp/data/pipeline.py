@@ -1,7 +1,10 @@
 """The per-worker pipeline: raw stream → shuffle buffer → text checks → image decode → augment → batch.
 
-Batch j of a rank comes from logical worker j % W (the DataLoader's round-robin order), so worker w knows exactly
-how many batches it owes and how many come before a resume point; resuming skips raw samples without augmenting them.
+Each logical worker w of W produces items at positions w, w + W, w + 2W, ... of its rank's epoch: batches while its
+samples last, then, if it ran dry before the epoch's batch count, one end marker. The DataLoader hands items over
+round-robin and skips a worker that has ended, so they arrive in position order; a position is therefore a resume
+point (`skip`), and resuming skips raw samples without augmenting them. Every item carries the bad-sample counts met
+since the previous one and the shards found to differ from sizes.json (see `vlp.data.epoch`).
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from vlp.data.decode import BadSample, SampleKeys, check_text, decode_image
 from vlp.data.sources import DataError, Source
-from vlp.data.streams import epoch_pieces, epoch_stream, resampled_stream, rng_for, shuffled
+from vlp.data.streams import Findings, epoch_pieces, epoch_stream, resampled_stream, rng_for, shuffled
 
 MAX_BAD_IN_A_ROW = 10_000  # this many consecutive bad samples means the data is unusable, not merely dirty
 
@@ -31,17 +34,31 @@ class Plan:
     world_size: int
     workers: int  # logical workers per rank (= DataLoader workers, at least 1)
     batch_size: int  # per rank
-    batches_per_rank: Optional[int]  # per epoch; None = endless (resampled, size unknown)
+    batches_per_rank: Optional[int]  # per epoch, at most; None = endless (resampled, size unknown)
     epoch: int = 0
-    skip: int = 0
+    skip: int = 0  # positions of the epoch already consumed
 
 
 def owed(total: Optional[int], workers: int, worker: int) -> Optional[int]:
-    """How many of batches 0..total-1 fall on `worker` when batch j goes to worker j % workers."""
+    """How many of positions 0..total-1 fall on `worker` when position j goes to worker j % workers."""
     return None if total is None else max(0, (total - worker + workers - 1) // workers)
 
 
-def _raw_stream(plan: Plan, worker: int, counts: Counter) -> Iterator[dict]:
+def slot_quotas(plan: Plan) -> Optional[list[int]]:
+    """Samples each reading slot (rank-major) reads per epoch, None when shard sizes are unknown: in proportion to
+    the batches it owes, all samples shared out, so that clean data fills every slot's batches exactly."""
+    if any(s.num_samples is None for s in plan.sources):
+        return None
+    slots = plan.world_size * plan.workers
+    total = sum(s.num_samples for s in plan.sources)
+    batches = total // (plan.batch_size * plan.world_size)
+    quotas = [owed(batches, plan.workers, w) * plan.batch_size for _ in range(plan.world_size)
+              for w in range(plan.workers)]
+    rest = total - sum(quotas)
+    return [q + rest // slots + (slot < rest % slots) for slot, q in enumerate(quotas)]
+
+
+def _raw_stream(plan: Plan, worker: int, counts: Counter, findings: Findings) -> Iterator[dict]:
     rng = rng_for(plan.seed, plan.epoch, plan.rank, worker, "buffer")
 
     def shuffle(samples: Iterator[dict]) -> Iterator[dict]:
@@ -49,15 +66,15 @@ def _raw_stream(plan: Plan, worker: int, counts: Counter) -> Iterator[dict]:
 
     if plan.resampled:
         return shuffle(resampled_stream(plan.sources, plan.seed, plan.epoch, plan.rank, worker, counts))
-    slots = plan.world_size * plan.workers
-    pieces = epoch_pieces(plan.sources, plan.seed, plan.epoch, slots)
-    return epoch_stream(plan.sources, pieces, plan.rank * plan.workers + worker, slots, counts, shuffle)
+    pieces = epoch_pieces(plan.sources, plan.seed, plan.epoch, plan.world_size * plan.workers, slot_quotas(plan))
+    return epoch_stream(plan.sources, pieces[plan.rank * plan.workers + worker], counts, findings, shuffle)
 
 
 class _Worker:
     def __init__(self, plan: Plan, worker: int, transform: Callable, tokenizer: Callable):
         self.plan, self.worker, self.transform, self.tokenizer = plan, worker, transform, tokenizer
         self.counts: Counter = Counter()
+        self.findings: Findings = {}
         self.bad_in_a_row = 0
 
     def _keys(self, sample: dict) -> SampleKeys:
@@ -91,50 +108,64 @@ class _Worker:
         finally:
             generator.set_state(state)
 
-    def _collate(self, items: list) -> dict:
-        captions = [c for c, _, _ in items]
-        batch = {"image": torch.stack([img for _, _, img in items]), "text": self.tokenizer(captions)}
-        if self.plan.keys[0].negative:
-            flat = [n for _, negatives, _ in items for n in negatives]
-            batch["negative_text"] = self.tokenizer(flat).view(len(items), -1, batch["text"].shape[-1])
-        batch["bad_samples"] = dict(self.counts)
+    def _item(self, index: int, fields: dict) -> dict:
+        """An item at this worker's `index`-th position, with what was met since the previous item."""
+        fields.update(position=index * self.plan.workers + self.worker, bad_samples=dict(self.counts),
+                      shards=dict(self.findings))
         self.counts.clear()
-        return batch
+        self.findings.clear()
+        return fields
 
-    def batches(self) -> Iterator[dict]:
+    def _collate(self, checked: list, index: int) -> dict:
+        captions = [c for c, _, _, _ in checked]
+        images = [self._augment(image, seed) for _, _, image, seed in checked]
+        batch = {"image": torch.stack(images), "text": self.tokenizer(captions)}
+        if self.plan.keys[0].negative:
+            flat = [n for _, negatives, _, _ in checked for n in negatives]
+            batch["negative_text"] = self.tokenizer(flat).view(len(checked), -1, batch["text"].shape[-1])
+        return self._item(index, batch)
+
+    def _full_batches(self) -> Iterator[list]:
+        """Lists of `batch_size` good samples as (caption, negatives, decoded image, augmentation seed)."""
         plan, w = self.plan, self.worker
-        to_skip = owed(plan.skip, plan.workers, w) * plan.batch_size
-        remaining = owed(plan.batches_per_rank, plan.workers, w)
-        if remaining is not None:
-            remaining -= to_skip // plan.batch_size
-            if remaining <= 0:
-                return
-        stream = _raw_stream(plan, w, self.counts)
         base = rng_for(plan.seed, plan.epoch, plan.rank, w, "augment").getrandbits(62)
-        items: list = []
-        for position, sample in enumerate(stream):
-            checked = self._check(sample, rng_for(base, position))
-            if checked is None:
-                continue
-            if to_skip:
-                to_skip -= 1
-                if to_skip == 0:
-                    self.counts.clear()  # reported with the skipped batches in the run being resumed
-                continue
-            caption, negatives, image = checked
-            items.append((caption, negatives, self._augment(image, base + position)))
-            if len(items) == plan.batch_size:
-                yield self._collate(items)
-                items = []
-                if remaining is not None:
-                    remaining -= 1
-                    if remaining == 0:
-                        return
+        checked: list = []
+        for position, sample in enumerate(_raw_stream(plan, w, self.counts, self.findings)):
+            good = self._check(sample, rng_for(base, position))
+            if good is not None:
+                checked.append((*good, base + position))
+                if len(checked) == plan.batch_size:
+                    yield checked
+                    checked = []
+
+    def _items(self) -> Iterator[dict]:
+        plan, w = self.plan, self.worker
+        total = owed(plan.batches_per_rank, plan.workers, w)
+        skipped = owed(plan.skip, plan.workers, w)
+        if total is not None and skipped >= total:
+            return
+        index = 0
+        for checked in self._full_batches():
+            if index >= skipped:
+                yield self._collate(checked, index)
+            else:
+                self.counts.clear()  # reported with this batch by the run being resumed
+            index += 1
+            if index == total:
+                return
+        if index >= skipped:  # ran dry: hand over what was met after the last batch
+            yield self._item(index, {})
+
+    def items(self) -> Iterator[dict]:
+        try:
+            yield from self._items()
+        except DataError as e:  # as an item: torch would wrap it in "Caught DataError in DataLoader worker..."
+            yield {"error": str(e)}
 
 
 class WorkerDataset(IterableDataset):
-    """Each DataLoader worker plays logical worker (id + skip) % W, so the first batch after a skip comes from the
-    worker that owns it."""
+    """Each DataLoader worker plays logical worker (id + skip) % W, so the first item after a skip comes from the
+    worker that owns its position."""
 
     def __init__(self, plan: Plan, transform: Callable, tokenizer: Callable):
         super().__init__()
@@ -149,5 +180,4 @@ class WorkerDataset(IterableDataset):
             torch.set_num_threads(1)
         physical = info.id if info is not None else 0
         worker = (physical + self.plan.skip) % self.plan.workers
-        return _Worker(self.plan, worker, self.transform, self.tokenizer).batches()
-
+        return _Worker(self.plan, worker, self.transform, self.tokenizer).items()

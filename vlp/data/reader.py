@@ -1,4 +1,5 @@
-"""Raw samples out of tar shards: never raises for a bad shard, counts what it had to skip.
+"""Raw samples out of tar shards. A damaged shard ends the read and is recorded in the read's own `ShardRead`; a
+shard that may not be read (permissions) is an error, and so is anything that is not damage (a bug).
 
 A raw sample is a dict {"__key__", "__url__", "__index__" (position in its shard), extension: bytes, ...}.
 """
@@ -6,10 +7,24 @@ from __future__ import annotations
 
 import re
 import tarfile
-from collections import Counter
+from dataclasses import dataclass
 from typing import Iterator, Optional
 
+from vlp.data.sources import DataError
+
 _KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)[.]([^/]*)$")  # "dir/000123.neg.txt" → ("dir/000123", "neg.txt")
+# What a broken, cut-short or absent archive raises: format errors, IO errors (a failing curl or `pipe:` command
+# surfaces as a plain OSError from webdataset's gopen), and EOF inside a member. PermissionError is an OSError too,
+# but it is the user's setup, not damage: it is raised (see `_open`).
+DAMAGE = (tarfile.TarError, EOFError, OSError)
+
+
+@dataclass
+class ShardRead:
+    """What one read of a shard found. Local to that read, so nothing another reader or a counter's owner does can
+    change what this read decides."""
+    samples: int = 0  # complete samples read so far (all of them, whichever a caller keeps)
+    damage: Optional[str] = None  # "missing_shard" (nothing could be read) or "corrupt_tar" (cut short, not a tar)
 
 
 def open_url(url: str):
@@ -19,15 +34,25 @@ def open_url(url: str):
     return gopen(url, "rb")
 
 
-def _tar_members(url: str, counts: Counter) -> Iterator[tuple[str, bytes]]:
-    """(file name, bytes) pairs. A shard that cannot be opened or streams nothing (404, failing pipe) counts as
-    `missing_shard`; one that is not a tar or is cut short counts as `corrupt_tar`."""
+def _open(url: str, read: ShardRead):
     try:
-        stream = open_url(url)
-    except Exception:  # noqa: BLE001 - any failure to open is a missing shard, by design
-        counts["missing_shard"] += 1
+        return open_url(url)
+    except PermissionError as e:
+        raise DataError(f"shard {url}: permission denied ({e.strerror})") from None
+    except ValueError as e:  # gopen: a URL scheme it has no reader for
+        raise DataError(f"shard {url}: {e}") from None
+    except DAMAGE:
+        read.damage = "missing_shard"
+        return None
+
+
+def _tar_members(url: str, read: ShardRead) -> Iterator[tuple[str, bytes]]:
+    """(file name, bytes) pairs; on damage the iteration ends with `read.damage` set. A shard that cannot be opened
+    or streams nothing (404, failing pipe) is `missing_shard`; one that is not a tar or is cut short `corrupt_tar`."""
+    stream = _open(url, read)
+    if stream is None:
         return
-    seen, failed = 0, False
+    seen, finished = 0, False
     try:
         with tarfile.open(fileobj=stream, mode="r|*") as tar:
             for info in tar:
@@ -35,39 +60,36 @@ def _tar_members(url: str, counts: Counter) -> Iterator[tuple[str, bytes]]:
                     data = tar.extractfile(info).read()
                     seen += 1
                     yield info.name, data
-    except Exception as e:  # noqa: BLE001 - truncated/corrupt archives, failing pipes: skip the rest of the shard
-        failed = True
+        finished = True
+    except DAMAGE as e:
         # Nothing came: an empty stream, or a failed fetch/pipe (curl's exit status can surface as a read error,
         # racing with EOF); a tar format error with nothing read is a file that exists but is not a tar.
         nothing_came = seen == 0 and (not isinstance(e, tarfile.ReadError) or "empty" in str(e))
-        counts["missing_shard" if nothing_came else "corrupt_tar"] += 1
+        read.damage = "missing_shard" if nothing_came else "corrupt_tar"
     finally:
         try:
             stream.close()
-        except Exception:  # noqa: BLE001 - a failing pipe's exit status surfaces here
-            if not failed:
-                counts["missing_shard" if seen == 0 else "corrupt_tar"] += 1
+        except DAMAGE:  # a failing pipe's exit status surfaces here; after an early stop (or damage) it means nothing
+            if finished:
+                read.damage = "missing_shard" if seen == 0 else "corrupt_tar"
 
 
-def tar_samples(url: str, counts: Counter, part: int = 0, nparts: int = 1) -> Iterator[dict]:
-    """Samples of one shard grouped by key; only those with index % nparts == part (shards split among workers).
-
-    A sample cut off by a damaged archive is dropped (the damage is counted once, as `corrupt_tar`).
-    """
+def tar_samples(url: str, read: Optional[ShardRead] = None) -> Iterator[dict]:
+    """Every sample of one shard, members grouped by key, in order. A sample cut off by damage is dropped: the last
+    sample is only yielded once the archive is known to have ended cleanly."""
+    read = ShardRead() if read is None else read
     current: Optional[dict] = None
-    index = -1
-    before = counts["corrupt_tar"]
-    for name, data in _tar_members(url, counts):
+    for name, data in _tar_members(url, read):
         match = _KEY_EXT.match(name)
         if match is None or name.rsplit("/", 1)[-1].startswith("__"):
             continue
         key, ext = match.group(1), match.group(2).lower()
         if current is None or key != current["__key__"] or ext in current:
-            if current is not None and index % nparts == part:
+            if current is not None:
+                read.samples += 1
                 yield current
-            index += 1
-            current = {"__key__": key, "__url__": url, "__index__": index}
-        if index % nparts == part:
-            current[ext] = data
-    if current is not None and index % nparts == part and counts["corrupt_tar"] == before:
+            current = {"__key__": key, "__url__": url, "__index__": read.samples}
+        current[ext] = data
+    if current is not None and read.damage is None:
+        read.samples += 1
         yield current

@@ -1,4 +1,14 @@
-"""Raw-sample streams of one logical worker: which shards it reads, in which order, and the shuffle buffer.
+"""Raw-sample streams of one reading slot (a worker of a rank): which samples it reads, in which order, and the
+shuffle buffer.
+
+Epoch mode reads every sample at most once per epoch; see `vlp.data.epoch` for how an epoch's batches are chosen.
+- Shard sizes known (sizes.json, HF row counts): the epoch's shards (shuffled per epoch) are laid end to end and cut
+  into one run of samples per slot, sized by the batches the slot owes, so readers stay balanced however shards are
+  sized; a run may start or end inside a shard.
+- Sizes unknown (URLs, pipes, with `data.num_samples`): shards are dealt whole to the slots (split by sample index
+  when there are fewer shards than slots).
+Damage in a shard is counted once, by the piece that owns the sample where it cut the shard; the same piece notes a
+shard whose readable count differs from sizes.json. Resampled mode draws shards with replacement.
 
 Every random choice comes from an RNG seeded by (seed, epoch, rank, worker), so a stream is a pure function of those.
 """
@@ -7,58 +17,98 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, NamedTuple, Optional, Sequence
 
-from vlp.data.reader import tar_samples
+from vlp.data.reader import ShardRead, tar_samples
 from vlp.data.sources import DataError, Source
 
-Piece = tuple[int, int, int, int]  # (source index, shard index, part, nparts): every nparts-th sample of a shard
+Findings = dict[str, tuple[int, int]]  # shard URL → (samples readable, samples sizes.json promises)
+
+
+class Piece(NamedTuple):
+    """The samples `start <= index < stop` (stop None: to the shard's end) with `index % nparts == part` of a shard."""
+    source: int
+    shard: int
+    start: int = 0
+    stop: Optional[int] = None
+    part: int = 0
+    nparts: int = 1
+
+    def takes(self, index: int) -> bool:
+        return self.start <= index and (self.stop is None or index < self.stop) and index % self.nparts == self.part
 
 
 def rng_for(*parts: object) -> random.Random:
     return random.Random(":".join(str(p) for p in parts))
 
 
-def read_piece(sources: Sequence[Source], piece: Piece, counts: Counter) -> Iterator[dict]:
-    source_index, shard_index, part, nparts = piece
-    source = sources[source_index]
+def read_piece(sources: Sequence[Source], piece: Piece, counts: Counter, findings: Findings) -> Iterator[dict]:
+    source = sources[piece.source]
     if source.config.type == "hf":
         from vlp.data.hf import hf_samples  # deferred: imports `datasets`
 
-        samples = hf_samples(source, shard_index, part, nparts, counts)
+        samples = hf_samples(source, piece, counts)
     else:
-        samples = tar_samples(source.urls[shard_index], counts, part, nparts)
+        samples = _tar_piece(source, piece, counts, findings)
     for sample in samples:
-        sample["__source__"] = source_index
+        sample["__source__"] = piece.source
         yield sample
 
 
-def epoch_pieces(sources: Sequence[Source], seed: int, epoch: int, slots: int) -> list[Piece]:
-    """All shards of all sources in this epoch's order (the same on every node); shards are split into parts
-    when there are fewer shards than reading slots (ranks × workers), so that every slot gets data."""
+def _tar_piece(source: Source, piece: Piece, counts: Counter, findings: Findings) -> Iterator[dict]:
+    url = source.urls[piece.shard]
+    read = ShardRead()
+    for sample in tar_samples(url, read):
+        if piece.stop is not None and sample["__index__"] >= piece.stop:
+            return  # the rest of the shard is another piece's
+        if piece.takes(sample["__index__"]):
+            yield sample
+    # The shard ended here (cleanly or not) after `read.samples` samples: the piece owning that index reports it.
+    if piece.takes(read.samples):
+        if read.damage:
+            counts[read.damage] += 1
+        expected = source.sizes[piece.shard] if source.sizes is not None else None
+        if expected is not None and read.samples != expected:
+            findings[url] = (read.samples, expected)
+
+
+def epoch_pieces(sources: Sequence[Source], seed: int, epoch: int, slots: int,
+                 quotas: Optional[list[int]]) -> list[list[Piece]]:
+    """Each slot's pieces of this epoch (the same on every node): runs of `quotas[slot]` samples when shard sizes are
+    known (`quotas` given), else whole shards dealt round-robin."""
     shards = [(s, i) for s, source in enumerate(sources) for i in range(len(source.urls))]
     rng_for(seed, epoch, "shards").shuffle(shards)
+    if quotas is not None:
+        return _runs(shards, [source.sizes for source in sources], quotas)
     nparts = math.ceil(slots / len(shards))
-    return [(s, i, part, nparts) for s, i in shards for part in range(nparts)]
+    pieces = [Piece(s, i, part=part, nparts=nparts) for s, i in shards for part in range(nparts)]
+    return [pieces[slot::slots] for slot in range(slots)]
 
 
-def epoch_stream(sources: Sequence[Source], pieces: list[Piece], slot: int, slots: int, counts: Counter,
+def _runs(shards: list[tuple[int, int]], sizes: list[tuple[int, ...]], quotas: list[int]) -> list[list[Piece]]:
+    """The shards laid end to end, cut into consecutive runs of `quotas[slot]` samples. A shard's last piece reads to
+    the shard's real end (stop None), so that it sees a count that differs from sizes.json."""
+    runs: list[list[Piece]] = [[] for _ in quotas]
+    slot, left = 0, quotas[0]
+    for s, i in shards:
+        size, start = sizes[s][i], 0
+        while start < size:
+            while left == 0 and slot + 1 < len(quotas):
+                slot += 1
+                left = quotas[slot]
+            if left == 0:
+                return runs
+            stop = min(size, start + left)
+            runs[slot].append(Piece(s, i, start, None if stop == size else stop))
+            left -= stop - start
+            start = stop
+    return runs
+
+
+def epoch_stream(sources: Sequence[Source], pieces: list[Piece], counts: Counter, findings: Findings,
                  shuffle: Callable[[Iterator[dict]], Iterator[dict]]) -> Iterator[dict]:
-    """This slot's pieces (shuffled), then, only if the batch count asks for more (bad samples, uneven shards), all
-    pieces again from this slot's offset. A pass over everything yielding nothing is an error, not an endless loop."""
-    yield from shuffle(s for piece in pieces[slot::slots] for s in read_piece(sources, piece, counts))
-    yield from shuffle(_refill(sources, pieces[slot:] + pieces[:slot], counts))
-
-
-def _refill(sources: Sequence[Source], pieces: list[Piece], counts: Counter) -> Iterator[dict]:
-    while True:
-        found = 0
-        for piece in pieces:
-            for sample in read_piece(sources, piece, counts):
-                found += 1
-                yield sample
-        if found == 0:
-            raise DataError(f"no readable samples in any shard of {_names(sources)} (skipped so far: {dict(counts)})")
+    """This slot's pieces, once, through the shuffle buffer."""
+    yield from shuffle(s for piece in pieces for s in read_piece(sources, piece, counts, findings))
 
 
 def _resampled_source(sources: Sequence[Source], s: int, rng: random.Random, counts: Counter) -> Iterator[dict]:
@@ -67,7 +117,7 @@ def _resampled_source(sources: Sequence[Source], s: int, rng: random.Random, cou
     empty_in_a_row = 0
     while True:
         found = 0
-        for sample in read_piece(sources, (s, rng.randrange(shards), 0, 1), counts):
+        for sample in read_piece(sources, Piece(s, rng.randrange(shards)), counts, {}):
             found += 1
             yield sample
         empty_in_a_row = 0 if found else empty_in_a_row + 1
@@ -106,8 +156,3 @@ def shuffled(samples: Iterator[dict], size: int, rng: random.Random) -> Iterator
         yield sample
     rng.shuffle(buffer)
     yield from buffer
-
-
-def _names(sources: Sequence[Source]) -> str:
-    return ", ".join(repr(s.name) for s in sources)
-

@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from vlp.data.decode import SampleKeys
+from vlp.data.epoch import Agree, agree_over_processes, used_batches, warn_about_sizes
 from vlp.data.pipeline import Plan, WorkerDataset
 from vlp.data.sources import DataError, Source, load_sources
 from vlp.recipe.schema import DataConfig
@@ -43,27 +44,59 @@ def _check(cfg: DataConfig, sources: list[Source], size: Optional[int]) -> None:
 
 
 class TrainData:
-    """Batches for one rank. `samples_per_epoch` is global and already rounded down to whole global batches."""
+    """Batches for one rank. `samples_per_epoch` is global and already rounded down to whole global batches; it is
+    what sizes.json (or data.num_samples) promises: an epoch holds fewer when shards are damaged (`vlp.data.epoch`)."""
 
     def __init__(self, plan: Plan, transform: Callable, tokenizer: Callable, loader_workers: int):
         self._dataset = WorkerDataset(plan, transform, tokenizer)
+        self._plan = plan
         self._loader_workers = loader_workers
-        self.batches_per_epoch: Optional[int] = plan.batches_per_rank  # per rank
+        self.batches_per_epoch: Optional[int] = plan.batches_per_rank  # per rank, at most
         self.samples_per_epoch: Optional[int] = (None if plan.batches_per_rank is None
                                                  else plan.batches_per_rank * plan.batch_size * plan.world_size)
         self.bad_sample_totals: Counter = Counter()  # over every batch yielded so far (skipped batches excluded)
+        self._warned: set[str] = set()  # shards already named in a sizes.json warning
 
     def batches(self, epoch: int, skip: int = 0) -> Iterator[dict]:
-        """This rank's batches of `epoch`, from batch `skip` on (exactly those `batches(epoch)` yields after `skip`)."""
+        """This rank's batches of `epoch` from position `skip` on: exactly those `batches(epoch)` yields after the
+        batch whose `resume_skip` is `skip` (with clean data, positions count batches)."""
         if skip < 0:
             raise ValueError(f"skip must be >= 0, got {skip}")
         loader = DataLoader(self._dataset.with_epoch(epoch, skip), batch_size=None,
                             num_workers=self._loader_workers, persistent_workers=False,
                             prefetch_factor=4 if self._loader_workers else None,
                             generator=torch.Generator().manual_seed(0))  # not the caller's global RNG
-        for batch in loader:
-            self.bad_sample_totals.update(batch["bad_samples"])
-            yield batch
+        findings: dict[str, tuple[int, int]] = {}
+        met: Counter = Counter()
+        yielded = False
+        try:
+            for batch in used_batches(_noting(loader, findings, met), self.batches_per_epoch, self._agree(),
+                                      epoch):
+                self.bad_sample_totals.update(batch["bad_samples"])
+                yielded = True
+                yield batch
+        finally:
+            warn_about_sizes({url: found for url, found in findings.items() if url not in self._warned}, epoch)
+            self._warned.update(findings)
+        if not yielded and skip == 0:
+            plan = self._plan
+            raise DataError(f"epoch {epoch}: no readable samples for a batch of {plan.batch_size} in "
+                            f"{', '.join(repr(s.name) for s in plan.sources)} (skipped: {dict(met)})")
+
+    def _agree(self) -> Optional[Agree]:
+        """How ranks keep in step: only epoch mode can leave a rank short, and only a process group can agree."""
+        import torch.distributed as dist
+
+        in_group = self._plan.world_size > 1 and dist.is_available() and dist.is_initialized()
+        return agree_over_processes if in_group and not self._plan.resampled else None
+
+
+def _noting(items: Iterator[dict], findings: dict, met: Counter) -> Iterator[dict]:
+    """The workers' items, noting every shard finding and bad-sample count (those of unused items too)."""
+    for item in items:
+        findings.update(item.pop("shards", {}))
+        met.update(item.get("bad_samples", {}))
+        yield item
 
 
 def build_train_data(data_cfg: DataConfig, transform: Callable, tokenizer: Callable, *, local_batch_size: int,

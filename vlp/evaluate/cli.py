@@ -41,7 +41,7 @@ def run(args) -> int:
 
     from vlp.evaluate.results import format_table, write_results
     from vlp.evaluate.runner import evaluate
-    from vlp.models import load_pretrained
+    from vlp.models import CheckpointError, load_pretrained
 
     if bool(args.data) != bool(args.task):
         print("error: --data and --task go together", file=sys.stderr)
@@ -52,6 +52,9 @@ def run(args) -> int:
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except CheckpointError as e:  # a damaged checkpoint dir, or a run dir without one good checkpoint
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     eval_cfg = _eval_config(args, info.get("recipe"))
     if not eval_cfg.datasets:
         print("error: no eval datasets: pass --task and --data, or --recipe with an eval.datasets list",

@@ -10,6 +10,7 @@ from vlp.export.formats import convert_transformers, transformers_kind, write_op
 from vlp.export.layers import NotExportable
 
 FORMATS = ("open_clip", "transformers")
+TRAINING_EXPORT = "export"  # RUN_DIR/export: where training writes the recipe's export
 
 
 def export(source, out_dir, formats: Optional[Sequence[str]] = None, overwrite: bool = False,
@@ -18,7 +19,8 @@ def export(source, out_dir, formats: Optional[Sequence[str]] = None, overwrite: 
     """Write the export; open_clip is always written, transformers when asked or (`formats=None`) when expressible.
 
     Returns {"out_dir", "formats" (written), "skipped" (format → reason), "commit_url" (when pushed)}.
-    Raises NotExportable when transformers is asked for explicitly and cannot express the model.
+    Raises NotExportable when transformers is asked for explicitly and cannot express the model, ValueError when
+    `out_dir` would replace (part of) the source.
     """
     from vlp.models import load_pretrained
 
@@ -26,6 +28,7 @@ def export(source, out_dir, formats: Optional[Sequence[str]] = None, overwrite: 
     wanted = set(formats) if formats is not None else set(FORMATS)
     if not wanted <= set(FORMATS):
         raise ValueError(f"formats must be among {FORMATS}, got {sorted(wanted)}")
+    _refuse_overlap(Path(source), out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
         raise FileExistsError(f"{out_dir} exists and is not empty; pass --overwrite (overwrite=True) to replace it")
     model, _, tokenizer, info = load_pretrained(source)
@@ -58,3 +61,17 @@ def export(source, out_dir, formats: Optional[Sequence[str]] = None, overwrite: 
         result["commit_url"] = push_folder(out_dir, push_to_hub, private, revision)
         log(f"pushed to {push_to_hub}: {result['commit_url']}")
     return result
+
+
+def _refuse_overlap(source: Path, out_dir: Path) -> None:
+    """Replacing `out_dir` deletes it: it must not be, contain or lie inside the source (the whole run when the
+    source is a run or one of its checkpoints), except RUN_DIR/export, where training itself exports."""
+    from vlp.models.checkpoints import run_dir_of
+
+    run = run_dir_of(source)
+    protected, out = (run or source).resolve(), out_dir.resolve()
+    if run is not None and out == protected / TRAINING_EXPORT:
+        return
+    if out == protected or out in protected.parents or protected in out.parents:
+        raise ValueError(f"{out_dir} is, contains or lies inside the source {run or source}; export elsewhere "
+                         f"(a run's own {TRAINING_EXPORT}/ folder is allowed)")

@@ -48,9 +48,9 @@ def _datasets(recipe) -> list[str]:
 
 
 def model_card(info: dict, license: str, repo_id: Optional[str], formats: list[str], kind: str) -> str:
-    from vlp.recipe import dump_recipe
+    from vlp.recipe import dump_recipe, redact
 
-    recipe = info.get("recipe")
+    recipe = redact(info["recipe"]) if info.get("recipe") else None  # the card is published: no shard credentials
     records = read_eval_results(info.get("run_dir"))
     name = repo_id or info["name"]
     tags = ["clip", "open_clip", "vlp", "vision-language"] + (["siglip"] if kind == "siglip" else [])

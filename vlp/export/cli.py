@@ -1,4 +1,4 @@
-"""`vlp export CHECKPOINT_OR_RUN_DIR OUT_DIR [--format F ...] [--push-to-hub ORG/NAME] [--private] [--revision B]`."""
+"""`vlp export CHECKPOINT_OR_RUN_DIR OUT_DIR [--format F ...] [--push-to-hub ORG/NAME] [--public] [--revision B]`."""
 from __future__ import annotations
 
 import sys
@@ -15,7 +15,8 @@ def register(subparsers) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
     parser.add_argument("--license", default="apache-2.0", help="license in the model card metadata")
     parser.add_argument("--push-to-hub", metavar="ORG/NAME", help="upload OUT_DIR to this Hub model repo")
-    parser.add_argument("--private", action="store_true", help="create the Hub repo private")
+    parser.add_argument("--public", action="store_true", help="create the Hub repo public (default: private, as in "
+                                                             "the recipe's export.private)")
     parser.add_argument("--revision", metavar="BRANCH", help="Hub branch to push to (created when missing)")
     parser.set_defaults(func=_run)
 
@@ -24,11 +25,12 @@ def _run(args) -> int:
     from vlp.export.api import export
     from vlp.export.layers import NotExportable
     from vlp.export.push import PushError
+    from vlp.models.checkpoints import CheckpointError
 
     try:
         export(args.source, args.out_dir, formats=args.formats, overwrite=args.overwrite, license=args.license,
-               push_to_hub=args.push_to_hub, private=args.private, revision=args.revision)
-    except (NotExportable, FileExistsError, FileNotFoundError, ValueError, PushError) as e:
+               push_to_hub=args.push_to_hub, private=not args.public, revision=args.revision)
+    except (NotExportable, FileExistsError, FileNotFoundError, ValueError, PushError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -8,8 +8,8 @@ from pathlib import Path
 from safetensors import safe_open
 
 from vlp.models.build import attach_configs, build_model
-from vlp.models.checkpoints import (EXPORT_CONFIG, EXPORT_WEIGHTS, MODEL_FILE, latest_checkpoint, load_weights,
-                                    read_state_json)
+from vlp.models.checkpoints import (EXPORT_CONFIG, EXPORT_WEIGHTS, MODEL_FILE, RECIPE_FILE, find_checkpoint,
+                                    load_weights, run_dir_of)
 from vlp.models.towers import instantiate, make_tokenizer
 from vlp.models.transforms import image_transform
 
@@ -19,17 +19,17 @@ def load_pretrained(path, device="cpu"):
 
     info: "name", "checkpoint" (weights file), "run_dir" (None for exports), "recipe" (Recipe or None),
     "step" and "samples_seen" (None when unknown), "state" (the checkpoint's state.json, {} when absent).
+    Checkpoints are verified against their manifest: a run dir falls back to its newest good checkpoint (with a
+    warning), a damaged checkpoint dir raises CheckpointError.
     """
     path = Path(path)
     if (path / EXPORT_CONFIG).is_file():
         model, tokenizer, info = _from_export(path)
-    elif (path / "recipe.yaml").is_file():
-        model, tokenizer, info = _from_checkpoint(latest_checkpoint(path), path)
-    elif (path / MODEL_FILE).is_file() and (path.parent.parent / "recipe.yaml").is_file():
-        model, tokenizer, info = _from_checkpoint(path, path.parent.parent)
+    elif (run_dir := run_dir_of(path)) is not None:
+        model, tokenizer, info = _from_checkpoint(*find_checkpoint(path), run_dir)
     else:
-        raise FileNotFoundError(f"{path}: expected a run dir (recipe.yaml + checkpoints/), a checkpoint dir "
-                                f"({MODEL_FILE} inside RUN_DIR/checkpoints/) or an exported folder ({EXPORT_CONFIG})")
+        raise FileNotFoundError(f"{path}: expected a run dir ({RECIPE_FILE} + checkpoints/), a checkpoint dir "
+                                f"(RUN_DIR/checkpoints/step_N) or an exported folder ({EXPORT_CONFIG})")
     model = model.to(device).eval()
     return model, image_transform(model, train=False), tokenizer, info
 
@@ -50,10 +50,10 @@ def _from_export(folder: Path):
     return model, make_tokenizer(cfg), info
 
 
-def _from_checkpoint(ckpt: Path, run_dir: Path):
+def _from_checkpoint(ckpt: Path, state: dict, run_dir: Path):
     from vlp.recipe import load_recipe
 
-    recipe = load_recipe(run_dir / "recipe.yaml")
+    recipe = load_recipe(run_dir / RECIPE_FILE)
     weights = ckpt / MODEL_FILE
     with safe_open(str(weights), framework="pt") as f:
         has_bias = "logit_bias" in f.keys()
@@ -62,10 +62,10 @@ def _from_checkpoint(ckpt: Path, run_dir: Path):
                                     lock_text=False, grad_checkpointing=False, patch_dropout=0.0,
                                     init_checkpoint=str(weights), logit_bias_init=0.0 if has_bias else None)
     model, tokenizer = build_model(model_cfg, objective=None if has_bias else _NoBias())
-    state = read_state_json(ckpt)
+    progress = state.get("progress", {})  # what vlp.train.state.save records
     info = {"name": recipe.train.run_name or run_dir.name, "checkpoint": str(weights), "run_dir": str(run_dir),
             "recipe": recipe,
-            "step": state.get("step"), "samples_seen": state.get("samples_seen"), "state": state}
+            "step": progress.get("step"), "samples_seen": progress.get("samples_seen"), "state": state}
     return model, tokenizer, info
 
 

@@ -13,8 +13,8 @@ def register(subparsers) -> None:
                                   "`accelerate launch` or `torchrun`; the same recipe works everywhere.")
     add_recipe_arguments(train)
     train.add_argument("--resume", metavar="latest|PATH", default=None,
-                       help="continue exactly from this run's newest good checkpoint (latest), a run directory or a "
-                       "checkpoint directory")
+                       help="continue exactly from this run's newest good checkpoint (latest; a run that has none "
+                       "yet starts over), a run directory or a checkpoint directory")
     train.set_defaults(func=_train)
     plot = subparsers.add_parser("plot", help="write PNGs of a run's training curves")
     plot.add_argument("run_dir", help="run directory (holds metrics.jsonl)")
@@ -42,7 +42,7 @@ def _plot(args) -> int:
 
     try:
         written = plot_run(args.run_dir, args.out)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:  # no metrics.jsonl, or one damaged before its last line
         print(f"error: {e}", file=sys.stderr)
         return 1
     for path in written:

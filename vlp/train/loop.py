@@ -64,7 +64,7 @@ def train(recipe: Recipe | str | Path, resume: Optional[str] = None, *, override
     world, rank = acc.num_processes, acc.process_index
     local_batch = local_batch_size(recipe, world, source)
     resume_from = ckpt.resolve(resume, run_dir) if resume else None
-    prepare_run_dir(acc, recipe, run_dir, resume_from is not None, source)
+    prepare_run_dir(acc, recipe, run_dir, resume is not None, source)
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
 
     objective = build_from_config(recipe.objective).to(acc.device)
@@ -86,7 +86,7 @@ def train(recipe: Recipe | str | Path, resume: Optional[str] = None, *, override
     progress = st.restore(*resume_from, trainables) if resume_from else st.Progress(world_size=world)
 
     sink = MetricsSink(run_dir, acc)
-    if resume_from:
+    if resume:  # also when --resume latest starts over: a killed run's records are about to be redone
         sink.truncate_after(progress.step)
     start_trackers(acc, recipe, run_name)
     evaluator = EvalHook(recipe, raw_model, tokenizer, acc, sink, run_dir)
@@ -119,8 +119,7 @@ def _loop(recipe: Recipe, steps, data, model, raw_model, objective, t: st.Traina
         for batch in data.batches(progress.epoch, skip=skip):
             got_any = True
             data_time = time.perf_counter() - fetch_started
-            for kind, count in batch.get("bad_samples", {}).items():
-                local_bad[kind] = local_bad.get(kind, 0) + int(count)
+            _add_bad_samples(local_bad, progress.epoch, batch.get("bad_samples", {}))
             values = _step(batch, recipe, model, raw_model, objective, t, progress, micro, max_log_scale)
             values["data_time"] = data_time
             window.add(values, cfg.batch_size)
@@ -156,6 +155,7 @@ def _step(batch: dict, recipe: Recipe, model, raw_model, objective, t: st.Traina
           micro: int, max_log_scale: float) -> dict[str, float]:
     """One optimizer iteration on this process's local batch; returns the step's scalar metrics."""
     cfg, acc = recipe.train, t.accelerator
+    resume_skip = batch.get("resume_skip", progress.batches_in_epoch + 1)  # past positions a damaged epoch left empty
     batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
     # Randomness of step s depends only on (seed, s, rank): a resumed run draws what the uninterrupted one did.
     torch.manual_seed(_step_seed(cfg.seed, progress.step, acc.process_index))
@@ -164,7 +164,7 @@ def _step(batch: dict, recipe: Recipe, model, raw_model, objective, t: st.Traina
     applied, grad_norm = _update(model, raw_model, t, recipe, out.backpropagated, max_log_scale)
     _count_nonfinite(progress, applied, cfg.max_nonfinite_steps)
     progress.step += 1
-    progress.batches_in_epoch += 1
+    progress.batches_in_epoch = int(resume_skip)
     progress.samples_seen += cfg.batch_size
     tensors = {k if k == "loss" else f"objective/{k}": v for k, v in out.terms.items()}
     tensors.update(logit_stats(out.features))
@@ -225,14 +225,33 @@ def _finite_everywhere(loss: torch.Tensor) -> bool:
     return bool(finite.item() == 1.0)
 
 
-def _merge_bad_samples(acc, totals: dict[str, int], local: dict[str, int]) -> dict[str, int]:
+def _add_bad_samples(into: dict[str, dict[str, int]], epoch: int | str, counts: dict[str, int]) -> None:
+    """Counts by epoch, then kind: an epoch reads each sample once, so each bad sample counts once per epoch."""
+    if not counts:
+        return
+    per_kind = into.setdefault(str(epoch), {})
+    for kind, count in counts.items():
+        per_kind[kind] = per_kind.get(kind, 0) + int(count)
+
+
+def _merge_bad_samples(acc, totals: dict[str, dict[str, int]],
+                       local: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
     from accelerate.utils import gather_object
 
-    merged = dict(totals)
-    for counts in gather_object([local]) if acc.num_processes > 1 else [local]:
-        for kind, count in counts.items():
-            merged[kind] = merged.get(kind, 0) + count
+    merged = {epoch: dict(counts) for epoch, counts in totals.items()}
+    for per_epoch in gather_object([local]) if acc.num_processes > 1 else [local]:
+        for epoch, counts in per_epoch.items():
+            _add_bad_samples(merged, epoch, counts)
     return merged
+
+
+def _bad_sample_report(per_epoch: dict[str, dict[str, int]]) -> dict:
+    """bad_samples.json: skipped samples per epoch, and summed over epochs (a bad sample once per epoch read)."""
+    all_epochs: dict[str, int] = {}
+    for counts in per_epoch.values():
+        for kind, count in counts.items():
+            all_epochs[kind] = all_epochs.get(kind, 0) + count
+    return {"per_epoch": per_epoch, "all_epochs": all_epochs}
 
 
 def _log(sink: MetricsSink, window: Window, raw, progress: st.Progress, world: int, bar) -> dict[str, float]:
@@ -241,9 +260,11 @@ def _log(sink: MetricsSink, window: Window, raw, progress: st.Progress, world: i
                   epoch=progress.epoch, nonfinite_steps=progress.nonfinite_total)
     if getattr(raw, "logit_bias", None) is not None:
         values["logit_bias"] = raw.logit_bias.detach().float().mean().item()
-    values.update({f"bad_samples/{k}": v for k, v in progress.bad_samples.items()})
+    report = _bad_sample_report(progress.bad_samples)
+    values.update({f"bad_samples/epoch/{k}": v for k, v in report["per_epoch"].get(str(progress.epoch), {}).items()})
+    values.update({f"bad_samples/all_epochs/{k}": v for k, v in report["all_epochs"].items()})
     sink.log(progress.step, values)
-    sink.write_bad_samples(progress.bad_samples)
+    sink.write_bad_samples(report)
     bar.set_postfix(loss=f"{values['loss']:.4f}", samples_s=f"{values['samples_per_s']:.0f}", refresh=False)
     return values
 
@@ -253,13 +274,14 @@ def _final_checkpoint(run_dir: Path, t: st.Trainables, progress: st.Progress, ke
 
 
 def _export(recipe: Recipe, run_dir: Path, acc) -> None:
-    """Write RUN_DIR/export in the recipe's formats (rank 0), pushing to the Hub when export.push_to_hub is set."""
-    if not recipe.export.formats or not acc.is_main_process:
+    """Write RUN_DIR/export in the recipe's formats (rank 0), pushing to the Hub when export.push_to_hub is set; a push
+    with no formats listed writes what `vlp export --push-to-hub` writes (open_clip, + transformers when expressible)."""
+    if not (recipe.export.formats or recipe.export.push_to_hub) or not acc.is_main_process:
         return
-    from vlp.export import export
+    from vlp.export.api import TRAINING_EXPORT, export
 
     e = recipe.export
-    export(run_dir, run_dir / "export", formats=e.formats, overwrite=True, license=e.license,
+    export(run_dir, run_dir / TRAINING_EXPORT, formats=e.formats or None, overwrite=True, license=e.license,
            push_to_hub=e.push_to_hub, private=e.private, revision=e.revision)
 
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -83,15 +85,17 @@ class MetricsSink:
         self.accelerator.log(scalars, step=step)
 
     def truncate_after(self, step: int) -> None:
-        """On resume, drop records a killed run logged past its last checkpoint (they are about to be redone)."""
+        """On resume, drop records a killed run logged past its last checkpoint (they are about to be redone) and a
+        torn last line; replaced atomically, so a kill now loses nothing."""
         if self.accelerator.is_main_process and self.path.is_file():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            kept = "".join(json.dumps(r) + "\n" for r in read_records(self.path) if r["step"] <= step)
+            partial = self.path.with_name(self.path.name + ".tmp")
+            partial.write_text(kept)
+            os.replace(partial, self.path)
 
-    def write_bad_samples(self, counts: dict[str, int]) -> None:
+    def write_bad_samples(self, report: dict) -> None:
         if self.accelerator.is_main_process:
-            (self.path.parent / BAD_SAMPLES_FILE).write_text(json.dumps(counts, indent=1, sort_keys=True) + "\n")
+            (self.path.parent / BAD_SAMPLES_FILE).write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
 
 
 def _json_number(value: float):
@@ -102,4 +106,22 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: no {METRICS_FILE} (not a vlp run directory?)")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_records(path)
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines of `path`. A torn last line (a kill or a full disk cut the write short) is dropped with a
+    warning; damage anywhere else raises ValueError."""
+    lines = path.read_text(errors="replace").splitlines()
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    records = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            if i < last:
+                raise ValueError(f"{path}: line {i + 1} is not a JSON record") from None
+            warnings.warn(f"{path}: dropping its torn last line (an interrupted write): {line[:60]!r}", stacklevel=2)
+    return records

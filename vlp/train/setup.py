@@ -8,8 +8,7 @@ from typing import Optional
 
 import torch
 
-from vlp.recipe import Duration, Recipe, RecipeError, dump_recipe, load_recipe, recipe_to_dict
-from vlp.train.checkpoint import checkpoints
+from vlp.recipe import Duration, Recipe, RecipeError, dump_recipe, load_recipe, recipe_to_dict, redact
 
 
 @dataclass
@@ -45,10 +44,12 @@ def make_accelerator(recipe: Recipe, run_dir: Path, source: str):
 
 
 def prepare_run_dir(accelerator, recipe: Recipe, run_dir: Path, resuming: bool, source: str) -> None:
-    """Refuse to overwrite an existing run unless resuming; write the resolved recipe (rank 0)."""
-    if not resuming and checkpoints(run_dir / "checkpoints"):
-        raise RecipeError(source, "train.run_name", f"{run_dir} already holds checkpoints: pass --resume latest to "
-                          "continue that run, or choose another train.run_name / train.output_dir")
+    """Refuse to reuse a non-empty run directory unless resuming (as OpenCLIP refuses an existing experiment name),
+    so a fresh run never mixes its metrics, checkpoints or evaluations with an earlier run's; write the resolved
+    recipe (rank 0)."""
+    if not resuming and run_dir.is_dir() and any(run_dir.iterdir()):
+        raise RecipeError(source, "train.run_name", f"{run_dir} already holds a run: pass --resume latest to "
+                          "continue it, or choose another train.run_name / train.output_dir")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -60,7 +61,8 @@ def start_trackers(accelerator, recipe: Recipe, run_name: str) -> None:
     if not recipe.logging.trackers:
         return
     project = recipe.logging.wandb_project or run_name
-    accelerator.init_trackers(project, config=flat_config(recipe_to_dict(recipe)),
+    # trackers upload their config (W&B) or keep it beside the run (TensorBoard): no shard credentials
+    accelerator.init_trackers(project, config=flat_config(recipe_to_dict(redact(recipe))),
                               init_kwargs={"wandb": {"name": run_name}})
 
 

@@ -28,7 +28,7 @@ class Progress:
     samples_seen: int = 0  # global samples
     nonfinite_in_row: int = 0
     nonfinite_total: int = 0
-    bad_samples: dict[str, int] = field(default_factory=dict)  # global skipped-sample counts by kind
+    bad_samples: dict[str, dict[str, int]] = field(default_factory=dict)  # global skipped samples: epoch → kind → n
     world_size: int = 1
 
 

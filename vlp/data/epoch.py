@@ -1,0 +1,98 @@
+"""Which batches an epoch yields, in epoch mode: every readable good sample at most once, nothing repeated.
+
+- Each rank's epoch has `batches_per_rank` positions, dealt round-robin to its W workers (see `vlp.data.pipeline`).
+  A worker fills its positions with batches while its samples last; when damage (a truncated or missing shard, bad
+  samples) leaves it short, the epoch is short: its remaining positions stay empty. There is no top-up from other
+  shards, which is what used to repeat samples.
+- One process: every batch is used, so every good sample read is delivered once (the last partial batch of each
+  worker excepted, as with `drop_last`).
+- Several processes must take the same number of steps. A batch is used only at a position where every rank has one
+  (ranks agree with one small all-reduce per step); where another rank's position is empty, this rank's batch there
+  is left out, and the epoch ends for all when the first rank runs out. With sizes.json, readers are balanced, so
+  this only costs what damage unbalances.
+- A used batch carries the bad-sample counts met up to the next used batch, and `resume_skip`: the position of the
+  next used batch (or the end). `batches(epoch, skip=resume_skip)` continues exactly after it, so counts and batches of
+  a resumed run equal the uninterrupted run's.
+Each sample is read once per epoch, so each bad sample and each damaged shard is counted once per epoch (resampled
+mode draws with replacement: there, a bad sample counts each time it is drawn).
+"""
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from typing import Callable, Iterable, Iterator, Optional
+
+import torch
+
+from vlp.data.sources import DataError
+
+Agree = Callable[[int], tuple[int, int]]  # this rank's next position → (highest, lowest) over all ranks
+MAX_NAMED_SHARDS = 20
+
+
+def agree_over_processes(position: int) -> tuple[int, int]:
+    import torch.distributed as dist
+
+    nccl = dist.get_backend() == "nccl"
+    device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+    pair = torch.tensor([position, -position], device=device)
+    dist.all_reduce(pair, op=dist.ReduceOp.MAX)
+    return int(pair[0]), -int(pair[1])
+
+
+def _decided(items: Iterable[dict], end: Optional[int], agree: Optional[Agree]) -> Iterator[tuple[dict, bool]]:
+    """Each item with whether its batch is used (end markers and errors are never used)."""
+    for item in items:
+        if "image" not in item or agree is None:
+            yield item, "image" in item
+            continue
+        while True:
+            highest, lowest = agree(item["position"])
+            if highest == end:  # a rank has run out: the epoch ends for everyone
+                yield item, False
+                return
+            if lowest == highest or item["position"] < highest:
+                yield item, lowest == highest
+                break
+            # other ranks are behind this position: wait for them
+    if agree is not None:
+        agree(end)  # this rank ran out: tell the others, who are waiting in the same call
+
+
+def used_batches(items: Iterable[dict], end: Optional[int], agree: Optional[Agree], epoch: int) -> Iterator[dict]:
+    """The used batches among the workers' items (in position order), with counts and `resume_skip` set."""
+    pending: Optional[dict] = None
+    met: Counter = Counter()
+    left_out = 0
+    for item, used in _decided(items, end, agree):
+        if "error" in item:
+            raise DataError(item["error"])
+        if used and pending is not None:
+            yield _finished(pending, met, item["position"])
+            met = Counter()
+        met.update(item["bad_samples"])
+        if used:
+            pending = item
+        if "image" in item and not used:
+            left_out += 1
+    if pending is not None:
+        yield _finished(pending, met, end)
+    if left_out:
+        warnings.warn(f"epoch {epoch}: this process left out {left_out} of its batches (and any it had not read "
+                      "yet) to stay in step with processes that ran short of data", stacklevel=2)
+
+
+def _finished(batch: dict, met: Counter, resume_skip: Optional[int]) -> dict:
+    batch["bad_samples"] = dict(met)
+    batch["resume_skip"] = resume_skip
+    return batch
+
+
+def warn_about_sizes(findings: dict[str, tuple[int, int]], epoch: int) -> None:
+    if not findings:
+        return
+    named = [f"{url} ({readable} readable, sizes.json says {expected})"
+             for url, (readable, expected) in sorted(findings.items())]
+    more = f" and {len(named) - MAX_NAMED_SHARDS} more" if len(named) > MAX_NAMED_SHARDS else ""
+    warnings.warn(f"epoch {epoch}: {len(named)} shard(s) differ from sizes.json, so epochs hold what is readable, "
+                  f"without repeats: {', '.join(named[:MAX_NAMED_SHARDS])}{more}", stacklevel=2)

@@ -61,7 +61,7 @@ def timed(loader) -> float:
     """Samples/s from the first batch request to the last batch of one pass."""
     start, count = time.perf_counter(), 0
     for batch in loader:
-        count += len(batch[0] if isinstance(batch, (list, tuple)) else batch["image"])
+        count += len(batch[0] if isinstance(batch, (list, tuple)) else batch.image)
     return count / (time.perf_counter() - start)
 
 

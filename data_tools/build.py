@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from data_tools.inputs import Item
 from data_tools.writer import ShardWriter
+from vlp.evaluate import layout
 
 DEFAULT_TEMPLATES = ("a photo of a {c}.", "a picture of a {c}.", "an image of a {c}.")
 
@@ -51,16 +52,16 @@ def write_train_shards(items: Iterable[Item], out_dir: Union[str, Path], per_sha
 def write_zeroshot_set(items: Iterable[Item], out_dir: Union[str, Path], classnames: Sequence[str],
                        templates: Sequence[str] = DEFAULT_TEMPLATES, split: str = "test", per_shard: int = 1000,
                        total: Optional[int] = None) -> Path:
-    """CLIP_benchmark layout: DIR/{split}/N.tar (image + `cls`), classnames.txt, templates, dataset_type.txt."""
+    """CLIP_benchmark layout (`vlp.evaluate.layout`): DIR/{split}/N.tar (image + `cls`), class names, templates."""
     out = Path(out_dir)
-    _write_meta(out, "classification", classnames, templates)
-    with ShardWriter(out / split, per_shard, pattern="{}.tar") as writer:
+    layout.write_meta(out, layout.CLASSIFICATION, classnames, templates)
+    with ShardWriter(out / split, per_shard, pattern=layout.SHARD_PATTERN) as writer:
         for item in tqdm(items, total=total, desc=f"{out.name}/{split}", unit="img"):
             if item.label is None:
                 raise ValueError(f"zero-shot item {item.key} has no label")
             data, ext = item.load_image()
-            writer.write(item.key, {ext: data, "cls": item.label})
-    _write_nshards(writer)
+            writer.write(item.key, {ext: data, layout.LABEL_KEY: item.label})
+    layout.write_shard_count(writer.out_dir, len(writer.sizes))
     return out
 
 
@@ -68,24 +69,12 @@ def write_retrieval_set(items: Iterable[Item], out_dir: Union[str, Path], split:
                         per_shard: int = 1000, total: Optional[int] = None) -> Path:
     """CLIP_benchmark layout for retrieval: image + `txt` with one caption per line."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "dataset_type.txt").write_text("retrieval\n")
-    with ShardWriter(out / split, per_shard, pattern="{}.tar") as writer:
+    layout.write_meta(out, layout.RETRIEVAL)
+    with ShardWriter(out / split, per_shard, pattern=layout.SHARD_PATTERN) as writer:
         for item in tqdm(items, total=total, desc=f"{out.name}/{split}", unit="img"):
             captions = [item.caption] if isinstance(item.caption, str) else list(item.caption)
             data, ext = item.load_image()
-            writer.write(item.key, {ext: data, "txt": "\n".join(c.replace("\n", " ") for c in captions)})
-    _write_nshards(writer)
+            writer.write(item.key, {ext: data, layout.CAPTIONS_KEY: layout.join_captions(captions)})
+    layout.write_shard_count(writer.out_dir, len(writer.sizes))
     return out
 
-
-def _write_meta(out: Path, kind: str, classnames: Sequence[str], templates: Sequence[str]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "dataset_type.txt").write_text(kind + "\n")
-    (out / "classnames.txt").write_text("".join(f"{c}\n" for c in classnames))
-    (out / "zeroshot_classification_templates.txt").write_text("".join(f"{t}\n" for t in templates))
-
-
-def _write_nshards(writer: ShardWriter) -> None:
-    """CLIP_benchmark finds the shards of a split through this file."""
-    (writer.out_dir / "nshards.txt").write_text(f"{len(writer.sizes)}\n")

@@ -11,7 +11,8 @@ from tqdm import tqdm
 
 from vlp.data.decode import BadSample, SampleKeys, check_text, decode_image
 from vlp.data.reader import ShardRead, tar_samples
-from vlp.data.sources import expand_shards, read_shard_sizes
+from vlp.data.sizes import read_shard_sizes
+from vlp.data.wds import expand_shards
 
 KEYS_SHOWN = 20  # damaged sample keys listed per shard unless all are asked for
 

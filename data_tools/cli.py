@@ -63,9 +63,9 @@ def _items(args):
         return inputs.folder_items(args.root)
     if args.kind == "table":
         return inputs.table_items(args.table, args.image_column, args.caption_column)
-    from data_tools.hf import load_hf
+    from vlp.data.hf import open_hf_dataset
 
-    return list(inputs.hf_items(load_hf(args.dataset, args.split), args.image_column, args.caption_column))
+    return list(inputs.hf_items(open_hf_dataset(args.dataset, args.split), args.image_column, args.caption_column))
 
 
 def _build(args) -> int:

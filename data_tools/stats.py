@@ -10,7 +10,8 @@ from tqdm import tqdm
 
 from vlp.data.decode import BadSample, SampleKeys, choose_caption
 from vlp.data.reader import ShardRead, tar_samples
-from vlp.data.sources import DataError, expand_shards
+from vlp.data.sources import DataError
+from vlp.data.wds import expand_shards
 
 LENGTH_BINS = (0, 5, 10, 20, 40, 77, 150)
 

@@ -1,11 +1,13 @@
-"""Shard writing: numbered tars of at most `per_shard` samples plus `sizes.json` (samples per shard)."""
+"""Shard writing: numbered tars of at most `per_shard` samples plus the samples-per-shard table `vlp.data.sizes`
+reads."""
 from __future__ import annotations
 
 import io
-import json
 import tarfile
 from pathlib import Path
 from typing import Optional, Union
+
+from vlp.data.sizes import write_shard_sizes
 
 Value = Union[bytes, str, int]
 
@@ -54,7 +56,7 @@ class ShardWriter:
 
     def close(self) -> None:
         self._close_shard()
-        (self.out_dir / "sizes.json").write_text(json.dumps(self.sizes, indent=1) + "\n")
+        write_shard_sizes(self.out_dir, self.sizes)
 
     @property
     def spec(self) -> str:

@@ -72,12 +72,12 @@ def expected_counts() -> dict:
 def batch_sums(batches) -> dict:
     summed: Counter = Counter()
     for b in batches:
-        summed.update(b["bad_samples"])
+        summed.update(b.bad_samples)
     return dict(summed)
 
 
 def delivered_ids(batches) -> list[int]:
-    return sorted(int(i) for b in batches for i in b["text"][:, 0])
+    return sorted(int(i) for b in batches for i in b.text[:, 0])
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -112,15 +112,15 @@ def test_resume_after_any_batch_of_a_damaged_epoch_is_exact(damaged, workers):
     cfg = DataConfig(train=f"{root}/{{00000..00006}}.tar", workers=workers, shuffle_buffer=8,
                      max_image_pixels=50 * 50)
     full = list(load(cfg, batch=2).batches(1))
-    skips = [b["resume_skip"] for b in full]
+    skips = [b.resume_skip for b in full]
     assert skips[-1] == 35 and len(full) < 35  # 70 promised samples make 35 positions of 2
     assert any(after - before > 1 for before, after in zip(skips, skips[1:]))  # positions left empty by the damage
     for k in range(len(full) - 1):
         tail = list(load(cfg, batch=2).batches(1, skip=skips[k]))
         assert len(tail) == len(full) - k - 1, k
         for a, b in zip(full[k + 1:], tail):
-            assert torch.equal(a["text"], b["text"]) and torch.equal(a["image"], b["image"])
-            assert a["bad_samples"] == b["bad_samples"] and a["resume_skip"] == b["resume_skip"]
+            assert torch.equal(a.text, b.text) and torch.equal(a.image, b.image)
+            assert a.bad_samples == b.bad_samples and a.resume_skip == b.resume_skip
     assert list(load(cfg, batch=2).batches(1, skip=35)) == []
 
 
@@ -161,7 +161,7 @@ def test_shard_defects_counted(damaged):
 
 
 def ids_of(batches):
-    return [b["text"][:, 0].tolist() for b in batches]
+    return [b.text[:, 0].tolist() for b in batches]
 
 
 def test_a_source_with_no_readable_shard_is_an_error(tmp_path):
@@ -256,7 +256,7 @@ def _rank_batches(rank: int, world: int, cfg: DataConfig, folder) -> None:
             warnings.simplefilter("always")
             batches = list(load(cfg, batch=1, rank=rank, world=world).batches(0))
         left_out = [str(w.message) for w in caught if "left out" in str(w.message)]
-        (folder / f"{rank}.json").write_text(json.dumps({"ids": {str(b["position"]): int(b["text"][0, 0])
+        (folder / f"{rank}.json").write_text(json.dumps({"ids": {str(b.position): int(b.text[0, 0])
                                                                   for b in batches}, "left_out": left_out}))
     finally:
         dist.destroy_process_group()
@@ -275,7 +275,7 @@ def test_processes_stay_in_step_on_damaged_data(damaged, tmp_path, workers):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for rank in range(2):
-            alone.append({b["position"]: int(b["text"][0, 0]) for b in load(cfg, batch=1, rank=rank, world=2)
+            alone.append({b.position: int(b.text[0, 0]) for b in load(cfg, batch=1, rank=rank, world=2)
                           .batches(0)})
     shared = set(alone[0]) & set(alone[1])
     assert shared != set(alone[0]) or shared != set(alone[1])  # the damage unbalances the ranks here

@@ -41,7 +41,7 @@ def load(cfg: DataConfig, batch: int = 5, rank: int = 0, world: int = 1, seed: i
 
 
 def ids(batches) -> list[list[int]]:
-    return [b["text"][:, 0].tolist() for b in batches]
+    return [b.text[:, 0].tolist() for b in batches]
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_same_seed_epoch_same_batches_other_epoch_differs(spec):
     cfg = DataConfig(train=spec, workers=2, shuffle_buffer=16)
     first = list(load(cfg).batches(0))
     again = list(load(cfg).batches(0))
-    assert all(torch.equal(a["image"], b["image"]) and torch.equal(a["text"], b["text"]) for a, b in zip(first, again))
+    assert all(torch.equal(a.image, b.image) and torch.equal(a.text, b.text) for a, b in zip(first, again))
     assert ids(load(cfg).batches(1)) != ids(first)
     assert ids(load(cfg, seed=1).batches(0)) != ids(first)
 
@@ -75,8 +75,8 @@ def test_skip_reproduces_the_tail_exactly(spec, workers, skip):
     tail = list(load(cfg, batch=4).batches(2, skip=skip))
     assert len(tail) == len(full) - skip
     for a, b in zip(full[skip:], tail):
-        assert torch.equal(a["text"], b["text"]) and torch.equal(a["image"], b["image"])
-        assert a["bad_samples"] == b["bad_samples"]
+        assert torch.equal(a.text, b.text) and torch.equal(a.image, b.image)
+        assert a.bad_samples == b.bad_samples
 
 
 def test_augmentation_does_not_touch_caller_rng(spec):
@@ -139,10 +139,10 @@ def test_extra_captions_and_negatives(tmp_path):
     texts = Counter(i >= 500 for b in ids(batches) for i in b)
     assert texts[True] > 0 and texts[False] > 0
     for b in batches:
-        assert b["negative_text"].shape == (4, 2, 1)
-        own = b["text"][:, 0] % 500
-        assert set((b["negative_text"][:, :, 0] % 1000 % 900).tolist()[0]) <= set(range(20))
-        assert torch.equal(b["negative_text"][:, :, 0].sort(dim=1).values % 1000, torch.stack([own + 900, own + 900],
+        assert b.negative_text.shape == (4, 2, 1)
+        own = b.text[:, 0] % 500
+        assert set((b.negative_text[:, :, 0] % 1000 % 900).tolist()[0]) <= set(range(20))
+        assert torch.equal(b.negative_text[:, :, 0].sort(dim=1).values % 1000, torch.stack([own + 900, own + 900],
                                                                                                1) % 1000)
 
 

@@ -41,9 +41,15 @@ def make_run_dir(root, config=TINY, objective="softmax", evals=None):
     run = root / "run"
     if evals is not None:
         (run / "eval_results.json").write_text(json.dumps(evals))
-    model, _ = build_model(ModelConfig(config=config), build_from_config(ObjectiveConfig(name=objective)))
+    model, _ = build_model(ModelConfig(config=config), *objective_logits(objective))
     model.load_state_dict(load_file(str(run / "checkpoints" / f"step_{STEPS:08d}" / "model.safetensors")))
     return run, model.eval()
+
+
+def objective_logits(name: str) -> tuple:
+    """The initial (log scale, bias) training passes build_model for objective `name`."""
+    objective = build_from_config(ObjectiveConfig(name=name))
+    return objective.init_logit_scale, objective.init_logit_bias
 
 
 def trainable(model, prefix=""):
@@ -73,7 +79,7 @@ def test_bad_model_sections_are_rejected():
 @pytest.mark.parametrize("objective,scale,bias", [("softmax", math.log(1 / 0.07), None),
                                                   ("sigmoid", math.log(10.0), -10.0)])
 def test_logit_bias_present_iff_sigmoid(objective, scale, bias):
-    model, _ = build_model(ModelConfig(config=TINY), build_from_config(ObjectiveConfig(name=objective)))
+    model, _ = build_model(ModelConfig(config=TINY), *objective_logits(objective))
     assert model.logit_scale.item() == pytest.approx(scale)
     if bias is None:
         assert model.logit_bias is None
@@ -82,8 +88,8 @@ def test_logit_bias_present_iff_sigmoid(objective, scale, bias):
 
 
 def test_recipe_logit_init_overrides_objective():
-    sigmoid = build_from_config(ObjectiveConfig(name="sigmoid"))
-    model, _ = build_model(ModelConfig(config=TINY, logit_scale_init=1.5, logit_bias_init=-3.0), sigmoid)
+    model, _ = build_model(ModelConfig(config=TINY, logit_scale_init=1.5, logit_bias_init=-3.0),
+                           *objective_logits("sigmoid"))
     assert (model.logit_scale.item(), model.logit_bias.item()) == (1.5, -3.0)
 
 
@@ -149,8 +155,7 @@ def test_grad_checkpointing_and_patch_dropout():
 
 def test_init_checkpoint_loads_weights_and_keeps_missing_logit_bias(tmp_path):
     run, trained = make_run_dir(tmp_path)  # softmax run: no logit_bias in the checkpoint
-    sigmoid = build_from_config(ObjectiveConfig(name="sigmoid"))
-    model, _ = build_model(ModelConfig(config=TINY, init_checkpoint=str(run)), sigmoid)
+    model, _ = build_model(ModelConfig(config=TINY, init_checkpoint=str(run)), *objective_logits("sigmoid"))
     torch.testing.assert_close(model.visual.proj, trained.visual.proj)
     assert model.logit_bias.item() == -10.0
     mismatched = {**TINY, "embed_dim": 8}

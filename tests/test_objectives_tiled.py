@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import vlp.objectives as objectives
+from vlp.recipe import ConfigError
 from vlp.recipe.schema import ObjectiveConfig, RegularizerConfig
 
 B, D = 37, 6
@@ -96,8 +97,8 @@ def tiled_configs() -> list[ObjectiveConfig]:
 
 def _accepted(cfg: ObjectiveConfig) -> bool:
     try:
-        objectives.check_config(cfg)
-    except objectives.ObjectiveConfigError:
+        objectives.check(cfg)
+    except ConfigError:
         return False
     return True
 

@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from test_train_support import make_shards, recipe_dict, write_recipe
+from vlp.data.batch import Batch
 from vlp.recipe import load_recipe
 
 torch.set_num_threads(1)
@@ -31,9 +32,7 @@ class JoinedRanks:
 
     def batches(self, epoch, skip=0):
         for pieces in zip(*(p.batches(epoch, skip) for p in self.parts)):
-            joined = {k: torch.cat([p[k] for p in pieces]) for k in pieces[0] if isinstance(pieces[0][k], torch.Tensor)}
-            joined["bad_samples"] = {}
-            yield joined
+            yield Batch(torch.cat([p.image for p in pieces]), torch.cat([p.text for p in pieces]))
 
 
 def joined_data(recipe, world_size):
@@ -41,7 +40,8 @@ def joined_data(recipe, world_size):
     from vlp.models import build_model, image_transform
     from vlp.objectives import build_from_config
 
-    model, tokenizer = build_model(recipe.model, build_from_config(recipe.objective))
+    objective = build_from_config(recipe.objective)
+    model, tokenizer = build_model(recipe.model, objective.init_logit_scale, objective.init_logit_bias)
     transform = image_transform(model, train=True, scale=recipe.data.augment_scale, ratio=recipe.data.augment_ratio)
     local = recipe.train.batch_size // world_size
     return JoinedRanks([build_train_data(recipe.data, transform, tokenizer, local_batch_size=local,

@@ -51,7 +51,7 @@ def test_plain_accumulation_would_differ(accelerator):
     _, full = grads(model, objective, batch, 8, accelerator)
     model.zero_grad(set_to_none=True)
     for half in (slice(0, 4), slice(4, 8)):
-        out = model(batch["image"][half], batch["text"][half])
+        out = model(batch.image[half], batch.text[half])
         (objective(out["image_features"], out["text_features"], out["logit_scale"])["loss"] / 2).backward()
     plain = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
     assert not torch.allclose(plain["visual.conv1.weight"], full["visual.conv1.weight"], rtol=1e-3, atol=1e-6)
@@ -90,7 +90,7 @@ def test_patch_dropout_masks_are_replayed(accelerator):
 
     model.zero_grad(set_to_none=True)
     torch.manual_seed(11)
-    outs = [model(batch["image"][i:i + 3], batch["text"][i:i + 3]) for i in range(0, 8, 3)]
+    outs = [model(batch.image[i:i + 3], batch.text[i:i + 3]) for i in range(0, 8, 3)]
     image = torch.cat([o["image_features"] for o in outs])
     text = torch.cat([o["text_features"] for o in outs])
     objective(image, text, outs[0]["logit_scale"])["loss"].backward()

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from test_train_support import make_shards, recipe_dict, write_recipe
 from vlp.recipe import load_recipe
 from vlp.train import NonFiniteLossError, plot_run, train
-from vlp.train.checkpoint import checkpoints
+from vlp.run_dir import RunDir
 
 torch.set_num_threads(1)
 
@@ -39,7 +39,7 @@ def test_tiny_model_learns_and_writes_the_run_directory(tmp_path, shards):
         assert key in last, key
     assert [r["step"] for r in records] == list(range(2, 21, 2))
     # keep-last-2 of the checkpoints at 8, 16 and the final one at 20
-    assert [p.name for p in checkpoints(run / "checkpoints")] == ["step_00000020", "step_00000016"]
+    assert [p.name for p in RunDir(run).list_checkpoints()] == ["step_00000020", "step_00000016"]
     assert (run / "checkpoints" / "latest").read_text().strip() == "step_00000020"
     weights = load_file(str(run / "checkpoints" / "step_00000020" / "model.safetensors"))
     assert "logit_scale" in weights and "visual.conv1.weight" in weights
@@ -109,9 +109,9 @@ def test_nonfinite_steps_are_skipped_then_stop_the_run(tmp_path, shards, monkeyp
     import vlp.train.loop as loop
     real_update = loop._update
 
-    def spy_update(model, raw_model, *args):
-        model_ref["model"] = raw_model
-        return real_update(model, raw_model, *args)
+    def spy_update(run, *args):
+        model_ref["model"] = run.raw_model
+        return real_update(run, *args)
 
     monkeypatch.setattr(loop, "_update", spy_update)
     path = recipe_file(tmp_path, shards, duration="12 steps", max_nonfinite_steps=3)

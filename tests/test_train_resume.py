@@ -30,18 +30,19 @@ LOGGED = list(range(2, 15, 2))  # log_every 2
 KILLED_TRAINER = """
 import os, signal, sys
 from vlp.cli import main
-from vlp.train import checkpoint as ckpt, loop
+from vlp.run_dir import Checkpoint
+from vlp.train import loop, state
 
 where, at, recipe = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-target = ckpt.checkpoint_name(at)
-real_step, real_tensors, real_text = loop._step, ckpt.write_tensors, ckpt._write_synced
+target = Checkpoint.name(at)
+real_step, real_tensors, real_text = loop._step, state.write_tensors, state._write_synced
 
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
-def step(batch, recipe, model, raw_model, objective, t, progress, *rest):
-    values = real_step(batch, recipe, model, raw_model, objective, t, progress, *rest)
-    if where == "step" and progress.step == at:
+def step(run, batch):
+    values = real_step(run, batch)
+    if where == "step" and run.progress.step == at:
         die()
     return values
 
@@ -59,7 +60,7 @@ def write_synced(path, text):
         die()
     real_text(path, text)
 
-loop._step, ckpt.write_tensors, ckpt._write_synced = step, write_tensors, write_synced
+loop._step, state.write_tensors, state._write_synced = step, write_tensors, write_synced
 sys.exit(main(["train", recipe]))
 """
 

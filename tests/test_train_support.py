@@ -13,6 +13,8 @@ import torch.nn.functional as F
 import yaml
 from PIL import Image
 
+from vlp.data.batch import Batch
+
 TINY_MODEL = {
     "embed_dim": 32,
     "vision_cfg": {"image_size": 16, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
@@ -75,12 +77,11 @@ def tiny_clip(patch_dropout: float = 0.0) -> torch.nn.Module:
     return open_clip.CLIP(**cfg, output_dict=True)
 
 
-def random_batch(n: int, seed: int = 0, negatives: int = 0) -> dict:
+def random_batch(n: int, seed: int = 0, negatives: int = 0) -> Batch:
     g = torch.Generator().manual_seed(seed)
-    batch = {"image": torch.randn(n, 3, 16, 16, generator=g),
-             "text": torch.randint(1, 1000, (n, 16), generator=g)}
+    batch = Batch(torch.randn(n, 3, 16, 16, generator=g), torch.randint(1, 1000, (n, 16), generator=g))
     if negatives:
-        batch["negative_text"] = torch.randint(1, 1000, (n, negatives, 16), generator=g)
+        batch.negative_text = torch.randint(1, 1000, (n, negatives, 16), generator=g)
     return batch
 
 

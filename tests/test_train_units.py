@@ -12,9 +12,10 @@ import torch
 from test_train_support import tiny_clip
 from vlp.recipe import Duration
 from vlp.recipe.schema import OptimConfig, ScheduleConfig
-from vlp.train import checkpoint as ckpt
+from vlp.run_dir import Checkpoint, CheckpointError, RunDir
+from vlp.train import state as st
 from vlp.train.optim import build_optimizer, lr_multiplier
-from vlp.train.snapshot import EMA, capture_rng, optimizer_from_flat, optimizer_to_flat, restore_rng
+from vlp.train.state import EMA, capture_rng, optimizer_from_flat, optimizer_to_flat, restore_rng
 
 torch.set_num_threads(1)
 
@@ -56,28 +57,29 @@ def test_schedule_matches_closed_form(name):
         assert at(total) == pytest.approx(floor)
 
 
-def write_checkpoint(root, step, keep=3):
-    tmp = ckpt.begin(root, step)
-    ckpt.write_tensors(tmp / "model.safetensors", {"w": torch.full((4,), float(step))})
-    return ckpt.commit(tmp, {"step": step}, keep)
+def write_checkpoint(run, step, keep=3):
+    tmp = run.temp_checkpoint(step)
+    st.begin(tmp)
+    st.write_tensors(tmp.model, {"w": torch.full((4,), float(step))})
+    return st.commit(run, tmp, {"step": step}, keep)
 
 
 def test_commit_verify_latest_and_keep_last(tmp_path):
-    root = tmp_path / "checkpoints"
+    root, run = tmp_path / "checkpoints", RunDir(tmp_path)
     for step in (1, 2, 3, 4):
-        write_checkpoint(root, step, keep=2)
-    assert [p.name for p in ckpt.checkpoints(root)] == ["step_00000004", "step_00000003"]
+        write_checkpoint(run, step, keep=2)
+    assert [p.name for p in run.list_checkpoints()] == ["step_00000004", "step_00000003"]
     assert (root / "latest").read_text().strip() == "step_00000004"
     assert not list(root.glob(".tmp-*"))
-    state = ckpt.verify(root / "step_00000004")
+    state = Checkpoint(root / "step_00000004").verify()
     assert state["step"] == 4 and set(state["files"]) == {"model.safetensors"}
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete", "no_state"])
 def test_damaged_checkpoint_is_detected_and_the_previous_one_used(tmp_path, damage):
-    root = tmp_path / "run" / "checkpoints"
-    write_checkpoint(root, 1)
-    newest = write_checkpoint(root, 2)
+    run = RunDir(tmp_path / "run")
+    write_checkpoint(run, 1)
+    newest = write_checkpoint(run, 2)
     weights = newest / "model.safetensors"
     if damage == "flip":
         data = bytearray(weights.read_bytes())
@@ -89,35 +91,36 @@ def test_damaged_checkpoint_is_detected_and_the_previous_one_used(tmp_path, dama
         weights.unlink()
     else:
         (newest / "state.json").unlink()
-    with pytest.raises(ckpt.CheckpointError):
-        ckpt.verify(newest)
+    with pytest.raises(CheckpointError):
+        Checkpoint(newest).verify()
     with pytest.warns(UserWarning, match="step_00000002"):
-        path, state = ckpt.resolve("latest", tmp_path / "run")
+        path, state = run.resume_from("latest")
     assert path.name == "step_00000001" and state["step"] == 1
-    with pytest.raises(ckpt.CheckpointError):  # an explicitly named checkpoint never falls back
-        ckpt.resolve(str(newest), tmp_path / "run")
+    with pytest.raises(CheckpointError):  # an explicitly named checkpoint never falls back
+        run.resume_from(str(newest))
 
 
 def test_an_interrupted_write_is_invisible(tmp_path):
-    root = tmp_path / "run" / "checkpoints"
-    write_checkpoint(root, 1)
-    tmp = ckpt.begin(root, 2)  # killed before commit
-    ckpt.write_tensors(tmp / "model.safetensors", {"w": torch.zeros(2)})
-    assert ckpt.resolve("latest", tmp_path / "run")[0].name == "step_00000001"
-    write_checkpoint(root, 2)
-    assert ckpt.resolve("latest", tmp_path / "run")[0].name == "step_00000002"
+    run = RunDir(tmp_path / "run")
+    write_checkpoint(run, 1)
+    tmp = run.temp_checkpoint(2)  # killed before commit
+    st.begin(tmp)
+    st.write_tensors(tmp.model, {"w": torch.zeros(2)})
+    assert run.resume_from("latest")[0].name == "step_00000001"
+    write_checkpoint(run, 2)
+    assert run.resume_from("latest")[0].name == "step_00000002"
 
 
 def test_no_checkpoint_is_a_clear_error_unless_resuming_latest(tmp_path):
-    with pytest.raises(ckpt.CheckpointError, match="no usable checkpoint"):
-        ckpt.resolve(str(tmp_path), tmp_path)
+    run = RunDir(tmp_path)
+    with pytest.raises(CheckpointError, match="no usable checkpoint"):
+        run.resume_from(str(tmp_path))
     with pytest.warns(UserWarning, match="no checkpoint yet; starting from step 0"):  # as OpenCLIP's --resume latest
-        assert ckpt.resolve("latest", tmp_path) is None
-    root = tmp_path / "checkpoints"
-    write_checkpoint(root, 1)
-    (root / "step_00000001" / "state.json").unlink()
-    with pytest.warns(UserWarning, match="step_00000001"), pytest.raises(ckpt.CheckpointError, match="no usable"):
-        ckpt.resolve("latest", tmp_path)  # checkpoints that all fail to verify never mean "start over"
+        assert run.resume_from("latest") is None
+    write_checkpoint(run, 1)
+    (tmp_path / "checkpoints" / "step_00000001" / "state.json").unlink()
+    with pytest.warns(UserWarning, match="step_00000001"), pytest.raises(CheckpointError, match="no usable"):
+        run.resume_from("latest")  # checkpoints that all fail to verify never mean "start over"
 
 
 def test_optimizer_state_round_trips_bitwise_through_safetensors_and_json(tmp_path):
@@ -127,9 +130,9 @@ def test_optimizer_state_round_trips_bitwise_through_safetensors_and_json(tmp_pa
         model(torch.randn(2, 3, 16, 16), torch.randint(0, 100, (2, 16)))["image_features"].sum().backward()
         optimizer.step()
     tensors, structure = optimizer_to_flat(optimizer.state_dict())
-    ckpt.write_tensors(tmp_path / "opt.safetensors", tensors)
+    st.write_tensors(tmp_path / "opt.safetensors", tensors)
     (tmp_path / "opt.json").write_text(json.dumps(structure))
-    restored = optimizer_from_flat(ckpt.read_tensors(tmp_path / "opt.safetensors"),
+    restored = optimizer_from_flat(st.read_tensors(tmp_path / "opt.safetensors"),
                                    json.loads((tmp_path / "opt.json").read_text()))
     fresh = build_optimizer(tiny_clip(), OptimConfig())
     fresh.load_state_dict(restored)
@@ -144,7 +147,7 @@ def test_optimizer_state_round_trips_bitwise_through_safetensors_and_json(tmp_pa
 def test_random_generators_round_trip(tmp_path):
     torch.manual_seed(3), random.seed(3), np.random.seed(3)
     tensors, meta = capture_rng()
-    ckpt.write_tensors(tmp_path / "rng.safetensors", tensors, meta)
+    st.write_tensors(tmp_path / "rng.safetensors", tensors, meta)
     expected = (torch.rand(3), random.random(), np.random.rand())
     from safetensors import safe_open
 

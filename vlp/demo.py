@@ -24,6 +24,7 @@ def run_demo(recipe: str | Path = DEFAULT_RECIPE, overrides: Sequence[str] = (),
     """Build the bundled data set (once), train the recipe on it, export, and return the report fields."""
     from data_tools.bundled import build_digits
     from vlp.export import export
+    from vlp.run_dir import RunDir
     from vlp.train import train
     from vlp.train.plot import plot_run
 
@@ -35,7 +36,7 @@ def run_demo(recipe: str | Path = DEFAULT_RECIPE, overrides: Sequence[str] = (),
                       f"{{name: {source}_retrieval, task: retrieval, path: {paths['retrieval']}}}]"]
     run_name = f"train.run_name={Path(recipe).stem}-{time.strftime('%Y%m%d-%H%M%S')}"  # a fresh run every time
     result = train(recipe, overrides=[*data_overrides, run_name, *overrides])
-    exported = export(result.run_dir, result.run_dir / "export", overwrite=True, log=lambda _: None)
+    exported = export(result.run_dir, RunDir(result.run_dir).export, overwrite=True, log=lambda _: None)
     plots = plot_run(result.run_dir)
     return {"recipe": str(recipe), "run_dir": str(result.run_dir), "export": exported["out_dir"],
             "formats": exported["formats"], "plots": [str(p) for p in plots], "steps": result.step,
@@ -54,11 +55,13 @@ def _bundled_data(out: Path, source: str, image_size: int, seed: int, build) -> 
 
 
 def format_report(report: dict) -> str:
+    from vlp.evaluate.tasks import get_task
+
     lines = [f"vlp demo: {report['recipe']} — {report['steps']} steps, {report['samples_seen']} samples, "
              f"{report['seconds']} s"]
     for record in [r for r in report["eval"] if r.get("final", True)]:  # not the in-training evaluations
         m = record["metrics"]
-        if record["task"] == "zeroshot_classification":
+        if record["task"] == get_task("zeroshot").result_name:
             lines.append(f"  {record['dataset']}: zero-shot top-1 {m['acc1']:.1%}, top-5 {m['acc5']:.1%}, "
                          f"mean per-class recall {m['mean_per_class_recall']:.1%}")
         else:
@@ -83,7 +86,9 @@ def register(subparsers) -> None:
 
 
 def _demo(args) -> int:
+    from vlp.run_dir import RunDir
+
     report = run_demo(args.recipe, args.overrides, args.data_dir, args.source)
     print(format_report(report))
-    (Path(report["run_dir"]) / "demo_report.json").write_text(json.dumps(report, indent=2, default=str))
+    RunDir(report["run_dir"]).demo_report.write_text(json.dumps(report, indent=2, default=str))
     return 0

@@ -1,6 +1,10 @@
-"""Training data: webdataset shards or HF datasets → deterministic, resumable batches that skip and count bad samples."""
+"""Training data: sources (webdataset shards, HF datasets, registered readers) → deterministic, resumable batches
+that skip and count bad samples."""
 from vlp.lazy import lazy_names
 
 __getattr__, __all__ = lazy_names(__name__, {
-    "SampleKeys": "decode", "DataError": "sources", "expand_shards": "sources", "read_shard_sizes": "sources",
+    "Batch": "batch", "SampleKeys": "decode", "DataError": "sources",
+    "Piece": "sources", "Source": "sources", "SourceReader": "sources", "register_source": "sources",
+    "source_types": "sources", "check": "config_check", "hub_datasets": "sources", "expand_shards": "wds",
+    "SIZES_FILE": "sizes", "read_shard_sizes": "sizes", "write_shard_sizes": "sizes", "open_hf_dataset": "hf",
     "TrainData": "train_data", "build_train_data": "train_data"})

@@ -24,6 +24,7 @@ from typing import Callable, Iterable, Iterator, Optional
 
 import torch
 
+from vlp.data.batch import Batch, Item
 from vlp.data.sources import DataError
 
 Agree = Callable[[int], tuple[int, int]]  # this rank's next position → (highest, lowest) over all ranks
@@ -40,18 +41,18 @@ def agree_over_processes(position: int) -> tuple[int, int]:
     return int(pair[0]), -int(pair[1])
 
 
-def _decided(items: Iterable[dict], end: Optional[int], agree: Optional[Agree]) -> Iterator[tuple[dict, bool]]:
+def _decided(items: Iterable[Item], end: Optional[int], agree: Optional[Agree]) -> Iterator[tuple[Item, bool]]:
     """Each item with whether its batch is used (end markers and errors are never used)."""
     for item in items:
-        if "image" not in item or agree is None:
-            yield item, "image" in item
+        if item.batch is None or agree is None:
+            yield item, item.batch is not None
             continue
         while True:
-            highest, lowest = agree(item["position"])
+            highest, lowest = agree(item.position)
             if highest == end:  # a rank has run out: the epoch ends for everyone
                 yield item, False
                 return
-            if lowest == highest or item["position"] < highest:
+            if lowest == highest or item.position < highest:
                 yield item, lowest == highest
                 break
             # other ranks are behind this position: wait for them
@@ -59,21 +60,21 @@ def _decided(items: Iterable[dict], end: Optional[int], agree: Optional[Agree]) 
         agree(end)  # this rank ran out: tell the others, who are waiting in the same call
 
 
-def used_batches(items: Iterable[dict], end: Optional[int], agree: Optional[Agree], epoch: int) -> Iterator[dict]:
+def used_batches(items: Iterable[Item], end: Optional[int], agree: Optional[Agree], epoch: int) -> Iterator[Batch]:
     """The used batches among the workers' items (in position order), with counts and `resume_skip` set."""
-    pending: Optional[dict] = None
+    pending: Optional[Item] = None
     met: Counter = Counter()
     left_out = 0
     for item, used in _decided(items, end, agree):
-        if "error" in item:
-            raise DataError(item["error"])
+        if item.error is not None:
+            raise DataError(item.error)
         if used and pending is not None:
-            yield _finished(pending, met, item["position"])
+            yield _finished(pending, met, item.position)
             met = Counter()
-        met.update(item["bad_samples"])
+        met.update(item.bad_samples)
         if used:
             pending = item
-        if "image" in item and not used:
+        if item.batch is not None and not used:
             left_out += 1
     if pending is not None:
         yield _finished(pending, met, end)
@@ -82,9 +83,9 @@ def used_batches(items: Iterable[dict], end: Optional[int], agree: Optional[Agre
                       "yet) to stay in step with processes that ran short of data", stacklevel=2)
 
 
-def _finished(batch: dict, met: Counter, resume_skip: Optional[int]) -> dict:
-    batch["bad_samples"] = dict(met)
-    batch["resume_skip"] = resume_skip
+def _finished(item: Item, met: Counter, resume_skip: Optional[int]) -> Batch:
+    batch = item.batch
+    batch.bad_samples, batch.resume_skip, batch.position = dict(met), resume_skip, item.position
     return batch
 
 

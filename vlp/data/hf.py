@@ -1,39 +1,48 @@
-"""HF `datasets` as a training source: `load_from_disk` folders, local `imagefolder` / `webdataset` folders, or a hub
-name (online only; `streaming` allowed). Rows are read in chunks that play the role of shards."""
+"""HF `datasets`: `open_hf_dataset`, the one way vlp opens one (training, evaluation, data_tools), and the training
+source `type: hf`, whose rows are read in chunks that play the role of shards."""
 from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator, Optional
 
-from vlp.recipe.schema import SourceConfig
+from vlp.data.decode import SampleKeys
+from vlp.data.sources import Findings, Piece, Source, SourceReader
+from vlp.recipe.schema import DataConfig, SourceConfig
 
 ROWS_PER_CHUNK = 1000
 _OPEN: dict = {}  # per process: (spec, split, streaming) → dataset
 
 
-def _load(cfg: SourceConfig):
+def open_hf_dataset(spec: str, split: str = "train", streaming: bool = False):
+    """One split of a `save_to_disk` folder, of a local `imagefolder` / `webdataset` folder, or of a hub dataset
+    (online only). Raises ValueError for a split the folder does not have."""
     import datasets
+    from datasets.config import DATASET_STATE_JSON_FILENAME, DATASETDICT_JSON_FILENAME
 
-    path = Path(cfg.shards)
-    if (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():
+    path = Path(spec)
+    if (path / DATASET_STATE_JSON_FILENAME).is_file() or (path / DATASETDICT_JSON_FILENAME).is_file():
         ds = datasets.load_from_disk(str(path))
-        ds = ds[cfg.split] if isinstance(ds, datasets.DatasetDict) else ds
-        return ds.to_iterable_dataset() if cfg.streaming else ds
+        if isinstance(ds, datasets.DatasetDict):
+            if split not in ds:
+                raise ValueError(f"{spec}: split {split!r} not in {list(ds)}")
+            ds = ds[split]
+        return ds.to_iterable_dataset() if streaming else ds
     if path.is_dir():
         builder = "webdataset" if any(path.rglob("*.tar")) else "imagefolder"
-        return datasets.load_dataset(builder, data_dir=str(path), split=cfg.split, streaming=cfg.streaming)
-    return datasets.load_dataset(cfg.shards, split=cfg.split, streaming=cfg.streaming)
+        return datasets.load_dataset(builder, data_dir=str(path), split=split, streaming=streaming)
+    return datasets.load_dataset(spec, split=split, streaming=streaming)
 
 
-def open_hf(cfg: SourceConfig):
+def _opened(cfg: SourceConfig):
     """The dataset with its image column left undecoded (bytes), so damaged images are caught and counted here."""
     import datasets
 
     key = (cfg.shards, cfg.split, cfg.streaming)
     if key not in _OPEN:
-        ds = _load(cfg)
+        ds = open_hf_dataset(cfg.shards, cfg.split, cfg.streaming)
         for column in (cfg.image_column, cfg.caption_column):
             if ds.features is not None and column not in ds.features:
                 raise ValueError(f"HF dataset {cfg.shards!r} has no column {column!r} (has {list(ds.features)})")
@@ -41,19 +50,6 @@ def open_hf(cfg: SourceConfig):
             ds = ds.cast_column(cfg.image_column, datasets.Image(decode=False))
         _OPEN[key] = ds
     return _OPEN[key]
-
-
-def hf_num_rows(cfg: SourceConfig) -> Optional[int]:
-    ds = open_hf(cfg)
-    return None if cfg.streaming else len(ds)
-
-
-def hf_chunks(rows: Optional[int]) -> tuple[str, ...]:
-    """Row ranges "start:stop" used as shards; a stream of unknown length is one chunk (split by sample index)."""
-    if rows is None:
-        return ("0:",)
-    count = max(1, math.ceil(rows / ROWS_PER_CHUNK))
-    return tuple(f"{rows * i // count}:{rows * (i + 1) // count}" for i in range(count))
 
 
 def _image_value(value):
@@ -65,26 +61,46 @@ def _image_value(value):
     return value
 
 
-def hf_samples(source, piece, counts: Counter) -> Iterator[dict]:
-    """The rows of `piece` (a `vlp.data.streams.Piece`; its indices count from the start of its chunk)."""
-    cfg = source.config
-    start, stop = source.urls[piece.shard].split(":")
-    first = int(start)
-    ds = open_hf(cfg)
-    if cfg.streaming:
-        rows = enumerate(iter(ds))
-    else:
-        end = int(stop) - first if piece.stop is None else piece.stop
-        rows = ((offset, ds[first + offset]) for offset in range(piece.start, end))
-    for offset, row in rows:
-        if not piece.takes(offset):
-            continue
-        try:
-            image = _image_value(row[cfg.image_column])
-        except OSError:
-            counts["missing_image"] += 1
-            continue
-        index = first + offset
-        sample = {k: v for k, v in row.items() if k != cfg.image_column}
-        sample.update({"__key__": str(index), "__url__": cfg.shards, "__index__": index, cfg.image_column: image})
-        yield sample
+class HFReader(SourceReader):
+    def shards(self, cfg: SourceConfig) -> tuple[list[str], Optional[list[int]]]:
+        """Row ranges "start:stop"; a stream of unknown length is one chunk "0:" (split by sample index)."""
+        if cfg.streaming:
+            return ["0:"], None
+        rows = len(_opened(cfg))
+        count = max(1, math.ceil(rows / ROWS_PER_CHUNK))
+        bounds = [rows * i // count for i in range(count + 1)]
+        return [f"{a}:{b}" for a, b in zip(bounds, bounds[1:])], [b - a for a, b in zip(bounds, bounds[1:])]
+
+    def read(self, source: Source, piece: Piece, counts: Counter, findings: Findings) -> Iterator[dict]:
+        """Rows of the chunk (indices count from the chunk's start); row counts are exact, so nothing is found."""
+        cfg = source.config
+        start, stop = source.shards[piece.shard].split(":")
+        first = int(start)
+        ds = _opened(cfg)
+        if cfg.streaming:
+            rows = enumerate(iter(ds))
+        else:
+            end = int(stop) - first if piece.stop is None else piece.stop
+            rows = ((offset, ds[first + offset]) for offset in range(piece.start, end))
+        for offset, row in rows:
+            if not piece.takes(offset):
+                continue
+            try:
+                image = _image_value(row[cfg.image_column])
+            except OSError:
+                counts["missing_image"] += 1
+                continue
+            index = first + offset
+            sample = {k: v for k, v in row.items() if k != cfg.image_column}
+            sample.update({"__key__": str(index), "__url__": cfg.shards, "__index__": index, cfg.image_column: image})
+            yield sample
+
+    def sample_keys(self, data: DataConfig, cfg: SourceConfig) -> SampleKeys:
+        return replace(super().sample_keys(data, cfg), image=(cfg.image_column,), caption=cfg.caption_column,
+                       caption_field=None)
+
+    def hub_datasets(self, cfg: SourceConfig) -> list[str]:
+        return [cfg.shards]
+
+
+READER = HFReader()

@@ -16,9 +16,10 @@ from typing import Callable, Iterator, Optional
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from vlp.data.batch import Batch, Item
 from vlp.data.decode import BadSample, SampleKeys, check_text, decode_image
-from vlp.data.sources import DataError, Source
-from vlp.data.streams import Findings, epoch_pieces, epoch_stream, resampled_stream, rng_for, shuffled
+from vlp.data.sources import DataError, Findings, Source
+from vlp.data.streams import epoch_pieces, epoch_stream, resampled_stream, rng_for, shuffled
 
 MAX_BAD_IN_A_ROW = 10_000  # this many consecutive bad samples means the data is unusable, not merely dirty
 
@@ -108,21 +109,20 @@ class _Worker:
         finally:
             generator.set_state(state)
 
-    def _item(self, index: int, fields: dict) -> dict:
-        """An item at this worker's `index`-th position, with what was met since the previous item."""
-        fields.update(position=index * self.plan.workers + self.worker, bad_samples=dict(self.counts),
-                      shards=dict(self.findings))
+    def _item(self, index: int, batch: Optional[Batch] = None) -> Item:
+        """The item at this worker's `index`-th position, with what was met since the previous item."""
+        item = Item(index * self.plan.workers + self.worker, batch, dict(self.counts), dict(self.findings))
         self.counts.clear()
         self.findings.clear()
-        return fields
+        return item
 
-    def _collate(self, checked: list, index: int) -> dict:
+    def _collate(self, checked: list, index: int) -> Item:
         captions = [c for c, _, _, _ in checked]
         images = [self._augment(image, seed) for _, _, image, seed in checked]
-        batch = {"image": torch.stack(images), "text": self.tokenizer(captions)}
+        batch = Batch(torch.stack(images), self.tokenizer(captions))
         if self.plan.keys[0].negative:
             flat = [n for _, negatives, _, _ in checked for n in negatives]
-            batch["negative_text"] = self.tokenizer(flat).view(len(checked), -1, batch["text"].shape[-1])
+            batch.negative_text = self.tokenizer(flat).view(len(checked), -1, batch.text.shape[-1])
         return self._item(index, batch)
 
     def _full_batches(self) -> Iterator[list]:
@@ -138,7 +138,7 @@ class _Worker:
                     yield checked
                     checked = []
 
-    def _items(self) -> Iterator[dict]:
+    def _items(self) -> Iterator[Item]:
         plan, w = self.plan, self.worker
         total = owed(plan.batches_per_rank, plan.workers, w)
         skipped = owed(plan.skip, plan.workers, w)
@@ -154,13 +154,13 @@ class _Worker:
             if index == total:
                 return
         if index >= skipped:  # ran dry: hand over what was met after the last batch
-            yield self._item(index, {})
+            yield self._item(index)
 
-    def items(self) -> Iterator[dict]:
+    def items(self) -> Iterator[Item]:
         try:
             yield from self._items()
         except DataError as e:  # as an item: torch would wrap it in "Caught DataError in DataLoader worker..."
-            yield {"error": str(e)}
+            yield Item(error=str(e))
 
 
 class WorkerDataset(IterableDataset):
@@ -174,7 +174,7 @@ class WorkerDataset(IterableDataset):
     def with_epoch(self, epoch: int, skip: int) -> "WorkerDataset":
         return WorkerDataset(replace(self.plan, epoch=epoch, skip=skip), self.transform, self.tokenizer)
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[Item]:
         info = get_worker_info()
         if info is not None:
             torch.set_num_threads(1)

@@ -1,97 +1,134 @@
-"""Training sources from the recipe: shard specs (brace ranges, URLs, `pipe:`), weights and epoch sizes.
+"""Training sources: the reader registry keyed by `data.sources[].type`, and the recipe's sources opened through it.
 
-A `Source` is one entry of the mix: an ordered list of shard URLs (or one HF dataset) plus its sampling weight.
+A `Source` is one entry of the mix: an ordered list of shards (whatever its reader names them: URLs, row ranges),
+their sizes when known, and its sampling weight. Each source type is a `SourceReader` in a file of its own
+(`vlp.data.wds`, `vlp.data.hf`); `register_source` adds others.
 """
 from __future__ import annotations
 
-import json
-import os
+import difflib
+from abc import ABC, abstractmethod
+from collections import Counter
 from dataclasses import dataclass
-from typing import Optional
+from importlib import import_module
+from typing import TYPE_CHECKING, Iterator, NamedTuple, Optional, Sequence
 
-import braceexpand
-
+from vlp.data.config_check import check, require_training_data
 from vlp.recipe.schema import DataConfig, SourceConfig
+
+if TYPE_CHECKING:
+    from vlp.data.decode import SampleKeys
+
+Findings = dict[str, tuple[int, int]]  # shard → (samples readable, samples its recorded size promises)
+BUILTIN = {"webdataset": "vlp.data.wds", "wds": "vlp.data.wds", "hf": "vlp.data.hf"}  # type → module with READER
 
 
 class DataError(RuntimeError):
     """Training data that cannot be used at all (as opposed to single bad samples, which are skipped)."""
 
 
+class Piece(NamedTuple):
+    """The samples `start <= index < stop` (stop None: to the shard's end) with `index % nparts == part` of a shard."""
+    source: int
+    shard: int
+    start: int = 0
+    stop: Optional[int] = None
+    part: int = 0
+    nparts: int = 1
+
+    def takes(self, index: int) -> bool:
+        return self.start <= index and (self.stop is None or index < self.stop) and index % self.nparts == self.part
+
+
 @dataclass(frozen=True)
 class Source:
     name: str  # the spec as written, for messages
-    urls: tuple[str, ...]  # expanded shard URLs; row ranges "start:stop" for HF sources
+    shards: tuple[str, ...]
     weight: float
-    sizes: Optional[tuple[int, ...]]  # samples per shard (sizes.json), None when unknown
+    sizes: Optional[tuple[int, ...]]  # samples per shard, None when unknown
     config: SourceConfig
+    reader: "SourceReader"  # travels with the source into DataLoader workers: no registry lookup there
 
     @property
     def num_samples(self) -> Optional[int]:
         return sum(self.sizes) if self.sizes is not None else None
 
 
-def expand_shards(spec: str) -> list[str]:
-    """`data/{000..009}.tar` → ten paths. `pipe:` commands and URLs are expanded the same way."""
-    urls = list(braceexpand.braceexpand(spec.strip()))
-    if not urls:
-        raise DataError(f"shard spec {spec!r} names no shards")
-    return urls
+class SourceReader(ABC):
+    """One source type. Raw samples are dicts {"__key__", "__url__", "__index__" (place in its shard), field: value}
+    with the image as encoded bytes or a PIL image and text as str or bytes."""
+
+    @abstractmethod
+    def shards(self, cfg: SourceConfig) -> tuple[Sequence[str], Optional[Sequence[int]]]:
+        """The source's shards and samples per shard (None when unknown: epochs then need data.num_samples)."""
+
+    @abstractmethod
+    def read(self, source: Source, piece: Piece, counts: Counter, findings: Findings) -> Iterator[dict]:
+        """The raw samples of `piece` (those `piece.takes(index)`), in shard order. Damage that loses samples is
+        counted by kind in `counts`; a shard whose readable count differs from its size goes in `findings`."""
+
+    def sample_keys(self, data: DataConfig, cfg: SourceConfig) -> "SampleKeys":
+        """Where a raw sample keeps its image and caption: by default the recipe's data.image_key / caption_key."""
+        from vlp.data.decode import SampleKeys
+
+        return SampleKeys(image=tuple(data.image_key.split(";")), caption=data.caption_key,
+                          caption_field=data.caption_field, extra_captions=tuple(data.extra_caption_keys),
+                          negative=data.negative_key, num_negatives=data.num_negatives,
+                          max_image_pixels=data.max_image_pixels)
+
+    def hub_datasets(self, cfg: SourceConfig) -> list[str]:
+        """Hub dataset ids this source reads (model card metadata)."""
+        return []
 
 
-def _is_local(url: str) -> bool:
-    return "://" not in url and not url.startswith("pipe:")
+_REGISTERED: dict[str, SourceReader] = {}
 
 
-def read_shard_sizes(urls: list[str]) -> Optional[tuple[int, ...]]:
-    """Samples per shard from `sizes.json` ({shard file name: count}) next to local shards; None when unknown."""
-    if not urls or not all(_is_local(u) for u in urls):
-        return None
-    tables: dict[str, dict] = {}
-    sizes = []
-    for url in urls:
-        folder = os.path.dirname(os.path.abspath(url))
-        if folder not in tables:
-            path = os.path.join(folder, "sizes.json")
-            tables[folder] = json.loads(open(path).read()) if os.path.isfile(path) else {}
-        count = tables[folder].get(os.path.basename(url))
-        if count is None:
-            return None
-        sizes.append(int(count))
-    return tuple(sizes)
+def register_source(name: str, reader: SourceReader) -> None:
+    """Make `data.sources: [{type: NAME, shards: ...}]` read through `reader`."""
+    if name in _REGISTERED or name in BUILTIN:
+        raise ValueError(f"source type {name!r} registered twice")
+    _REGISTERED[name] = reader
 
 
-def _hf_source(cfg: SourceConfig) -> Source:
-    from vlp.data.hf import hf_chunks, hf_num_rows  # deferred: imports `datasets`
+def source_types() -> list[str]:
+    return sorted({*BUILTIN, *_REGISTERED})
 
-    chunks = hf_chunks(hf_num_rows(cfg))
-    sizes = None if chunks == ("0:",) else tuple(int(c.split(":")[1]) - int(c.split(":")[0]) for c in chunks)
-    return Source(cfg.shards, chunks, cfg.weight, sizes, cfg)
+
+def source_reader(name: str) -> SourceReader:
+    if name in _REGISTERED:
+        return _REGISTERED[name]
+    if name in BUILTIN:  # imported on use: the HF reader pulls in `datasets`
+        return import_module(BUILTIN[name]).READER
+    guess = difflib.get_close_matches(name, source_types(), n=1, cutoff=0.5)
+    hint = f" (did you mean '{guess[0]}'?)" if guess else f"; registered: {', '.join(source_types())}"
+    raise DataError(f"unknown source type {name!r}{hint}")
 
 
 def source_configs(cfg: DataConfig) -> list[SourceConfig]:
-    """`sources:` as given, or `train` / `train_weights` ("::"-separated, as in OpenCLIP) turned into sources."""
+    """`sources:` as given, or `train` / `train_weights` ("::"-separated, as in OpenCLIP) turned into sources.
+    Raises ConfigError for a section that `vlp.data.check` rejects (one built in Python skipped the recipe loader)."""
+    check(cfg)
+    require_training_data(cfg)
     if cfg.sources:
-        if cfg.train:
-            raise DataError("set either data.train or data.sources, not both")
         return list(cfg.sources)
-    if not cfg.train:
-        raise DataError("no training data: set data.train or data.sources")
     specs = cfg.train.split("::")
     weights = [float(w) for w in cfg.train_weights.split("::")] if cfg.train_weights else [1.0] * len(specs)
-    if len(weights) != len(specs):
-        raise DataError(f"data.train_weights has {len(weights)} entries for {len(specs)} sources in data.train")
     return [SourceConfig(shards=s, weight=w) for s, w in zip(specs, weights)]
 
 
 def load_sources(cfg: DataConfig) -> list[Source]:
     sources = []
     for sc in source_configs(cfg):
-        if sc.weight <= 0:
-            raise DataError(f"source {sc.shards!r}: weight must be positive, got {sc.weight}")
-        if sc.type == "hf":
-            sources.append(_hf_source(sc))
-        else:
-            urls = expand_shards(sc.shards)
-            sources.append(Source(sc.shards, tuple(urls), sc.weight, read_shard_sizes(urls), sc))
+        reader = source_reader(sc.type)
+        shards, sizes = reader.shards(sc)
+        if not shards:
+            raise DataError(f"source {sc.shards!r} has no shards")
+        sources.append(Source(sc.shards, tuple(shards), sc.weight, None if sizes is None else tuple(sizes), sc,
+                              reader))
     return sources
+
+
+def hub_datasets(cfg: DataConfig) -> list[str]:
+    """Hub dataset ids the recipe's sources read."""
+    return sorted({name for sc in cfg.sources for name in source_reader(sc.type).hub_datasets(sc)})

@@ -17,25 +17,9 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from typing import Callable, Iterator, NamedTuple, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
-from vlp.data.reader import ShardRead, tar_samples
-from vlp.data.sources import DataError, Source
-
-Findings = dict[str, tuple[int, int]]  # shard URL → (samples readable, samples sizes.json promises)
-
-
-class Piece(NamedTuple):
-    """The samples `start <= index < stop` (stop None: to the shard's end) with `index % nparts == part` of a shard."""
-    source: int
-    shard: int
-    start: int = 0
-    stop: Optional[int] = None
-    part: int = 0
-    nparts: int = 1
-
-    def takes(self, index: int) -> bool:
-        return self.start <= index and (self.stop is None or index < self.stop) and index % self.nparts == self.part
+from vlp.data.sources import DataError, Findings, Piece, Source
 
 
 def rng_for(*parts: object) -> random.Random:
@@ -44,39 +28,16 @@ def rng_for(*parts: object) -> random.Random:
 
 def read_piece(sources: Sequence[Source], piece: Piece, counts: Counter, findings: Findings) -> Iterator[dict]:
     source = sources[piece.source]
-    if source.config.type == "hf":
-        from vlp.data.hf import hf_samples  # deferred: imports `datasets`
-
-        samples = hf_samples(source, piece, counts)
-    else:
-        samples = _tar_piece(source, piece, counts, findings)
-    for sample in samples:
+    for sample in source.reader.read(source, piece, counts, findings):
         sample["__source__"] = piece.source
         yield sample
-
-
-def _tar_piece(source: Source, piece: Piece, counts: Counter, findings: Findings) -> Iterator[dict]:
-    url = source.urls[piece.shard]
-    read = ShardRead()
-    for sample in tar_samples(url, read):
-        if piece.stop is not None and sample["__index__"] >= piece.stop:
-            return  # the rest of the shard is another piece's
-        if piece.takes(sample["__index__"]):
-            yield sample
-    # The shard ended here (cleanly or not) after `read.samples` samples: the piece owning that index reports it.
-    if piece.takes(read.samples):
-        if read.damage:
-            counts[read.damage] += 1
-        expected = source.sizes[piece.shard] if source.sizes is not None else None
-        if expected is not None and read.samples != expected:
-            findings[url] = (read.samples, expected)
 
 
 def epoch_pieces(sources: Sequence[Source], seed: int, epoch: int, slots: int,
                  quotas: Optional[list[int]]) -> list[list[Piece]]:
     """Each slot's pieces of this epoch (the same on every node): runs of `quotas[slot]` samples when shard sizes are
     known (`quotas` given), else whole shards dealt round-robin."""
-    shards = [(s, i) for s, source in enumerate(sources) for i in range(len(source.urls))]
+    shards = [(s, i) for s, source in enumerate(sources) for i in range(len(source.shards))]
     rng_for(seed, epoch, "shards").shuffle(shards)
     if quotas is not None:
         return _runs(shards, [source.sizes for source in sources], quotas)
@@ -113,7 +74,7 @@ def epoch_stream(sources: Sequence[Source], pieces: list[Piece], counts: Counter
 
 def _resampled_source(sources: Sequence[Source], s: int, rng: random.Random, counts: Counter) -> Iterator[dict]:
     source = sources[s]
-    shards = len(source.urls)
+    shards = len(source.shards)
     empty_in_a_row = 0
     while True:
         found = 0

@@ -7,20 +7,11 @@ from typing import Callable, Iterator, Optional
 import torch
 from torch.utils.data import DataLoader
 
-from vlp.data.decode import SampleKeys
+from vlp.data.batch import Batch, Item
 from vlp.data.epoch import Agree, agree_over_processes, used_batches, warn_about_sizes
 from vlp.data.pipeline import Plan, WorkerDataset
 from vlp.data.sources import DataError, Source, load_sources
 from vlp.recipe.schema import DataConfig
-
-
-def sample_keys(cfg: DataConfig, source: Source) -> SampleKeys:
-    common = dict(extra_captions=tuple(cfg.extra_caption_keys), negative=cfg.negative_key,
-                  num_negatives=cfg.num_negatives, max_image_pixels=cfg.max_image_pixels)
-    if source.config.type == "hf":
-        return SampleKeys(image=(source.config.image_column,), caption=source.config.caption_column, **common)
-    return SampleKeys(image=tuple(cfg.image_key.split(";")), caption=cfg.caption_key,
-                      caption_field=cfg.caption_field, **common)
 
 
 def _epoch_size(cfg: DataConfig, sources: list[Source]) -> Optional[int]:
@@ -31,8 +22,6 @@ def _epoch_size(cfg: DataConfig, sources: list[Source]) -> Optional[int]:
 
 
 def _check(cfg: DataConfig, sources: list[Source], size: Optional[int]) -> None:
-    if cfg.workers < 0:
-        raise DataError(f"data.workers must be >= 0, got {cfg.workers}")
     if cfg.resampled:
         return
     if len({s.weight for s in sources}) > 1:
@@ -57,7 +46,7 @@ class TrainData:
         self.bad_sample_totals: Counter = Counter()  # over every batch yielded so far (skipped batches excluded)
         self._warned: set[str] = set()  # shards already named in a sizes.json warning
 
-    def batches(self, epoch: int, skip: int = 0) -> Iterator[dict]:
+    def batches(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
         """This rank's batches of `epoch` from position `skip` on: exactly those `batches(epoch)` yields after the
         batch whose `resume_skip` is `skip` (with clean data, positions count batches)."""
         if skip < 0:
@@ -72,7 +61,7 @@ class TrainData:
         try:
             for batch in used_batches(_noting(loader, findings, met), self.batches_per_epoch, self._agree(),
                                       epoch):
-                self.bad_sample_totals.update(batch["bad_samples"])
+                self.bad_sample_totals.update(batch.bad_samples)
                 yielded = True
                 yield batch
         finally:
@@ -91,11 +80,11 @@ class TrainData:
         return agree_over_processes if in_group and not self._plan.resampled else None
 
 
-def _noting(items: Iterator[dict], findings: dict, met: Counter) -> Iterator[dict]:
+def _noting(items: Iterator[Item], findings: dict, met: Counter) -> Iterator[Item]:
     """The workers' items, noting every shard finding and bad-sample count (those of unused items too)."""
     for item in items:
-        findings.update(item.pop("shards", {}))
-        met.update(item.get("bad_samples", {}))
+        findings.update(item.shards)
+        met.update(item.bad_samples)
         yield item
 
 
@@ -111,7 +100,7 @@ def build_train_data(data_cfg: DataConfig, transform: Callable, tokenizer: Calla
     if batches == 0:
         raise DataError(f"epoch of {size} samples is smaller than one global batch "
                         f"({local_batch_size} x {world_size} processes)")
-    plan = Plan(sources=tuple(sources), keys=tuple(sample_keys(data_cfg, s) for s in sources),
+    plan = Plan(sources=tuple(sources), keys=tuple(s.reader.sample_keys(data_cfg, s.config) for s in sources),
                 resampled=data_cfg.resampled, shuffle_buffer=data_cfg.shuffle_buffer, seed=seed, rank=rank,
                 world_size=world_size, workers=max(1, data_cfg.workers), batch_size=local_batch_size,
                 batches_per_rank=batches)

@@ -1,6 +1,7 @@
 """Evaluation: zero-shot classification, image↔text retrieval and embedding-geometry diagnostics.
 
-`evaluate(model, preprocess, tokenizer, eval_cfg, device)` runs every dataset of a recipe's `eval:` section;
+`evaluate(model, preprocess, tokenizer, eval_cfg, device)` runs every dataset of a recipe's `eval:` section with its
+task from the registry in `vlp.evaluate.tasks` (`register_task` adds one; `check(eval_cfg)` validates a section);
 the metric functions work on embeddings alone (no model) and match CLIP_benchmark's definitions.
 """
 from vlp.lazy import lazy_names
@@ -10,4 +11,5 @@ __getattr__, __all__ = lazy_names(__name__, {
     "zeroshot_metrics": "zeroshot", "class_embeddings": "zeroshot",
     "retrieval_metrics": "retrieval", "geometry_metrics": "geometry", "imagenet_classnames": "prompts",
     "openai_imagenet_templates": "prompts", "imagenet_prompts": "prompts", "make_record": "results",
-    "write_results": "results", "format_table": "results"})
+    "write_results": "results", "format_table": "results", "Task": "tasks", "register_task": "tasks",
+    "task_names": "tasks", "get_task": "tasks", "check": "config_check"})

@@ -10,6 +10,9 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from vlp.evaluate.config_check import check
+from vlp.evaluate.tasks import task_names
+from vlp.recipe.errors import ConfigError
 from vlp.recipe.schema import EvalConfig, EvalDatasetConfig
 
 
@@ -17,7 +20,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("eval", help="zero-shot classification / retrieval evaluation with geometry diagnostics",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="run dir, checkpoint dir or exported open_clip folder")
-    p.add_argument("--task", choices=["zeroshot", "retrieval"], help="task of --data")
+    p.add_argument("--task", choices=task_names(), help="task of --data")
     p.add_argument("--data", help="eval set: CLIP_benchmark webdataset dir, image folder or HF dataset dir")
     p.add_argument("--type", dest="data_type", choices=["wds", "imagefolder", "hf"], default="wds")
     p.add_argument("--name", help="dataset name in the results (default: the --data folder name)")
@@ -56,6 +59,11 @@ def run(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     eval_cfg = _eval_config(args, info.get("recipe"))
+    try:
+        check(eval_cfg)
+    except ConfigError as e:  # e.g. --batch-size 0
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if not eval_cfg.datasets:
         print("error: no eval datasets: pass --task and --data, or --recipe with an eval.datasets list",
               file=sys.stderr)

@@ -1,27 +1,29 @@
 """Batched, gradient-free encoding of eval images and texts into L2-normalised float32 embeddings on the CPU."""
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from vlp.evaluate.stream import ImageBatch, in_set_order
+
 
 @torch.no_grad()
-def encode_images(model, preprocess: Callable, samples: Iterable, batch_size: int, device: str,
+def encode_images(model, batches: Iterable[ImageBatch], limit: Optional[int] = None, device: str = "cpu",
                   progress: bool = True, desc: str = "images") -> tuple[torch.Tensor, list[Any]]:
-    """Encode every (image, target) of `samples`; returns (embeddings (N, D), targets in order)."""
-    embeddings, targets, pending = [], [], []
-    for image, target in tqdm(samples, desc=desc, unit="img", disable=not progress):
-        pending.append(preprocess(image))
-        targets.append(target)
-        if len(pending) == batch_size:
-            embeddings.append(_encode(model.encode_image, torch.stack(pending), device))
-            pending = []
-    if pending:
-        embeddings.append(_encode(model.encode_image, torch.stack(pending), device))
-    return (torch.cat(embeddings) if embeddings else torch.empty(0)), targets
+    """Encode batches that may come in any order; returns (embeddings (N, D), targets) of the first `limit` samples
+    in set order."""
+    embeddings, targets, positions = [], [], []
+    with tqdm(desc=desc, unit="img", disable=not progress) as bar:
+        for batch in batches:
+            embeddings.append(_encode(model.encode_image, batch.images, device))
+            targets += batch.targets
+            positions += batch.positions
+            bar.update(len(batch.targets))
+    order = in_set_order(positions, limit)
+    return (torch.cat(embeddings)[order] if embeddings else torch.empty(0)), [targets[i] for i in order]
 
 
 @torch.no_grad()

@@ -6,12 +6,12 @@ import math
 from pathlib import Path
 from typing import Union
 
-# CLIP_benchmark's task names, used in the records' `task` field.
-TASK_NAMES = {"zeroshot": "zeroshot_classification", "retrieval": "zeroshot_retrieval"}
+from vlp.evaluate.tasks import get_task
 
 
 def make_record(model: str, dataset: str, task: str, metrics: dict[str, float], pretrained: str = "") -> dict:
-    return {"model": model, "pretrained": pretrained, "dataset": dataset, "task": TASK_NAMES[task],
+    """`task` is the recipe's task name; the record holds the task's result name (CLIP_benchmark's, for built-ins)."""
+    return {"model": model, "pretrained": pretrained, "dataset": dataset, "task": get_task(task).result_name,
             "metrics": metrics}
 
 

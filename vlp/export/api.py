@@ -8,9 +8,9 @@ from typing import Optional, Sequence
 from vlp.export.card import model_card
 from vlp.export.formats import convert_transformers, transformers_kind, write_open_clip, write_transformers
 from vlp.export.layers import NotExportable
+from vlp.run_dir import RunDir
 
 FORMATS = ("open_clip", "transformers")
-TRAINING_EXPORT = "export"  # RUN_DIR/export: where training writes the recipe's export
 
 
 def export(source, out_dir, formats: Optional[Sequence[str]] = None, overwrite: bool = False,
@@ -66,12 +66,11 @@ def export(source, out_dir, formats: Optional[Sequence[str]] = None, overwrite: 
 def _refuse_overlap(source: Path, out_dir: Path) -> None:
     """Replacing `out_dir` deletes it: it must not be, contain or lie inside the source (the whole run when the
     source is a run or one of its checkpoints), except RUN_DIR/export, where training itself exports."""
-    from vlp.models.checkpoints import run_dir_of
-
-    run = run_dir_of(source)
-    protected, out = (run or source).resolve(), out_dir.resolve()
-    if run is not None and out == protected / TRAINING_EXPORT:
+    run = RunDir.of(source)
+    whole = run.root if run else source
+    protected, out = whole.resolve(), out_dir.resolve()
+    if run is not None and out == run.export.resolve():
         return
     if out == protected or out in protected.parents or protected in out.parents:
-        raise ValueError(f"{out_dir} is, contains or lies inside the source {run or source}; export elsewhere "
-                         f"(a run's own {TRAINING_EXPORT}/ folder is allowed)")
+        raise ValueError(f"{out_dir} is, contains or lies inside the source {whole}; export elsewhere "
+                         "(the run's own export folder is allowed)")

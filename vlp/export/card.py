@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Optional
 
 from huggingface_hub import EvalResult, ModelCardData
 
-TASK_TYPES = {"zeroshot": "zero-shot-image-classification", "retrieval": "zero-shot-retrieval"}
+from vlp.data.sources import hub_datasets
+from vlp.evaluate.tasks import hub_task_type
+from vlp.run_dir import RunDir
 
 
 def read_eval_results(run_dir: Optional[str]) -> list[dict]:
-    path = Path(run_dir) / "eval_results.json" if run_dir else None
+    path = RunDir(run_dir).eval_results if run_dir else None
     if path is None or not path.is_file():
         return []
     records = json.loads(path.read_text())
@@ -25,7 +26,7 @@ def _eval_entries(records: list[dict]) -> list[EvalResult]:
     for record in records:
         for metric, value in record.get("metrics", {}).items():
             if isinstance(value, (int, float)):
-                entries.append(EvalResult(task_type=TASK_TYPES.get(record["task"], record["task"]),
+                entries.append(EvalResult(task_type=hub_task_type(record["task"]),
                                           dataset_type=record["dataset"], dataset_name=record["dataset"],
                                           metric_type=metric, metric_name=metric, metric_value=float(value)))
     return entries
@@ -44,7 +45,7 @@ def _results_table(records: list[dict]) -> str:
 
 def _datasets(recipe) -> list[str]:
     """Hub dataset ids the model was trained on (HF sources); webdataset shard paths are described in the body."""
-    return sorted({s.shards for s in recipe.data.sources if s.type == "hf"}) if recipe else []
+    return hub_datasets(recipe.data) if recipe else []
 
 
 def model_card(info: dict, license: str, repo_id: Optional[str], formats: list[str], kind: str) -> str:

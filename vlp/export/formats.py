@@ -16,6 +16,7 @@ from vlp.export.hf_processor import hf_tokenizer, save_processor, token_ids
 from vlp.export.layers import require
 from vlp.models import portable_config
 from vlp.models.checkpoints import EXPORT_CONFIG, EXPORT_WEIGHTS
+from vlp.models.towers import OpenClipEncoder
 
 PREPROCESS_KEYS = ("size", "mean", "std", "interpolation", "resize_mode")
 
@@ -24,13 +25,21 @@ def _tensors(state: dict) -> dict:
     return {name: value.detach().to("cpu").contiguous().clone() for name, value in state.items()}
 
 
+def open_clip_model(model: torch.nn.Module) -> OpenClipEncoder:
+    """`model` itself; only open_clip towers have the open_clip config both export formats are written from."""
+    require(isinstance(model, OpenClipEncoder), f"{type(model).__name__} is not an open_clip tower: only those "
+            f"export (open_clip/transformers formats); train with export.formats: [] and no export.push_to_hub")
+    return model
+
+
 def preprocess_config(model: torch.nn.Module) -> dict:
-    cfg = model.visual.preprocess_cfg
+    cfg = model.preprocess_cfg
     return {key: (list(cfg[key]) if isinstance(cfg[key], tuple) else cfg[key]) for key in PREPROCESS_KEYS}
 
 
 def write_open_clip(model: torch.nn.Module, tokenizer, out_dir: Path) -> None:
-    config = {"model_cfg": portable_config(model.vlp_model_cfg), "preprocess_cfg": preprocess_config(model)}
+    config = {"model_cfg": portable_config(open_clip_model(model).open_clip_config),
+              "preprocess_cfg": preprocess_config(model)}
     (out_dir / EXPORT_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     save_file(_tensors(model.state_dict()), str(out_dir / EXPORT_WEIGHTS), metadata={"format": "pt"})
     if isinstance(tokenizer, HFTokenizer):  # open_clip's local-dir: loader reads it from the folder
@@ -49,7 +58,7 @@ def convert_transformers(model: torch.nn.Module, tokenizer):
     from vlp.export.hf_clip import clip_config_and_weights
     from vlp.export.hf_siglip import siglip_config_and_weights
 
-    kind = transformers_kind(model)
+    kind = transformers_kind(open_clip_model(model))
     hf_tok = hf_tokenizer(tokenizer)
     ids = token_ids(hf_tok)
     if kind == "clip":
@@ -67,7 +76,9 @@ def convert_transformers(model: torch.nn.Module, tokenizer):
 
 
 def write_transformers(converted, model: torch.nn.Module, out_dir: Path) -> None:
+    from transformers.utils import SAFE_WEIGHTS_NAME
+
     kind, config, weights, hf_tok = converted
     config.save_pretrained(str(out_dir))
-    save_file(weights, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    save_file(weights, str(out_dir / SAFE_WEIGHTS_NAME), metadata={"format": "pt"})
     save_processor(out_dir, kind, hf_tok, preprocess_config(model))

@@ -1,4 +1,4 @@
-"""Recipe `model` section → (open_clip model, tokenizer)."""
+"""Recipe `model` section → (dual encoder, tokenizer), through the tower registry; the open_clip towers' builder."""
 from __future__ import annotations
 
 import copy
@@ -9,9 +9,10 @@ import open_clip
 import torch
 
 from vlp.models.checkpoints import load_weights, resolve_checkpoint
+from vlp.models.config_check import check
 from vlp.models.lock import lock_text_tower
-from vlp.models.text_trim import enable_text_trimming
-from vlp.models.towers import arch_config, instantiate, make_tokenizer
+from vlp.models.registry import DualEncoder, register_tower, tower_builder, tower_type
+from vlp.models.towers import OpenClipEncoder, arch_config, instantiate
 from vlp.recipe.schema import ModelConfig
 
 # Keys vlp accepts in an inline `model.config` besides open_clip's own: the image preprocessing (mean, std,
@@ -19,19 +20,39 @@ from vlp.recipe.schema import ModelConfig
 PREPROCESS_KEY = "preprocess_cfg"
 
 
-def build_model(model_cfg: ModelConfig, objective=None):
-    """The open_clip dual encoder and its tokenizer, initialised and locked as `model_cfg` says.
+def build_model(model_cfg: ModelConfig, logit_scale: Optional[float] = None, logit_bias: Optional[float] = None):
+    """The dual encoder of `model_cfg`'s tower type and its tokenizer, with `init_checkpoint`'s weights loaded.
 
-    The logit scale/bias start from `model_cfg.logit_scale_init`/`logit_bias_init`, else from the objective's
-    `init_logit_scale`/`init_logit_bias` (a None bias means the model has no `logit_bias`). The resolved open_clip
-    config is kept on the model as `model.vlp_model_cfg` and the preprocessing as `model.visual.preprocess_cfg`.
+    `logit_scale` (log t) and `logit_bias` are the initial values unless `model_cfg.logit_scale_init` /
+    `logit_bias_init` set them (training passes the objective's); a None scale keeps the tower's default, a None
+    bias means the model has no `logit_bias`. Raises ConfigError for a section `vlp.models.check` rejects.
     """
-    cfg, preprocess = _resolved_config(model_cfg, objective)
+    check(model_cfg)  # the recipe loader's rules, for a section built in Python
+    name = tower_type(model_cfg)
+    scale = model_cfg.logit_scale_init if model_cfg.logit_scale_init is not None else logit_scale
+    bias = model_cfg.logit_bias_init if model_cfg.logit_bias_init is not None else logit_bias
+    model = tower_builder(name)(model_cfg, scale, bias)
+    if not (isinstance(model, torch.nn.Module) and isinstance(model, DualEncoder)):
+        raise TypeError(f"tower type {name!r} built a {type(model).__name__}, not a torch.nn.Module following "
+                        f"vlp.models.DualEncoder")
+    if model_cfg.init_checkpoint:
+        load_weights(model, resolve_checkpoint(model_cfg.init_checkpoint))
+    return model, model.tokenizer
+
+
+@register_tower("open_clip")
+@register_tower("timm")
+@register_tower("hf")
+def build_open_clip(model_cfg: ModelConfig, logit_scale: Optional[float],
+                    logit_bias: Optional[float]) -> OpenClipEncoder:
+    """open_clip's CLIP / CustomTextCLIP (native, timm and HF towers alike), initialised and locked as the recipe
+    says; the resolved open_clip config and preprocessing stay on the model for exports."""
+    cfg, preprocess = _resolved_config(model_cfg, logit_scale, logit_bias)
     weights, preprocess = _weights_source(model_cfg, preprocess)
-    model = instantiate(cfg, load_tower_weights=weights is None)
+    model = instantiate(cfg, preprocess, load_tower_weights=weights is None and not model_cfg.init_checkpoint,
+                        trim_text=model_cfg.trim_text_padding)
     if weights is not None:
         load_weights(model, weights)
-    attach_configs(model, cfg, preprocess)
     if model_cfg.lock_image:
         model.lock_image_tower(unlocked_groups=model_cfg.lock_image_unlocked_layers,
                                freeze_bn_stats=model_cfg.lock_image_freeze_bn)
@@ -39,49 +60,26 @@ def build_model(model_cfg: ModelConfig, objective=None):
         lock_text_tower(model, model_cfg.lock_text_unlocked_layers)
     if model_cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
-    if model_cfg.trim_text_padding:
-        enable_text_trimming(model)
-    return model, make_tokenizer(cfg)
+    return model
 
 
-def attach_configs(model: torch.nn.Module, cfg: dict, preprocess: dict) -> None:
-    """Record what exports need: the open_clip config the model was built from and its preprocessing."""
-    model.vlp_model_cfg = copy.deepcopy(cfg)
-    full = open_clip.transform.merge_preprocess_dict(open_clip.transform.PreprocessCfg(), preprocess)
-    full["size"] = model.visual.image_size
-    open_clip.model.set_model_preprocess_cfg(model, full)
-
-
-def _resolved_config(model_cfg: ModelConfig, objective) -> tuple[dict, dict]:
-    if (model_cfg.arch is None) == (model_cfg.config is None):
-        raise ValueError("model: set exactly one of `arch` (an open_clip name) or `config` (an inline config)")
+def _resolved_config(model_cfg: ModelConfig, logit_scale: Optional[float],
+                     logit_bias: Optional[float]) -> tuple[dict, dict]:
     cfg = arch_config(model_cfg.arch) if model_cfg.arch else copy.deepcopy(model_cfg.config)
     preprocess = cfg.pop(PREPROCESS_KEY, None) or {}
-    scale = model_cfg.logit_scale_init
-    if scale is None and objective is not None:
-        scale = objective.init_logit_scale
-    if scale is not None:
-        cfg["init_logit_scale"] = float(scale)
-    if model_cfg.logit_bias_init is not None:
-        cfg["init_logit_bias"] = float(model_cfg.logit_bias_init)
-    elif objective is not None:
-        bias: Optional[float] = objective.init_logit_bias
-        if bias is None:
-            cfg.pop("init_logit_bias", None)
-        else:
-            cfg["init_logit_bias"] = float(bias)
+    if logit_scale is not None:
+        cfg["init_logit_scale"] = float(logit_scale)
+    cfg.pop("init_logit_bias", None)
+    if logit_bias is not None:
+        cfg["init_logit_bias"] = float(logit_bias)
     if model_cfg.patch_dropout:
-        if not 0.0 <= model_cfg.patch_dropout < 1.0:
-            raise ValueError(f"model.patch_dropout must be in [0, 1), got {model_cfg.patch_dropout}")
         cfg["vision_cfg"]["patch_dropout"] = float(model_cfg.patch_dropout)
     return cfg, preprocess
 
 
 def _weights_source(model_cfg: ModelConfig, preprocess: dict) -> tuple[Optional[Path], dict]:
-    """The full-model weights to load (init_checkpoint wins over pretrained) and the preprocessing they imply."""
-    if model_cfg.init_checkpoint:
-        return resolve_checkpoint(model_cfg.init_checkpoint), preprocess
-    if not model_cfg.pretrained:
+    """The pretrained weights to load (none when init_checkpoint's follow) and the preprocessing they imply."""
+    if model_cfg.init_checkpoint or not model_cfg.pretrained:
         return None, preprocess
     if Path(model_cfg.pretrained).is_file():
         return Path(model_cfg.pretrained), preprocess

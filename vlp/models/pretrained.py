@@ -7,11 +7,11 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from vlp.models.build import attach_configs, build_model
-from vlp.models.checkpoints import (EXPORT_CONFIG, EXPORT_WEIGHTS, MODEL_FILE, RECIPE_FILE, find_checkpoint,
-                                    load_weights, run_dir_of)
+from vlp.models.build import build_model
+from vlp.models.checkpoints import EXPORT_CONFIG, EXPORT_WEIGHTS, load_weights
 from vlp.models.towers import instantiate, make_tokenizer
 from vlp.models.transforms import image_transform
+from vlp.run_dir import Checkpoint, RunDir, find_checkpoint
 
 
 def load_pretrained(path, device="cpu"):
@@ -25,11 +25,13 @@ def load_pretrained(path, device="cpu"):
     path = Path(path)
     if (path / EXPORT_CONFIG).is_file():
         model, tokenizer, info = _from_export(path)
-    elif (run_dir := run_dir_of(path)) is not None:
-        model, tokenizer, info = _from_checkpoint(*find_checkpoint(path), run_dir)
+    elif (run := RunDir.of(path)) is not None:
+        model, tokenizer, info = _from_checkpoint(*find_checkpoint(path), run)
     else:
-        raise FileNotFoundError(f"{path}: expected a run dir ({RECIPE_FILE} + checkpoints/), a checkpoint dir "
-                                f"(RUN_DIR/checkpoints/step_N) or an exported folder ({EXPORT_CONFIG})")
+        layout = RunDir("RUN_DIR")
+        raise FileNotFoundError(f"{path}: expected a run dir ({layout.recipe.name} + {layout.checkpoints.name}/), a "
+                                f"checkpoint dir ({layout.checkpoints}/step_N) or an exported folder "
+                                f"({EXPORT_CONFIG})")
     model = model.to(device).eval()
     return model, image_transform(model, train=False), tokenizer, info
 
@@ -39,36 +41,32 @@ def _from_export(folder: Path):
     if "model_cfg" not in config:
         raise ValueError(f"{folder / EXPORT_CONFIG}: no model_cfg")
     cfg = config["model_cfg"]
-    model = instantiate(cfg, load_tower_weights=False)
-    load_weights(model, folder / EXPORT_WEIGHTS)
-    attach_configs(model, cfg, config.get("preprocess_cfg", {}))
     text_cfg = cfg.get("text_cfg", {})
+    tokenizer_cfg = cfg
     if text_cfg.get("hf_tokenizer_name"):  # the exported folder carries the tokenizer files, as open_clip expects
-        cfg = {**cfg, "text_cfg": {**text_cfg, "hf_tokenizer_name": str(folder)}}
+        tokenizer_cfg = {**cfg, "text_cfg": {**text_cfg, "hf_tokenizer_name": str(folder)}}
+    model = instantiate(cfg, config.get("preprocess_cfg", {}), load_tower_weights=False,
+                        tokenizer=make_tokenizer(tokenizer_cfg))
+    load_weights(model, folder / EXPORT_WEIGHTS)
     info = {"name": folder.name, "checkpoint": str(folder / EXPORT_WEIGHTS), "run_dir": None, "recipe": None,
             "step": None, "samples_seen": None, "state": {}}
-    return model, make_tokenizer(cfg), info
+    return model, model.tokenizer, info
 
 
-def _from_checkpoint(ckpt: Path, state: dict, run_dir: Path):
+def _from_checkpoint(ckpt: Path, state: dict, run: RunDir):
     from vlp.recipe import load_recipe
 
-    recipe = load_recipe(run_dir / RECIPE_FILE)
-    weights = ckpt / MODEL_FILE
+    recipe = load_recipe(run.recipe)
+    weights = Checkpoint(ckpt).model
     with safe_open(str(weights), framework="pt") as f:
         has_bias = "logit_bias" in f.keys()
     # Weights decide the logit bias; nothing is frozen, dropped or re-initialised for inference.
     model_cfg = dataclasses.replace(recipe.model, pretrained=None, lock_image=False,
                                     lock_text=False, grad_checkpointing=False, patch_dropout=0.0,
                                     init_checkpoint=str(weights), logit_bias_init=0.0 if has_bias else None)
-    model, tokenizer = build_model(model_cfg, objective=None if has_bias else _NoBias())
+    model, tokenizer = build_model(model_cfg)
     progress = state.get("progress", {})  # what vlp.train.state.save records
-    info = {"name": recipe.train.run_name or run_dir.name, "checkpoint": str(weights), "run_dir": str(run_dir),
+    info = {"name": recipe.train.run_name or run.root.name, "checkpoint": str(weights), "run_dir": str(run.root),
             "recipe": recipe,
             "step": progress.get("step"), "samples_seen": progress.get("samples_seen"), "state": state}
     return model, tokenizer, info
-
-
-class _NoBias:
-    init_logit_scale = None
-    init_logit_bias = None

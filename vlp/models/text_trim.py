@@ -8,8 +8,6 @@ towers are left alone: there the padding does matter.
 """
 from __future__ import annotations
 
-import types
-
 import open_clip
 import torch
 import torch.nn.functional as F
@@ -22,14 +20,6 @@ def supports_trimming(model: torch.nn.Module) -> bool:
             and model.text_pool_type in ("argmax", "eos"))
 
 
-def enable_text_trimming(model: torch.nn.Module) -> bool:
-    """Route `model.encode_text` (and so `model(image, text)`) through the trimmed forward; False if not exact."""
-    if not supports_trimming(model):
-        return False
-    model.encode_text = types.MethodType(_encode_text_trimmed, model)
-    return True
-
-
 def needed_length(text: torch.Tensor, pool_type: str, eos_token_id: int | None) -> int:
     """Positions that can reach the pooled output: up to the last EOT position in the batch."""
     if pool_type == "argmax":  # open_clip's BPE: EOT is the largest id
@@ -39,16 +29,17 @@ def needed_length(text: torch.Tensor, pool_type: str, eos_token_id: int | None) 
     return int(last.max()) + 1
 
 
-def _encode_text_trimmed(self, text: torch.Tensor, normalize: bool = False) -> torch.Tensor:
-    eos = getattr(self, "text_eos_id", None)
-    length = needed_length(text, self.text_pool_type, eos)
+def encode_text_trimmed(model: open_clip.CLIP, text: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+    """open_clip's CLIP.encode_text on the batch cut to `needed_length` (vlp's CLIP calls it when trimming)."""
+    eos = model.text_eos_id
+    length = needed_length(text, model.text_pool_type, eos)
     text = text[:, :length]
-    cast_dtype = self.transformer.get_cast_dtype()
-    x = self.token_embedding(text).to(cast_dtype) + self.positional_embedding[:length].to(cast_dtype)
-    x = self.transformer(x, attn_mask=self.attn_mask[:length, :length])
-    x = text_global_pool(self.ln_final(x), text, self.text_pool_type, eos_token_id=eos)
-    if isinstance(self.text_projection, torch.nn.Linear):
-        x = self.text_projection(x)
-    elif self.text_projection is not None:
-        x = x @ self.text_projection
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = model.token_embedding(text).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
+    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+    x = text_global_pool(model.ln_final(x), text, model.text_pool_type, eos_token_id=eos)
+    if isinstance(model.text_projection, torch.nn.Linear):
+        x = model.text_projection(x)
+    elif model.text_projection is not None:
+        x = x @ model.text_projection
     return F.normalize(x, dim=-1) if normalize else x

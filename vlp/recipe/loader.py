@@ -1,27 +1,23 @@
-"""Recipe files → typed `Recipe`: YAML (safe_load only), `base:` inheritance, `--set` overrides, strict checking.
+"""Recipe files → typed `Recipe`: YAML (safe_load only), `base:` inheritance, `--set` overrides, strict typing; then
+`check_recipe` holds each section to its owner's rules.
 
 Every problem is raised as one `RecipeError` naming the file, the dotted key and what is wrong, before any work starts.
 """
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from pathlib import Path
-from typing import Any, Iterable, Literal, Optional, Union
+from typing import Any, Iterable, Literal, Union
 
 import yaml
 
-from vlp.recipe.bounds import Interval
+from vlp.recipe.bounds import without_none
+from vlp.recipe.check import check_recipe
 from vlp.recipe.duration import Duration
-from vlp.recipe.schema import REQUIRED, DataConfig, Recipe, SourceConfig
-
-
-class RecipeError(ValueError):
-    def __init__(self, file: str | Path, key: str, message: str):
-        self.file, self.key, self.message = str(file), key, message
-        super().__init__(f"{self.file}: {key}: {message}" if key else f"{self.file}: {message}")
+from vlp.recipe.errors import RecipeError, describe, did_you_mean
+from vlp.recipe.schema import REQUIRED, Recipe
 
 
 def load_recipe(path: str | Path, overrides: Iterable[str] = (), for_training: bool = False) -> Recipe:
@@ -31,7 +27,7 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = (), for_training: b
     for item in overrides:
         _apply_override(raw, item, path)
     recipe = _build(Recipe, raw, "", path)
-    _check_semantics(recipe, path, for_training)
+    check_recipe(recipe, path, for_training)
     return recipe
 
 
@@ -110,8 +106,7 @@ def _deep_merge(base: dict, top: dict, cls=Recipe) -> dict:
 
 def _dataclass_of(tp):
     """The dataclass a field holds (through Optional), else None."""
-    if tp is not None and typing.get_origin(tp) in (Union, types.UnionType):
-        tp = next((a for a in typing.get_args(tp) if a is not type(None)), None)
+    tp = without_none(tp)
     return tp if dataclasses.is_dataclass(tp) else None
 
 
@@ -150,20 +145,18 @@ def _list_index(node: list, part: str, key: str, path: Path) -> int:
 
 def _build(cls, raw, key: str, path: Path):
     if not isinstance(raw, dict):
-        raise RecipeError(path, key, f"expected a section (mapping), got {_describe(raw)}")
+        raise RecipeError(path, key, f"expected a section (mapping), got {describe(raw)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for name in raw:
         if name not in fields:
-            guess = difflib.get_close_matches(str(name), list(fields), n=1, cutoff=0.6)
-            hint = f" (did you mean '{guess[0]}'?)" if guess else f"; valid keys: {', '.join(fields)}"
+            hint = did_you_mean(str(name), list(fields), f"; valid keys: {', '.join(fields)}")
             raise RecipeError(path, _join(key, str(name)), f"unknown key{hint}")
     values = {}
     for name, f in fields.items():
         sub = _join(key, name)
         if name in raw:
             values[name] = _convert(raw[name], hints[name], sub, path)
-            _check_range(values[name], f.metadata.get("interval"), sub, path)
         elif f.default is REQUIRED:
             raise RecipeError(path, sub, "missing required value")
     return cls(**values)
@@ -176,8 +169,7 @@ def _convert(value, tp, key: str, path: Path):
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(value, inner[0], key, path)
+        return _convert(value, without_none(tp), key, path)
     if tp is Duration:
         try:
             return Duration.parse(value)
@@ -187,15 +179,13 @@ def _convert(value, tp, key: str, path: Path):
         return _build(tp, value, key, path)
     if origin is list:
         if not isinstance(value, list):
-            raise RecipeError(path, key, f"expected a list, got {_describe(value)}")
+            raise RecipeError(path, key, f"expected a list, got {describe(value)}")
         return [_convert(v, args[0], f"{key}[{i}]", path) for i, v in enumerate(value)]
-    if origin is Literal:
-        if value not in args:
-            raise RecipeError(path, key, f"expected one of {', '.join(map(repr, args))}; got {value!r}")
+    if origin is Literal:  # which of the choices: check_recipe, with every other allowed-value rule
         return value
     if tp is dict or origin is dict:
         if not isinstance(value, dict):
-            raise RecipeError(path, key, f"expected a mapping, got {_describe(value)}")
+            raise RecipeError(path, key, f"expected a mapping, got {describe(value)}")
         return value
     return _scalar(value, tp, key, path)
 
@@ -216,88 +206,8 @@ def _scalar(value, tp, key: str, path: Path):
     if tp is str and isinstance(value, str):
         return value
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-    raise RecipeError(path, key, f"expected {names.get(tp, tp)}, got {_describe(value)}")
-
-
-def _check_range(value, interval: Optional[Interval], key: str, path: Path) -> None:
-    """The range schema.py declares for the key (a list's items each under their own key)."""
-    if interval is None or value is None:
-        return
-    problem = interval.problem(value)
-    if problem:
-        raise RecipeError(path, key, problem)
-    if isinstance(value, list):
-        for i, item in enumerate(value):
-            _check_range(item, interval, f"{key}[{i}]", path)
-
-
-def _describe(value) -> str:
-    return "nothing (null)" if value is None else f"{type(value).__name__} {value!r}"
+    raise RecipeError(path, key, f"expected {names.get(tp, tp)}, got {describe(value)}")
 
 
 def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
-
-
-# ---------------------------------------------------------------- meaning
-
-def _check_semantics(recipe: Recipe, path: Path, for_training: bool) -> None:
-    m = recipe.model
-    if (m.arch is None) == (m.config is None):
-        raise RecipeError(path, "model", "set exactly one of model.arch (an open_clip name) or model.config")
-    if m.arch is not None:
-        import open_clip  # deferred: slow to import, only needed here
-
-        known = open_clip.list_models()
-        if m.arch not in known:
-            guess = difflib.get_close_matches(m.arch, known, n=1, cutoff=0.6)
-            hint = f" (did you mean '{guess[0]}'?)" if guess else ""
-            raise RecipeError(path, "model.arch", f"unknown open_clip architecture {m.arch!r}{hint}")
-    _check_objective(recipe, path)
-    _check_data(recipe.data, path)
-    t = recipe.train
-    if for_training:
-        if t.duration is None:
-            raise RecipeError(path, "train.duration", "missing required value (e.g. '1000 steps')")
-        if not recipe.data.train and not recipe.data.sources:
-            raise RecipeError(path, "data.train", "missing required value: no training data (data.train or data.sources)")
-
-
-def _check_data(d: DataConfig, path: Path) -> None:
-    if d.train and d.sources:
-        raise RecipeError(path, "data.sources", "set either data.train or data.sources, not both")
-    if d.train_weights is None:
-        return
-    if not d.train:
-        raise RecipeError(path, "data.train_weights", "needs data.train (one weight per '::'-separated source)")
-    weights, specs = d.train_weights.split("::"), d.train.split("::")
-    if len(weights) != len(specs):
-        raise RecipeError(path, "data.train_weights",
-                          f"has {len(weights)} entries for {len(specs)} sources in data.train")
-    weight_range = {f.name: f for f in dataclasses.fields(SourceConfig)}["weight"].metadata["interval"]
-    for i, text in enumerate(weights):  # each becomes a source's weight: the same type and range
-        key = f"data.train_weights[{i}]"
-        _check_range(_scalar(text, float, key, path), weight_range, key, path)
-
-
-def _check_objective(recipe: Recipe, path: Path) -> None:
-    from vlp import objectives  # deferred: imports torch
-
-    o = recipe.objective
-    known = objectives.names()
-    if o.name not in known:
-        guess = difflib.get_close_matches(o.name, known, n=1, cutoff=0.5)
-        hint = f" (did you mean '{guess[0]}'?)" if guess else f"; registered: {', '.join(known)}"
-        raise RecipeError(path, "objective.name", f"unknown objective {o.name!r}{hint}")
-    try:
-        objectives.check_params(o.name, o.params)
-    except ValueError as e:
-        raise RecipeError(path, "objective.params", str(e)) from None
-    for i, reg in enumerate(o.regularizers):
-        if reg.name not in objectives.regularizer_names():
-            raise RecipeError(path, f"objective.regularizers[{i}].name",
-                              f"unknown regularizer {reg.name!r}; registered: {', '.join(objectives.regularizer_names())}")
-    try:
-        objectives.check_config(o)  # combinations that mean nothing, e.g. tiled hard_negative
-    except objectives.ObjectiveConfigError as e:
-        raise RecipeError(path, e.key, e.message) from None

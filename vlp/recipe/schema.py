@@ -17,6 +17,9 @@ REQUIRED: Any = object()  # sentinel default for keys a recipe must set
 
 @dataclass
 class ModelConfig:
+    # a tower registered with vlp.models.register_tower (its settings go in `config`); default: open_clip's
+    # (`hf`/`timm`/`open_clip`, following the config)
+    type: Optional[str] = None
     arch: Optional[str] = None  # an open_clip architecture name, e.g. "ViT-B-32" (exclusive with `config`)
     config: Optional[dict] = None  # inline open_clip model JSON (+ preprocess_cfg); HF names may be "pkg:MODULE"
     pretrained: Optional[str] = None  # local weights file (safetensors / weights_only .pt) or open_clip tag in the cache
@@ -41,7 +44,7 @@ class SourceConfig:
     shards: str = REQUIRED  # path, brace range, http(s):// URL, pipe: command (trusted only); hf: dir or hub name
     # share of samples drawn from this source when mixed (normalised; needs resampled: true)
     weight: float = bounded("(0, inf)", 1.0)
-    type: Literal["webdataset", "hf"] = "webdataset"
+    type: str = "webdataset"  # webdataset (or wds), hf, or a reader added with vlp.data.register_source
     split: str = "train"  # for type hf
     image_column: str = "image"  # for type hf
     caption_column: str = "text"  # for type hf
@@ -77,15 +80,20 @@ class RegularizerConfig:
     weight: float = bounded("[0, inf)", 1.0)
 
 
+# the one list of the cross-rank forms of the contrastive loss (each objective class declares those it supports)
+GatherMode = Literal["global", "local_loss", "ring"]
+RegularizerFeatures = Literal["local", "global"]  # the regularizers see this rank's or all-gathered features
+
+
 @dataclass
 class ObjectiveConfig:
     name: str = "softmax"  # softmax | sigmoid | hard_negative | dcl | clip_cua | clip_cuaxu | uniformity
     params: dict = field(default_factory=dict)  # keyword arguments of the objective, e.g. {label_smoothing: 0.1}
     regularizers: list[RegularizerConfig] = field(default_factory=list)  # weighted terms added to the loss
-    regularizer_features: Literal["local", "global"] = "global"  # regularizers see this rank's or all-gathered features
+    regularizer_features: RegularizerFeatures = "global"  # regularizers see this rank's or all-gathered features
     tiled: bool = False  # memory-efficient form without any B×B matrix (softmax and sigmoid, and presets on them)
     tile_size: int = bounded("[1, inf)", 1024)  # rows/columns per tile of the tiled form
-    gather: Literal["global", "local_loss", "ring"] = "global"  # cross-rank form: whole loss per rank | own rows vs gathered (OpenCLIP local_loss) | ring of text features (sigmoid)
+    gather: GatherMode = "global"  # cross-rank form: whole loss per rank | own rows vs gathered (OpenCLIP local_loss) | ring of text features (sigmoid)
 
 
 @dataclass
@@ -130,7 +138,7 @@ class TrainConfig:
 @dataclass
 class EvalDatasetConfig:
     name: str = REQUIRED  # the `dataset` field of the result record
-    task: Literal["zeroshot", "retrieval"] = REQUIRED  # zero-shot classification or image/text retrieval
+    task: str = REQUIRED  # a registered evaluation task (vlp.evaluate.tasks): zeroshot | retrieval | your own
     path: str = REQUIRED  # CLIP_benchmark webdataset dir, image folder, or HF dataset (load_from_disk)
     type: Literal["wds", "imagefolder", "hf"] = "wds"  # CLIP_benchmark layout, DIR/[split/]CLASS/*.jpg, or HF dataset
     split: str = "test"  # sub-directory (wds, imagefolder) or DatasetDict split (hf)
@@ -147,6 +155,7 @@ class EvalConfig:
     datasets: list[EvalDatasetConfig] = field(default_factory=list)  # sets evaluated in training and by `vlp eval`
     every: Optional[Duration] = bounded("(0, inf)", None)  # in-training evaluation period; default: end of run only
     batch_size: int = bounded("[1, inf)", 256)  # images (and prompts/captions) encoded per forward pass
+    workers: int = bounded("[0, inf)", 2)  # DataLoader workers decoding eval images (0 = in the evaluating process)
     recall_k: list[int] = bounded("[1, inf)", lambda: [1, 5, 10])  # retrieval Recall@k values reported
     geometry_max_samples: int = bounded("[2, inf)", 5000)  # geometry diagnostics use at most this many pairs
 

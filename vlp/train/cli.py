@@ -24,7 +24,7 @@ def register(subparsers) -> None:
 
 def _train(args) -> int:
     from vlp.data import DataError
-    from vlp.train.checkpoint import CheckpointError
+    from vlp.run_dir import CheckpointError
     from vlp.train.loop import NonFiniteLossError, train
 
     try:

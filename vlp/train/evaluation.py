@@ -3,18 +3,16 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 from vlp.recipe import Recipe
+from vlp.run_dir import RunDir
 from vlp.train.metrics import MetricsSink
-
-EVAL_FILE = "eval_results.json"
 
 
 class EvalHook:
-    def __init__(self, recipe: Recipe, raw_model, tokenizer, accelerator, sink: MetricsSink, run_dir: Path):
+    def __init__(self, recipe: Recipe, raw_model, tokenizer, accelerator, sink: MetricsSink, run: RunDir):
         self.recipe, self.model, self.tokenizer = recipe, raw_model, tokenizer
-        self.acc, self.sink, self.path = accelerator, sink, run_dir / EVAL_FILE
+        self.acc, self.sink, self.path = accelerator, sink, run.eval_results
         self.records: list[dict] = []
         self._preprocess = None
 

@@ -17,6 +17,8 @@ from typing import Callable, Optional
 
 import torch
 
+from vlp.data.batch import Batch
+
 
 @dataclass
 class Features:
@@ -37,13 +39,13 @@ class StepOutput:
     backpropagated: bool  # False when `accept(loss)` refused the loss (non-finite on some rank)
 
 
-def forward_features(model: torch.nn.Module, batch: dict) -> Features:
+def forward_features(model: torch.nn.Module, batch: Batch) -> Features:
     """Embed a batch; hard-negative captions ride along in the text forward so DDP sees a single forward."""
-    text, negatives = batch["text"], batch.get("negative_text")
+    text, negatives = batch.text, batch.negative_text
     n = text.shape[0]
     if negatives is not None:
         text = torch.cat([text, negatives.flatten(0, 1)])
-    out = model(batch["image"], text)
+    out = model(batch.image, text)
     text_features = out["text_features"]
     negative = text_features[n:].view(n, negatives.shape[1], -1) if negatives is not None else None
     return Features(out["image_features"], text_features[:n], negative, out["logit_scale"], out.get("logit_bias"))
@@ -54,21 +56,20 @@ def objective_terms(objective: torch.nn.Module, f: Features) -> dict[str, torch.
                      negative_text_features=f.negative_text)
 
 
-def compute_gradients(model: torch.nn.Module, objective: torch.nn.Module, batch: dict, micro_batch_size: int,
+def compute_gradients(model: torch.nn.Module, objective: torch.nn.Module, batch: Batch, micro_batch_size: int,
                       accelerator, accept: Callable[[torch.Tensor], bool]) -> StepOutput:
     """Accumulate ∂loss/∂θ of the local batch into the parameters' .grad (unless `accept(loss)` is False)."""
-    size = batch["text"].shape[0]
-    if micro_batch_size >= size:
+    if micro_batch_size >= len(batch):
         f = forward_features(model, batch)
         terms = objective_terms(objective, f)
         ok = accept(terms["loss"])
         if ok:
             accelerator.backward(terms["loss"])
         return StepOutput(_detach_terms(terms), f.detached(), ok)
-    return _cached_step(model, objective, _split(batch, micro_batch_size), accelerator, accept)
+    return _cached_step(model, objective, batch.split(micro_batch_size), accelerator, accept)
 
 
-def _cached_step(model, objective, chunks: list[dict], accelerator, accept) -> StepOutput:
+def _cached_step(model, objective, chunks: list[Batch], accelerator, accept) -> StepOutput:
     states, cached = [], []
     with torch.no_grad():
         for chunk in chunks:
@@ -82,7 +83,7 @@ def _cached_step(model, objective, chunks: list[dict], accelerator, accept) -> S
     terms["loss"].backward()  # gradients w.r.t. the cached embeddings only; no parameter is touched yet
     offsets = [0]
     for chunk in chunks:
-        offsets.append(offsets[-1] + chunk["text"].shape[0])
+        offsets.append(offsets[-1] + len(chunk))
     for i, chunk in enumerate(chunks):
         _set_rng_state(states[i])
         last = i == len(chunks) - 1
@@ -105,12 +106,6 @@ def _surrogate(f: Features, full: Features, start: int, stop: int, with_logits: 
             if mine is not None and cached.grad is not None:
                 total = total + (mine * cached.grad).sum()
     return total
-
-
-def _split(batch: dict, size: int) -> list[dict]:
-    keys = [k for k, v in batch.items() if isinstance(v, torch.Tensor)]
-    pieces = {k: torch.split(batch[k], size) for k in keys}
-    return [{k: pieces[k][i] for k in keys} for i in range(len(pieces["text"]))]
 
 
 def _concat(parts: list[Features]) -> Features:

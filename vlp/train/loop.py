@@ -12,20 +12,20 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
+from vlp.data.batch import Batch
 from vlp.recipe import Recipe
-from vlp.train import checkpoint as ckpt
+from vlp.run_dir import RunDir
 from vlp.train import state as st
 from vlp.train.evaluation import EvalHook
 from vlp.train.gradcache import compute_gradients
 from vlp.train.metrics import MetricsSink, Window, logit_stats
 from vlp.train.optim import build_optimizer, build_scheduler
-from vlp.train.setup import (local_batch_size, make_accelerator, prepare_run_dir, read_recipe, resolve_steps,
+from vlp.train.setup import (Steps, local_batch_size, make_accelerator, prepare_run_dir, read_recipe, resolve_steps,
                              start_trackers)
-from vlp.train.snapshot import EMA
 
 
 class NonFiniteLossError(RuntimeError):
@@ -46,6 +46,30 @@ class RunResult:
 StepCallback = Callable[[int, dict[str, float]], None]
 
 
+@dataclass
+class Run:
+    """One run as its steps see it: what they read (recipe, step counts, data, objective) and what they update."""
+    recipe: Recipe
+    steps: Steps
+    data: Any  # follows the vlp.data interface: batches(epoch, skip=n) for this process's rank
+    raw_model: torch.nn.Module  # unwrapped: its logit scale is clamped and logged, the EMA and eval read it
+    objective: torch.nn.Module
+    trainables: st.Trainables  # the prepared model, optimizer, scheduler, accelerator, EMA: what a checkpoint holds
+    progress: st.Progress
+    sink: MetricsSink
+    evaluator: EvalHook
+    dir: RunDir
+    callbacks: Sequence[StepCallback] = ()
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.trainables.model
+
+    @property
+    def acc(self):
+        return self.trainables.accelerator
+
+
 def train(recipe: Recipe | str | Path, resume: Optional[str] = None, *, overrides: Sequence[str] = (),
           data=None, callbacks: Sequence[StepCallback] = ()) -> RunResult:
     """Train as the recipe says; `resume` is "latest", a run directory or a checkpoint directory.
@@ -59,16 +83,16 @@ def train(recipe: Recipe | str | Path, resume: Optional[str] = None, *, override
 
     recipe, run_name, source = read_recipe(recipe, overrides)
     cfg = recipe.train
-    run_dir = Path(cfg.output_dir) / run_name
+    run_dir = RunDir(Path(cfg.output_dir) / run_name)
     acc = make_accelerator(recipe, run_dir, source)
     world, rank = acc.num_processes, acc.process_index
     local_batch = local_batch_size(recipe, world, source)
-    resume_from = ckpt.resolve(resume, run_dir) if resume else None
+    resume_from = run_dir.resume_from(resume) if resume else None
     prepare_run_dir(acc, recipe, run_dir, resume is not None, source)
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
 
     objective = build_from_config(recipe.objective).to(acc.device)
-    raw_model, tokenizer = build_model(recipe.model, objective)
+    raw_model, tokenizer = build_model(recipe.model, objective.init_logit_scale, objective.init_logit_bias)
     if data is None:
         transform = image_transform(raw_model, train=True, scale=recipe.data.augment_scale,
                                     ratio=recipe.data.augment_ratio)
@@ -77,7 +101,7 @@ def train(recipe: Recipe | str | Path, resume: Optional[str] = None, *, override
     steps = resolve_steps(recipe, data.samples_per_epoch, source)
     if resume_from:
         st.restore_weights(resume_from[0], raw_model)
-    ema = EMA(raw_model, cfg.ema_decay) if cfg.ema_decay else None
+    ema = st.EMA(raw_model, cfg.ema_decay) if cfg.ema_decay else None
     optimizer = build_optimizer(raw_model, recipe.optim)
     model = torch.compile(raw_model) if cfg.compile else raw_model
     model, optimizer = acc.prepare(model, optimizer)
@@ -90,53 +114,50 @@ def train(recipe: Recipe | str | Path, resume: Optional[str] = None, *, override
         sink.truncate_after(progress.step)
     start_trackers(acc, recipe, run_name)
     evaluator = EvalHook(recipe, raw_model, tokenizer, acc, sink, run_dir)
+    run = Run(recipe, steps, data, raw_model, objective, trainables, progress, sink, evaluator, run_dir, callbacks)
     final, last_logged = (resume_from[0] if resume_from else None), {}
     try:
         if progress.step < steps.total:  # else: resuming a run that already finished
-            last_logged = _loop(recipe, steps, data, model, raw_model, objective, trainables, progress, sink,
-                                evaluator, callbacks, run_dir)
-            final = _final_checkpoint(run_dir, trainables, progress, cfg.keep_checkpoints)
+            last_logged = _loop(run)
+            final = st.save(run_dir, trainables, progress, cfg.keep_checkpoints)
             evaluator.run(progress.step, final=True)
             _export(recipe, run_dir, acc)
     finally:
         acc.end_training()
         _release_accelerator_state()
-    return RunResult(run_dir, final, progress.step, progress.samples_seen, last_logged, evaluator.records,
+    return RunResult(run_dir.root, final, progress.step, progress.samples_seen, last_logged, evaluator.records,
                      progress.nonfinite_total)
 
 
-def _loop(recipe: Recipe, steps, data, model, raw_model, objective, t: st.Trainables, progress: st.Progress,
-          sink: MetricsSink, evaluator, callbacks, run_dir: Path) -> dict[str, float]:
-    cfg, acc = recipe.train, t.accelerator
-    micro = cfg.micro_batch_size or cfg.batch_size
-    max_log_scale = math.log(recipe.model.max_logit_scale)
-    bar = _progress_bar(recipe, acc, steps.total, progress.step)
+def _loop(run: Run) -> dict[str, float]:
+    cfg, acc, steps, progress = run.recipe.train, run.acc, run.steps, run.progress
+    bar = _progress_bar(run.recipe, acc, steps.total, progress.step)
     window, logged, local_bad = Window(), {}, {}
-    model.train()
+    run.model.train()
     while progress.step < steps.total:
         skip, got_any = progress.batches_in_epoch, False
         fetch_started = time.perf_counter()
-        for batch in data.batches(progress.epoch, skip=skip):
+        for batch in run.data.batches(progress.epoch, skip=skip):
             got_any = True
             data_time = time.perf_counter() - fetch_started
-            _add_bad_samples(local_bad, progress.epoch, batch.get("bad_samples", {}))
-            values = _step(batch, recipe, model, raw_model, objective, t, progress, micro, max_log_scale)
+            _add_bad_samples(local_bad, progress.epoch, batch.bad_samples)
+            values = _step(run, batch)
             values["data_time"] = data_time
             window.add(values, cfg.batch_size)
             step = progress.step
             if step % cfg.log_every == 0 or step == steps.total:
                 progress.bad_samples = _merge_bad_samples(acc, progress.bad_samples, local_bad)
                 local_bad = {}
-                logged = _log(sink, window, raw_model, progress, acc.num_processes, bar)
+                logged = _log(run, window, bar)
             if step % steps.checkpoint_every == 0 and step < steps.total:
                 progress.bad_samples = _merge_bad_samples(acc, progress.bad_samples, local_bad)
                 local_bad = {}
-                st.save(run_dir, t, progress, cfg.keep_checkpoints)
+                st.save(run.dir, run.trainables, progress, cfg.keep_checkpoints)
             if steps.eval_every and step % steps.eval_every == 0 and step < steps.total:
-                evaluator.run(step)
-                model.train()
+                run.evaluator.run(step)
+                run.model.train()
             bar.update(1)
-            for callback in callbacks:
+            for callback in run.callbacks:
                 callback(step, values)
             if step >= steps.total:
                 break
@@ -151,17 +172,18 @@ def _loop(recipe: Recipe, steps, data, model, raw_model, objective, t: st.Traina
     return logged
 
 
-def _step(batch: dict, recipe: Recipe, model, raw_model, objective, t: st.Trainables, progress: st.Progress,
-          micro: int, max_log_scale: float) -> dict[str, float]:
+def _step(run: Run, batch: Batch) -> dict[str, float]:
     """One optimizer iteration on this process's local batch; returns the step's scalar metrics."""
-    cfg, acc = recipe.train, t.accelerator
-    resume_skip = batch.get("resume_skip", progress.batches_in_epoch + 1)  # past positions a damaged epoch left empty
-    batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    cfg, acc, progress = run.recipe.train, run.acc, run.progress
+    # past positions a damaged epoch left empty
+    resume_skip = progress.batches_in_epoch + 1 if batch.resume_skip is None else batch.resume_skip
+    batch = batch.to(acc.device)
     # Randomness of step s depends only on (seed, s, rank): a resumed run draws what the uninterrupted one did.
     torch.manual_seed(_step_seed(cfg.seed, progress.step, acc.process_index))
-    lr = t.optimizer.param_groups[0]["lr"]
-    out = compute_gradients(model, objective, batch, micro, acc, accept=_finite_everywhere)
-    applied, grad_norm = _update(model, raw_model, t, recipe, out.backpropagated, max_log_scale)
+    lr = run.trainables.optimizer.param_groups[0]["lr"]
+    micro = cfg.micro_batch_size or cfg.batch_size
+    out = compute_gradients(run.model, run.objective, batch, micro, acc, accept=_finite_everywhere)
+    applied, grad_norm = _update(run, out.backpropagated)
     _count_nonfinite(progress, applied, cfg.max_nonfinite_steps)
     progress.step += 1
     progress.batches_in_epoch = int(resume_skip)
@@ -174,14 +196,13 @@ def _step(batch: dict, recipe: Recipe, model, raw_model, objective, t: st.Traina
     return values
 
 
-def _update(model, raw_model, t: st.Trainables, recipe: Recipe, backpropagated: bool,
-            max_log_scale: float) -> tuple[bool, float]:
+def _update(run: Run, backpropagated: bool) -> tuple[bool, float]:
     """Clip, step (unless the loss or gradient norm is non-finite), schedule, clamp the logit scale, update the EMA."""
-    acc, clip = t.accelerator, recipe.optim.grad_clip
+    acc, t, clip = run.acc, run.trainables, run.recipe.optim.grad_clip
     grad_norm = float("nan")
     applied = backpropagated
     if backpropagated:
-        params = [p for p in model.parameters() if p.requires_grad]
+        params = [p for p in run.model.parameters() if p.requires_grad]
         # Clipping, fp16 unscaling and sharded (FSDP/DeepSpeed) norms go through accelerate.
         if clip or acc.scaler is not None or acc.distributed_type.name in ("FSDP", "DEEPSPEED"):
             grad_norm = float(acc.clip_grad_norm_(params, clip if clip else float("inf")))
@@ -197,9 +218,9 @@ def _update(model, raw_model, t: st.Trainables, recipe: Recipe, backpropagated: 
         t.scheduler.step()
     if applied:
         with torch.no_grad():
-            raw_model.logit_scale.clamp_(0, max_log_scale)
+            run.raw_model.logit_scale.clamp_(0, math.log(run.recipe.model.max_logit_scale))
         if t.ema is not None:
-            t.ema.update(raw_model)
+            t.ema.update(run.raw_model)
     return applied, grad_norm
 
 
@@ -254,8 +275,9 @@ def _bad_sample_report(per_epoch: dict[str, dict[str, int]]) -> dict:
     return {"per_epoch": per_epoch, "all_epochs": all_epochs}
 
 
-def _log(sink: MetricsSink, window: Window, raw, progress: st.Progress, world: int, bar) -> dict[str, float]:
-    values = window.flush(world)
+def _log(run: Run, window: Window, bar) -> dict[str, float]:
+    raw, progress = run.raw_model, run.progress
+    values = window.flush(run.acc.num_processes)
     values.update(logit_scale=raw.logit_scale.detach().exp().item(), samples_seen=progress.samples_seen,
                   epoch=progress.epoch, nonfinite_steps=progress.nonfinite_total)
     if getattr(raw, "logit_bias", None) is not None:
@@ -263,25 +285,21 @@ def _log(sink: MetricsSink, window: Window, raw, progress: st.Progress, world: i
     report = _bad_sample_report(progress.bad_samples)
     values.update({f"bad_samples/epoch/{k}": v for k, v in report["per_epoch"].get(str(progress.epoch), {}).items()})
     values.update({f"bad_samples/all_epochs/{k}": v for k, v in report["all_epochs"].items()})
-    sink.log(progress.step, values)
-    sink.write_bad_samples(report)
+    run.sink.log(progress.step, values)
+    run.sink.write_bad_samples(report)
     bar.set_postfix(loss=f"{values['loss']:.4f}", samples_s=f"{values['samples_per_s']:.0f}", refresh=False)
     return values
 
 
-def _final_checkpoint(run_dir: Path, t: st.Trainables, progress: st.Progress, keep: int) -> Path:
-    return st.save(run_dir, t, progress, keep) or run_dir / "checkpoints" / ckpt.checkpoint_name(progress.step)
-
-
-def _export(recipe: Recipe, run_dir: Path, acc) -> None:
+def _export(recipe: Recipe, run: RunDir, acc) -> None:
     """Write RUN_DIR/export in the recipe's formats (rank 0), pushing to the Hub when export.push_to_hub is set; a push
     with no formats listed writes what `vlp export --push-to-hub` writes (open_clip, + transformers when expressible)."""
     if not (recipe.export.formats or recipe.export.push_to_hub) or not acc.is_main_process:
         return
-    from vlp.export.api import TRAINING_EXPORT, export
+    from vlp.export.api import export
 
     e = recipe.export
-    export(run_dir, run_dir / TRAINING_EXPORT, formats=e.formats or None, overwrite=True, license=e.license,
+    export(run.root, run.export, formats=e.formats or None, overwrite=True, license=e.license,
            push_to_hub=e.push_to_hub, private=e.private, revision=e.revision)
 
 

@@ -12,10 +12,8 @@ from typing import Any
 
 import torch
 
+from vlp.run_dir import RunDir
 from vlp.train.gradcache import Features
-
-METRICS_FILE = "metrics.jsonl"
-BAD_SAMPLES_FILE = "bad_samples.json"
 
 
 @torch.no_grad()
@@ -72,8 +70,8 @@ class Window:
 class MetricsSink:
     """Rank 0 appends one JSON line per record to RUN_DIR/metrics.jsonl and forwards scalars to the trackers."""
 
-    def __init__(self, run_dir: Path, accelerator) -> None:
-        self.path = run_dir / METRICS_FILE
+    def __init__(self, run: RunDir, accelerator) -> None:
+        self.path, self.bad_samples_path = run.metrics, run.bad_samples
         self.accelerator = accelerator
 
     def log(self, step: int, values: dict[str, Any]) -> None:
@@ -95,17 +93,17 @@ class MetricsSink:
 
     def write_bad_samples(self, report: dict) -> None:
         if self.accelerator.is_main_process:
-            (self.path.parent / BAD_SAMPLES_FILE).write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+            self.bad_samples_path.write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
 
 
 def _json_number(value: float):
     return value if math.isfinite(value) else str(value)  # JSON has no NaN/inf; keep them visible as strings
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / METRICS_FILE
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = RunDir(run_dir).metrics
     if not path.is_file():
-        raise FileNotFoundError(f"{run_dir}: no {METRICS_FILE} (not a vlp run directory?)")
+        raise FileNotFoundError(f"{run_dir}: no {path.name} (not a vlp run directory?)")
     return read_records(path)
 
 

@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 from typing import Callable
 
+from vlp.run_dir import RunDir
 from vlp.train.metrics import read_metrics
 
 GROUPS: dict[str, Callable[[str], bool]] = {
@@ -35,7 +36,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
-    out = Path(out_dir) if out_dir else run_dir / "plots"
+    out = Path(out_dir) if out_dir else RunDir(run_dir).plots
     out.mkdir(parents=True, exist_ok=True)
     curves = series(read_metrics(run_dir))
     written = []

@@ -8,7 +8,9 @@ from typing import Optional
 
 import torch
 
-from vlp.recipe import Duration, Recipe, RecipeError, dump_recipe, load_recipe, recipe_to_dict, redact
+from vlp.recipe import (Duration, Recipe, RecipeError, check_recipe, dump_recipe, load_recipe, recipe_to_dict,
+                        redact)
+from vlp.run_dir import RunDir
 
 
 @dataclass
@@ -21,14 +23,15 @@ class Steps:
 
 def read_recipe(recipe: Recipe | str | Path, overrides=()) -> tuple[Recipe, str, str]:
     """(recipe, run name, source label for errors); a path is loaded for training, its stem naming the run."""
-    if isinstance(recipe, Recipe):
+    if isinstance(recipe, Recipe):  # built in Python: held to the loader's rules all the same
+        check_recipe(recipe, "<recipe>", for_training=True)
         return recipe, recipe.train.run_name or "run", "<recipe>"
     path = Path(recipe)
     loaded = load_recipe(path, overrides, for_training=True)
     return loaded, loaded.train.run_name or path.stem, str(path)
 
 
-def make_accelerator(recipe: Recipe, run_dir: Path, source: str):
+def make_accelerator(recipe: Recipe, run: RunDir, source: str):
     from accelerate import Accelerator
 
     trackers = list(recipe.logging.trackers)
@@ -40,20 +43,20 @@ def make_accelerator(recipe: Recipe, run_dir: Path, source: str):
     # Without a GPU, accelerate only distributes over processes (gloo) when told to run on CPU.
     cpu = not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
     return Accelerator(cpu=cpu, mixed_precision=recipe.train.precision, log_with=trackers or None,
-                       project_dir=str(run_dir))
+                       project_dir=str(run.trackers))
 
 
-def prepare_run_dir(accelerator, recipe: Recipe, run_dir: Path, resuming: bool, source: str) -> None:
+def prepare_run_dir(accelerator, recipe: Recipe, run: RunDir, resuming: bool, source: str) -> None:
     """Refuse to reuse a non-empty run directory unless resuming (as OpenCLIP refuses an existing experiment name),
     so a fresh run never mixes its metrics, checkpoints or evaluations with an earlier run's; write the resolved
     recipe (rank 0)."""
-    if not resuming and run_dir.is_dir() and any(run_dir.iterdir()):
-        raise RecipeError(source, "train.run_name", f"{run_dir} already holds a run: pass --resume latest to "
+    if not resuming and run.root.is_dir() and any(run.root.iterdir()):
+        raise RecipeError(source, "train.run_name", f"{run.root} already holds a run: pass --resume latest to "
                           "continue it, or choose another train.run_name / train.output_dir")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
+        run.root.mkdir(parents=True, exist_ok=True)
+        run.recipe.write_text(dump_recipe(recipe))
     accelerator.wait_for_everyone()
 
 

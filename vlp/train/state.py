@@ -1,23 +1,28 @@
-"""What a checkpoint holds beyond the weights, and writing/reading a whole checkpoint across processes.
+"""The training state in one place: what a checkpoint holds, and writing/restoring it across processes.
 
-Every process writes its own random-generator file into the temporary directory; rank 0 writes the weights, the
-optimizer, the EMA and finally state.json (with the manifest), then renames the directory into place.
+A checkpoint carries the weights, the optimizer (tensors as safetensors, the rest as JSON: no pickles), the scheduler,
+the fp16 scaler, the EMA, every process's random generators and the `Progress` counters. Every process writes its own
+generator file into the temporary directory; rank 0 writes the rest and finally state.json (sealed with the manifest
+that vlp.run_dir verifies), renames the directory into place, and only then points `checkpoints/latest` at it.
+Paths and names come from vlp.run_dir.
 """
 from __future__ import annotations
 
+import json
+import os
+import random
+import shutil
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
-from vlp.train import checkpoint as ckpt
-from vlp.train.snapshot import EMA, capture_rng, optimizer_from_flat, optimizer_to_flat, restore_rng
-
-MODEL_FILE = "model.safetensors"
-EMA_FILE = "ema.safetensors"
-OPTIMIZER_FILE = "optimizer.safetensors"
+from vlp.run_dir import TEMP_PREFIX, Checkpoint, RunDir
 
 
 @dataclass
@@ -32,6 +37,24 @@ class Progress:
     world_size: int = 1
 
 
+class EMA:
+    """Exponential moving average of a model's floating-point weights: ema ← d·ema + (1−d)·w after each step."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.weights = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        current = model.state_dict()
+        for name, average in self.weights.items():
+            average.mul_(self.decay).add_(current[name].detach(), alpha=1.0 - self.decay)
+
+    def load(self, tensors: dict[str, torch.Tensor]) -> None:
+        for name, average in self.weights.items():
+            average.copy_(tensors[name])
+
+
 @dataclass
 class Trainables:
     """The objects whose state a checkpoint carries."""
@@ -42,65 +65,170 @@ class Trainables:
     ema: Optional[EMA] = None
 
 
-def save(run_dir: Path, t: Trainables, progress: Progress, keep: int) -> Optional[Path]:
-    """Write the checkpoint of `progress.step` on every process; returns its final path (on rank 0)."""
+def save(run: RunDir, t: Trainables, progress: Progress, keep: int) -> Path:
+    """Write the checkpoint of `progress.step` on every process; returns its final path."""
     acc = t.accelerator
-    root = run_dir / "checkpoints"
-    tmp = ckpt.temp_dir(root, progress.step)
+    tmp = run.temp_checkpoint(progress.step)
     # Collective under FSDP/DeepSpeed: every rank calls it. torch.compile's wrapper prefixes keys with "_orig_mod.".
     weights = {k.replace("_orig_mod.", ""): v for k, v in acc.get_state_dict(t.model).items()}
     if acc.is_main_process:
-        ckpt.begin(root, progress.step)
+        begin(tmp)
     acc.wait_for_everyone()
-    rng_tensors, rng_meta = capture_rng()
-    ckpt.write_tensors(tmp / f"rng_{acc.process_index}.safetensors", rng_tensors, rng_meta)
-    final = None
+    write_tensors(tmp.rng(acc.process_index), *capture_rng())
     if acc.is_main_process:
-        ckpt.write_tensors(tmp / MODEL_FILE, weights)
+        write_tensors(tmp.model, weights)
         opt_tensors, opt_structure = optimizer_to_flat(t.optimizer.state_dict())
-        ckpt.write_tensors(tmp / OPTIMIZER_FILE, opt_tensors)
+        write_tensors(tmp.optimizer, opt_tensors)
         if t.ema is not None:
-            ckpt.write_tensors(tmp / EMA_FILE, t.ema.weights)
+            write_tensors(tmp.ema, t.ema.weights)
     acc.wait_for_everyone()
     if acc.is_main_process:
         scaler = acc.scaler.state_dict() if acc.scaler is not None else None
         state = {"progress": asdict(progress), "optimizer": opt_structure,
                  "scheduler": _plain(t.scheduler.state_dict()), "scaler": scaler}
-        final = ckpt.commit(tmp, state, keep)
+        commit(run, tmp, state, keep)
     acc.wait_for_everyone()
-    return final
+    return run.checkpoint(progress.step).path
 
 
 def restore_weights(path: Path, model: torch.nn.Module) -> None:
     """Load the checkpoint's weights into the unwrapped model (before it is prepared)."""
-    model.load_state_dict(ckpt.read_tensors(path / MODEL_FILE))
+    model.load_state_dict(read_tensors(Checkpoint(path).model))
 
 
 def restore(path: Path, state: dict[str, Any], t: Trainables) -> Progress:
     """Load optimizer, scheduler, scaler, EMA and this process's generators; return the saved progress."""
-    acc = t.accelerator
-    t.optimizer.load_state_dict(optimizer_from_flat(ckpt.read_tensors(path / OPTIMIZER_FILE), state["optimizer"]))
+    acc, files = t.accelerator, Checkpoint(path)
+    t.optimizer.load_state_dict(optimizer_from_flat(read_tensors(files.optimizer), state["optimizer"]))
     t.scheduler.load_state_dict(state["scheduler"])
     if acc.scaler is not None and state.get("scaler"):
         acc.scaler.load_state_dict(state["scaler"])
     if t.ema is not None:
-        if (path / EMA_FILE).is_file():
-            t.ema.load(ckpt.read_tensors(path / EMA_FILE))
+        if files.ema.is_file():
+            t.ema.load(read_tensors(files.ema))
         else:
-            warnings.warn(f"{path} has no {EMA_FILE}; the EMA restarts from the current weights", stacklevel=2)
+            warnings.warn(f"{path} has no {files.ema.name}; the EMA restarts from the current weights", stacklevel=2)
     progress = Progress(**state["progress"])
-    rng_path = path / f"rng_{acc.process_index}.safetensors"
+    rng_path = files.rng(acc.process_index)
     if progress.world_size != acc.num_processes or not rng_path.is_file():
         warnings.warn(f"resuming with {acc.num_processes} processes from a checkpoint written by "
                       f"{progress.world_size}: the data order and random draws differ from an uninterrupted run",
                       stacklevel=2)
     else:
-        from safetensors import safe_open
-
         with safe_open(str(rng_path), "pt") as f:
             restore_rng({k: f.get_tensor(k) for k in f.keys()}, f.metadata())
     progress.world_size = acc.num_processes
     return progress
+
+
+# ---- writing a checkpoint directory: under a temporary name, sealed with a manifest, renamed when complete ----
+
+def begin(tmp: Checkpoint) -> None:
+    """Create the empty temporary directory of a checkpoint (a stale one from a killed run is discarded)."""
+    if tmp.path.exists():
+        shutil.rmtree(tmp.path)
+    tmp.path.mkdir(parents=True)
+
+
+def commit(run: RunDir, tmp: Checkpoint, state: dict[str, Any], keep: int) -> Path:
+    """Seal `tmp` with its manifest in state.json, rename it into place, point `latest` at it, prune old ones."""
+    for path in tmp.path.iterdir():
+        _fsync_file(path)
+    _write_synced(tmp.state, tmp.sealed_state(state))
+    final = run.checkpoints / tmp.path.name[len(TEMP_PREFIX):]
+    if final.exists():  # an older run's checkpoint of the same step that a resume is now superseding
+        shutil.rmtree(final)
+    os.replace(tmp.path, final)
+    _fsync_dir(run.checkpoints)
+    pointer = run.latest.with_name(TEMP_PREFIX + run.latest.name)
+    _write_synced(pointer, final.name + "\n")
+    os.replace(pointer, run.latest)
+    _fsync_dir(run.checkpoints)
+    _prune(run, keep, current=final)
+    return final
+
+
+def _prune(run: RunDir, keep: int, current: Path) -> None:
+    for old in run.list_checkpoints()[max(keep, 1):]:
+        if old != current:
+            shutil.rmtree(old, ignore_errors=True)
+    for stale in run.temp_files():
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+def _write_synced(path: Path, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---- trainer state ↔ (safetensors tensors, JSON), without pickles ----
+
+def optimizer_to_flat(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state_dict into tensors ("<param index>.<name>") and a JSON structure (everything else)."""
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, entries in state_dict["state"].items():
+        scalars[str(index)] = {}
+        for name, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{index}.{name}"] = value
+            else:
+                scalars[str(index)][name] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_flat(tensors: dict[str, torch.Tensor], structure: dict[str, Any]) -> dict:
+    state: dict[int, dict[str, Any]] = {int(i): dict(values) for i, values in structure["scalars"].items()}
+    for key, value in tensors.items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": structure["param_groups"]}
+
+
+def capture_rng() -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """This process's generator states: torch (and CUDA) as tensors, python and numpy as JSON metadata."""
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors["cuda"] = torch.cuda.get_rng_state()
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    meta = {"python": json.dumps([version, list(internal), gauss]),
+            "numpy": json.dumps([name, keys.tolist(), int(pos), int(has_gauss), float(cached)])}
+    return tensors, meta
+
+
+def restore_rng(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
+    torch.set_rng_state(tensors["torch"])
+    if "cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["cuda"])
+    version, internal, gauss = json.loads(meta["python"])
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = json.loads(meta["numpy"])
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
 
 
 def _plain(value):

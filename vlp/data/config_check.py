@@ -1,0 +1,50 @@
+"""Rules on the recipe's `data` section, in one place: the recipe loader calls `check` (and, for `vlp train`,
+`require_training_data`); so does the data pipeline for a section built in Python. Cheap to import (no torch)."""
+from __future__ import annotations
+
+from vlp.recipe.bounds import check_section, field_interval
+from vlp.recipe.errors import ConfigError, describe
+from vlp.recipe.schema import DataConfig, SourceConfig
+
+
+def check(cfg: DataConfig) -> None:
+    """Raise ConfigError naming the first key of `cfg` that is out of range or means nothing."""
+    check_section(cfg, "data")
+    if cfg.train and cfg.sources:
+        raise ConfigError("data.sources", "set either data.train or data.sources, not both")
+    if cfg.train_weights is not None:
+        _check_train_weights(cfg)
+    _check_source_types(cfg)
+
+
+def require_training_data(cfg: DataConfig) -> None:
+    if not cfg.train and not cfg.sources:
+        raise ConfigError("data.train", "missing required value: no training data (data.train or data.sources)")
+
+
+def _check_source_types(cfg: DataConfig) -> None:
+    from vlp.data.sources import DataError, source_reader  # deferred: vlp.data.sources calls `check`
+
+    for i, source in enumerate(cfg.sources):
+        try:
+            source_reader(source.type)
+        except DataError as e:
+            raise ConfigError(f"data.sources[{i}].type", str(e)) from None
+
+
+def _check_train_weights(cfg: DataConfig) -> None:
+    if not cfg.train:
+        raise ConfigError("data.train_weights", "needs data.train (one weight per '::'-separated source)")
+    weights, specs = cfg.train_weights.split("::"), cfg.train.split("::")
+    if len(weights) != len(specs):
+        raise ConfigError("data.train_weights", f"has {len(weights)} entries for {len(specs)} sources in data.train")
+    weight_range = field_interval(SourceConfig, "weight")  # each becomes a source's weight: the same type and range
+    for i, text in enumerate(weights):
+        key = f"data.train_weights[{i}]"
+        try:
+            weight = float(text)
+        except ValueError:
+            raise ConfigError(key, f"expected a number, got {describe(text)}") from None
+        problem = weight_range.problem(weight)
+        if problem:
+            raise ConfigError(key, problem)

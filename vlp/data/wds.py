@@ -1,0 +1,46 @@
+"""The webdataset source (`type: webdataset`, or `wds`; also what `data.train` means): tar shards named by a spec of
+local paths, brace ranges, http(s):// URLs or `pipe:` commands, with sizes from sizes.json."""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Iterator, Optional
+
+import braceexpand
+
+from vlp.data.reader import ShardRead, tar_samples
+from vlp.data.sizes import read_shard_sizes
+from vlp.data.sources import DataError, Findings, Piece, Source, SourceReader
+from vlp.recipe.schema import SourceConfig
+
+
+def expand_shards(spec: str) -> list[str]:
+    """`data/{000..009}.tar` → ten paths. `pipe:` commands and URLs are expanded the same way."""
+    urls = list(braceexpand.braceexpand(spec.strip()))
+    if not urls:
+        raise DataError(f"shard spec {spec!r} names no shards")
+    return urls
+
+
+class WebDatasetReader(SourceReader):
+    def shards(self, cfg: SourceConfig) -> tuple[list[str], Optional[tuple[int, ...]]]:
+        urls = expand_shards(cfg.shards)
+        return urls, read_shard_sizes(urls)
+
+    def read(self, source: Source, piece: Piece, counts: Counter, findings: Findings) -> Iterator[dict]:
+        url = source.shards[piece.shard]
+        read = ShardRead()
+        for sample in tar_samples(url, read):
+            if piece.stop is not None and sample["__index__"] >= piece.stop:
+                return  # the rest of the shard is another piece's
+            if piece.takes(sample["__index__"]):
+                yield sample
+        # The shard ended here (cleanly or not) after `read.samples` samples: the piece owning that index reports it.
+        if piece.takes(read.samples):
+            if read.damage:
+                counts[read.damage] += 1
+            expected = source.sizes[piece.shard] if source.sizes is not None else None
+            if expected is not None and read.samples != expected:
+                findings[url] = (read.samples, expected)
+
+
+READER = WebDatasetReader()

@@ -1,0 +1,17 @@
+"""Rules on the recipe's `eval` section, in one place: the recipe loader calls `check`, and so do `evaluate` and
+`vlp eval` for a section built in Python or from the command line. Cheap to import (no torch)."""
+from __future__ import annotations
+
+from vlp.evaluate.tasks import task_names
+from vlp.recipe.bounds import check_section
+from vlp.recipe.errors import ConfigError, did_you_mean
+from vlp.recipe.schema import EvalConfig
+
+
+def check(cfg: EvalConfig) -> None:
+    """Raise ConfigError naming the first key of `cfg` that is out of range or means nothing (an unknown task)."""
+    check_section(cfg, "eval")
+    for i, dataset in enumerate(cfg.datasets):
+        if dataset.task not in task_names():
+            hint = did_you_mean(dataset.task, task_names(), f"; registered: {', '.join(task_names())}")
+            raise ConfigError(f"eval.datasets[{i}].task", f"unknown evaluation task {dataset.task!r}{hint}")

@@ -1,0 +1,81 @@
+"""The evaluation-task contract and its registry.
+
+`@register_task` on a `Task` subclass makes its `name` a valid `eval.datasets[].task` in recipes and a `vlp eval
+--task` choice; its `result_name` becomes the `task` field of its result records and `hub_type` the model card's
+task type. This module stays free of heavy imports: `vlp --help` lists the registered tasks.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from vlp.recipe.schema import EvalConfig, EvalDatasetConfig
+
+
+class Task:
+    """One evaluation on one dataset: `Task(dataset_cfg).run(model, preprocess, tokenizer, eval_cfg, device)` returns
+    {metric name: number}. `model` has `encode_image` / `encode_text`; `preprocess` maps a PIL image to a tensor;
+    `tokenizer` maps a list of strings to token ids."""
+
+    name: ClassVar[str]  # recipe `eval.datasets[].task` and `vlp eval --task` value
+    result_name: ClassVar[str]  # the `task` field of the result records
+    hub_type: ClassVar[str]  # the model card's model-index `task.type`
+    targets: ClassVar[Literal["labels", "captions"]] = "labels"  # what the task reads from a set beside the images
+
+    def __init__(self, cfg: EvalDatasetConfig):
+        self.cfg = cfg
+
+    def run(self, model, preprocess, tokenizer, eval_cfg: EvalConfig, device: str = "cpu",
+            progress: bool = True) -> dict[str, float]:
+        raise NotImplementedError
+
+    def open_set(self):
+        """The dataset as a `vlp.evaluate.datasets.EvalSet`."""
+        from vlp.evaluate.datasets import open_eval_set
+
+        return open_eval_set(self.cfg)
+
+    def encode_images(self, eval_set, model, preprocess, eval_cfg: EvalConfig, device: str,
+                      progress: bool) -> tuple[Any, list]:
+        """(L2-normalised image embeddings (N, D) on the CPU, targets), in set order; the images are decoded by
+        `eval.workers` DataLoader workers."""
+        from vlp.evaluate.encode import encode_images
+        from vlp.evaluate.stream import image_batches
+
+        batches = image_batches(eval_set, preprocess, eval_cfg.batch_size, eval_cfg.workers)
+        embeddings, targets = encode_images(model, batches, eval_set.limit, device, progress,
+                                            desc=f"{self.cfg.name} images")
+        if not targets:
+            raise ValueError(f"eval set {self.cfg.name!r} ({self.cfg.path}, split {self.cfg.split!r}) has no samples")
+        return embeddings, targets
+
+
+_TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: makes `cls` available under `cls.name`."""
+    for attribute in ("name", "result_name", "hub_type"):
+        if not isinstance(getattr(cls, attribute, None), str):
+            raise TypeError(f"evaluation task {cls.__name__} needs a string `{attribute}`")
+    if cls.name in _TASKS:
+        raise ValueError(f"evaluation task {cls.name!r} registered twice")
+    _TASKS[cls.name] = cls
+    return cls
+
+
+def task_names() -> list[str]:
+    return list(_TASKS)
+
+
+def get_task(name: str) -> type[Task]:
+    if name not in _TASKS:
+        raise ValueError(f"unknown evaluation task {name!r}; registered: {', '.join(_TASKS)}")
+    return _TASKS[name]
+
+
+def hub_task_type(record_task: str) -> str:
+    """The Hub task type of a result record's `task`; the name itself when no registered task writes it."""
+    for task in _TASKS.values():
+        if record_task in (task.result_name, task.name):
+            return task.hub_type
+    return record_task

@@ -1,0 +1,29 @@
+"""Image↔text retrieval over every caption of the set. Geometry pairs each image with its first caption."""
+from __future__ import annotations
+
+from vlp.evaluate.tasks.base import register_task
+from vlp.evaluate.tasks.geometry import PairedTask
+from vlp.recipe.schema import EvalConfig
+
+
+@register_task
+class Retrieval(PairedTask):
+    name = "retrieval"
+    result_name = "zeroshot_retrieval"  # CLIP_benchmark's task name
+    hub_type = "zero-shot-retrieval"
+    targets = "captions"
+
+    def score(self, model, tokenizer, eval_set, image_emb, targets: list, eval_cfg: EvalConfig, device: str,
+              progress: bool):
+        import torch
+
+        from vlp.evaluate.encode import encode_texts
+        from vlp.evaluate.retrieval import retrieval_metrics
+
+        captions = [c for caps in targets for c in caps]
+        text_to_image = torch.tensor([i for i, caps in enumerate(targets) for _ in caps])
+        text_emb = encode_texts(model, tokenizer, captions, eval_cfg.batch_size, device, progress,
+                                desc=f"{eval_set.name} captions")
+        metrics = retrieval_metrics(image_emb, text_emb, text_to_image, eval_cfg.recall_k)
+        first_caption = torch.tensor([0] + [len(caps) for caps in targets[:-1]]).cumsum(0)
+        return metrics, image_emb, text_emb[first_caption]

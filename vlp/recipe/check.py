@@ -1,0 +1,46 @@
+"""The one validation path of a typed recipe: each section is held to the rules of the subpackage that owns it
+(`vlp.models.check`, `vlp.data.check`, `vlp.objectives.check`, `vlp.evaluate.check`); a section without an owner
+to the ranges and choices schema.py declares. Owners are imported on use: some import torch."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from importlib import import_module
+from pathlib import Path
+from typing import Callable
+
+from vlp.recipe.bounds import check_section
+from vlp.recipe.errors import ConfigError, RecipeError
+from vlp.recipe.schema import Recipe
+
+OWNERS = {"model": "vlp.models", "data": "vlp.data", "objective": "vlp.objectives",
+          "eval": "vlp.evaluate"}  # section -> package whose `check(section)` holds all its rules
+
+
+def check_recipe(recipe: Recipe, source: str | Path, for_training: bool = False) -> None:
+    """Raise RecipeError (file `source`) for the first key that is invalid or means nothing; `for_training` also
+    requires what `vlp train` needs (a duration and training data)."""
+    try:
+        for f in dataclasses.fields(recipe):
+            section = getattr(recipe, f.name)
+            if dataclasses.is_dataclass(section):
+                _section_check(f.name)(section)
+        if for_training:
+            _check_trainable(recipe)
+    except ConfigError as e:
+        raise RecipeError(source, e.key, e.message) from None
+
+
+def _section_check(name: str) -> Callable:
+    """The `check(section)` of recipe section `name`."""
+    if name in OWNERS:
+        return import_module(OWNERS[name]).check
+    return functools.partial(check_section, key=name)
+
+
+def _check_trainable(recipe: Recipe) -> None:
+    from vlp.data.config_check import require_training_data
+
+    if recipe.train.duration is None:
+        raise ConfigError("train.duration", "missing required value (e.g. '1000 steps')")
+    require_training_data(recipe.data)

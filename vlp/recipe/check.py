@@ -21,6 +21,7 @@ def check_recipe(recipe: Recipe, source: str | Path, for_training: bool = False)
     """Raise RecipeError (file `source`) for the first key that is invalid or means nothing; `for_training` also
     requires what `vlp train` needs (a duration and training data)."""
     try:
+        _import_plugins(recipe.plugins)
         for f in dataclasses.fields(recipe):
             section = getattr(recipe, f.name)
             if dataclasses.is_dataclass(section):
@@ -29,6 +30,15 @@ def check_recipe(recipe: Recipe, source: str | Path, for_training: bool = False)
             _check_trainable(recipe)
     except ConfigError as e:
         raise RecipeError(source, e.key, e.message) from None
+
+
+def _import_plugins(modules: list[str]) -> None:
+    for index, name in enumerate(modules):
+        try:
+            import_module(name)
+        except ImportError as e:  # the plug-in's own bugs raise with their traceback: that is where they are
+            raise ConfigError(f"plugins[{index}]", f"cannot import {name!r} ({e}); is it installed or on "
+                                                   "PYTHONPATH?") from None
 
 
 def _section_check(name: str) -> Callable:

@@ -189,4 +189,7 @@ class Recipe:
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    # Python modules imported before the recipe is checked, so that the towers, data sources, evaluation tasks and
+    # objectives they register exist for `vlp train/eval/export` too (trusted code, like a `pipe:` shard spec)
+    plugins: list[str] = field(default_factory=list)
     description: str = ""

@@ -1,10 +1,11 @@
 """Run every benchmark in bench/ one after another, each in its own process, and say which ones failed.
 
     python bench/run_all.py                 # all of them, each with its default settings
-    python bench/run_all.py --only train    # names: loss_memory, data_throughput, train_throughput (prefix match)
+    python bench/run_all.py --only train    # names: loss_memory, data_throughput, train_throughput, gpu (prefix)
 
 Each benchmark prints its own table (ratios vs the reference measured in the same run); copy them into
-bench/RESULTS.md. Run on an otherwise idle machine: they time CPU work.
+bench/RESULTS.md. Run on an otherwise idle machine: they time CPU work. `gpu` measures only where CUDA is available
+(else it prints "no GPU: skipped"); on the GPU machine, prepare and run it as bench/gpu.py says.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-BENCHMARKS = ("loss_memory", "data_throughput", "train_throughput")
+BENCHMARKS = ("loss_memory", "data_throughput", "train_throughput", "gpu")
 
 
 def run(name: str) -> bool:

@@ -143,7 +143,7 @@ def run_monitored(command: list[str], log: Path, cores: list[int]) -> tuple[floa
 
 
 def steady_rate(step_seconds: dict[int, float], data_seconds: dict[int, float], steps: int,
-                warmup: int) -> tuple[float, float, float]:
+                warmup: int, batch: int = BATCH) -> tuple[float, float, float]:
     """(samples/s, batch / median step time, data wait s/step) over steps warmup+1..steps (1-based)."""
     timed = [s for s in range(warmup + 1, steps + 1)]
     missing = [s for s in timed if s not in step_seconds]
@@ -151,23 +151,23 @@ def steady_rate(step_seconds: dict[int, float], data_seconds: dict[int, float], 
         raise RuntimeError(f"no step time logged for steps {missing[:5]}...")
     total = sum(step_seconds[s] for s in timed)
     median = statistics.median(step_seconds[s] for s in timed)
-    return BATCH * len(timed) / total, BATCH / median, sum(data_seconds.get(s, 0.0) for s in timed) / len(timed)
+    return batch * len(timed) / total, batch / median, sum(data_seconds.get(s, 0.0) for s in timed) / len(timed)
 
 
-def vlp_step_times(run_dir: Path) -> tuple[dict[int, float], dict[int, float]]:
+def vlp_step_times(run_dir: Path, batch: int = BATCH) -> tuple[dict[int, float], dict[int, float]]:
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return ({r["step"]: BATCH / r["samples_per_s"] for r in records},
+    return ({r["step"]: batch / r["samples_per_s"] for r in records},
             {r["step"]: r["data_time"] for r in records})
 
 
 _OPENCLIP_LINE = re.compile(r"\[\s*(\d+)/\d+ .*?Data \(t\): ([\d.]+) Batch \(t\): [\d.]+, ([\d.e+]+)/s")
 
 
-def openclip_step_times(log: Path) -> tuple[dict[int, float], dict[int, float]]:
+def openclip_step_times(log: Path, batch: int = BATCH) -> tuple[dict[int, float], dict[int, float]]:
     steps, data = {}, {}
     for match in _OPENCLIP_LINE.finditer(log.read_text()):
-        step = int(match.group(1)) // BATCH  # the line shows samples seen so far
-        steps[step], data[step] = BATCH / float(match.group(3)), float(match.group(2))
+        step = int(match.group(1)) // batch  # the line shows samples seen so far
+        steps[step], data[step] = batch / float(match.group(3)), float(match.group(2))
     return steps, data
 
 

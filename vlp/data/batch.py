@@ -2,11 +2,34 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Optional
+from typing import Callable, Optional
 
+import numpy as np
 import torch
 
 from vlp.data.sources import Findings
+
+
+# Multiples of 8: at most 7 padding positions per batch (powers of two waste up to half the text compute at the
+# lengths alt-text has), sequence lengths that tensor-core matmuls take without padding, and at most
+# ⌈context / 8⌉ text shapes (10 for 77 tokens) for torch.compile to meet, instead of one per caption length.
+LENGTH_BUCKET = 8
+
+
+def text_length(*tokens: Optional[torch.Tensor]) -> int:
+    """A length to cut CPU token tensors (..., L) to that every causal EOT-pooled text tower may take, bucketed.
+
+    It needs neither the pad nor the EOT id: each row ends in a run of one repeated token (its padding, or its last
+    token when nothing pads it), and the length keeps the first position of every row's run. A row's EOT is either
+    before its run or is the run's token, whose first occurrence is what argmax and eos pooling pick (padding that
+    repeats the EOT id included), and a causal tower's output there never sees the positions after it.
+    """
+    # in numpy: no tensor is read back into Python, so a step's sync check sees nothing even when this runs there
+    rows = torch.cat([t.reshape(-1, t.shape[-1]) for t in tokens if t is not None]).numpy()
+    differs = np.flatnonzero((rows != rows[:, -1:]).any(axis=0))  # columns where some row is not in its final run
+    first_of_runs = int(differs[-1]) + 1 if differs.size else 0
+    bucketed = -(-(first_of_runs + 1) // LENGTH_BUCKET) * LENGTH_BUCKET
+    return min(bucketed, rows.shape[-1])
 
 
 @dataclass
@@ -18,20 +41,40 @@ class Batch:
     bad_samples: dict[str, int] = field(default_factory=dict)  # skipped since the previous batch, by kind
     resume_skip: Optional[int] = None  # `batches(epoch, skip=resume_skip)` continues right after this batch
     position: Optional[int] = None  # this batch's place in its rank's epoch
+    # Token positions (text and negatives) the text tower needs, bucketed: measured on the CPU, where it costs no
+    # device sync (`text_length`); None until collated or moved.
+    text_length: Optional[int] = None
 
     def __len__(self) -> int:
         return self.text.shape[0]
 
     def to(self, device: torch.device) -> "Batch":
-        def move(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-            return None if t is None else t.to(device, non_blocking=True)
-        return replace(self, image=move(self.image), text=move(self.text), negative_text=move(self.negative_text))
+        """Asynchronous from pinned memory (the host does not wait for the copy); a no-op on the same device."""
+        # measured first: any data source's batch, not only the collated ones
+        return self.measured().map_tensors(lambda t: t.to(device, non_blocking=True))
+
+    def measured(self) -> "Batch":
+        """This batch with its `text_length`, read while the tokens are on the CPU (on a device it stays unknown:
+        reading it there would wait for the device)."""
+        if self.text_length is not None or self.text.device.type != "cpu":
+            return self
+        return replace(self, text_length=text_length(self.text, self.negative_text))
+
+    def pin_memory(self) -> "Batch":
+        """Page-locked copies (the DataLoader's pin-memory thread calls this): only those copy to a GPU async."""
+        return self.map_tensors(torch.Tensor.pin_memory)
+
+    def map_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "Batch":
+        def apply(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+            return None if t is None else fn(t)
+        return replace(self, image=apply(self.image), text=apply(self.text), negative_text=apply(self.negative_text))
 
     def split(self, size: int) -> list["Batch"]:
         """Micro-batches of `size` samples (the last may be smaller); the bookkeeping stays with the whole batch."""
         images, texts = torch.split(self.image, size), torch.split(self.text, size)
         negatives = torch.split(self.negative_text, size) if self.negative_text is not None else [None] * len(texts)
-        return [Batch(i, t, n) for i, t, n in zip(images, texts, negatives)]
+        # the whole batch's text length: exact for every part, and one text shape for all of them
+        return [Batch(i, t, n, text_length=self.text_length) for i, t, n in zip(images, texts, negatives)]
 
 
 @dataclass
@@ -43,3 +86,6 @@ class Item:
     bad_samples: dict[str, int] = field(default_factory=dict)
     shards: Findings = field(default_factory=dict)
     error: Optional[str] = None
+
+    def pin_memory(self) -> "Item":
+        return self if self.batch is None else replace(self, batch=self.batch.pin_memory())

@@ -7,7 +7,8 @@
 - One process: every batch is used, so every good sample read is delivered once (the last partial batch of each
   worker excepted, as with `drop_last`).
 - Several processes must take the same number of steps. A batch is used only at a position where every rank has one
-  (ranks agree with one small all-reduce per step); where another rank's position is empty, this rank's batch there
+  (ranks agree with one small all-reduce per step, on
+  CPU tensors: it never waits for a GPU); where another rank's position is empty, this rank's batch there
   is left out, and the epoch ends for all when the first rank runs out. With sizes.json, readers are balanced, so
   this only costs what damage unbalances.
 - A used batch carries the bad-sample counts met up to the next used batch, and `resume_skip`: the position of the
@@ -31,13 +32,20 @@ Agree = Callable[[int], tuple[int, int]]  # this rank's next position → (highe
 MAX_NAMED_SHARDS = 20
 
 
-def agree_over_processes(position: int) -> tuple[int, int]:
+def cpu_group():
+    """A process group over CPU tensors (gloo): the default group if it is one, else a new one (every process must call
+    this at the same point). Agreeing on a GPU (NCCL) group would make the host wait for the GPU at every step."""
     import torch.distributed as dist
 
-    nccl = dist.get_backend() == "nccl"
-    device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
-    pair = torch.tensor([position, -position], device=device)
-    dist.all_reduce(pair, op=dist.ReduceOp.MAX)
+    return None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+
+
+def agree_over_processes(position: int, group=None) -> tuple[int, int]:
+    """`Agree` over the processes of `group`, a CPU group (`cpu_group`)."""
+    import torch.distributed as dist
+
+    pair = torch.tensor([position, -position])
+    dist.all_reduce(pair, op=dist.ReduceOp.MAX, group=group)
     return int(pair[0]), -int(pair[1])
 
 

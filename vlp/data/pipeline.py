@@ -123,7 +123,7 @@ class _Worker:
         if self.plan.keys[0].negative:
             flat = [n for _, negatives, _, _ in checked for n in negatives]
             batch.negative_text = self.tokenizer(flat).view(len(checked), -1, batch.text.shape[-1])
-        return self._item(index, batch)
+        return self._item(index, batch.measured())  # here, in the worker, not in the trainer's step
 
     def _full_batches(self) -> Iterator[list]:
         """Lists of `batch_size` good samples as (caption, negatives, decoded image, augmentation seed)."""

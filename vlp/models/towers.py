@@ -93,6 +93,16 @@ class CLIP(OpenClipEncoder, open_clip.CLIP):
             return encode_text_trimmed(self, text, normalize)
         return super().encode_text(text, normalize)
 
+    def forward(self, image: Optional[torch.Tensor] = None, text: Optional[torch.Tensor] = None,
+                text_length: Optional[int] = None) -> dict:
+        """open_clip's forward; `text_length` (training passes the one the data loader measured: `Batch.text_length`)
+        saves reading the caption lengths from the tokens, which on a GPU would wait for the device."""
+        if text is None or text_length is None or not self.trim_text:
+            return super().forward(image, text)
+        out = super().forward(image, None)
+        out["text_features"] = encode_text_trimmed(self, text, normalize=True, length=text_length)
+        return out
+
 
 class CustomTextCLIP(OpenClipEncoder, open_clip.CustomTextCLIP):
     """open_clip's CustomTextCLIP (HF or `custom_text` towers); their padding is never trimmed."""

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from vlp.objectives.distributed import average_terms
+from vlp.objectives.precision import autocast_off, full_precision
 from vlp.objectives.registry import get, name_of, names
 from vlp.recipe.bounds import field_interval
 from vlp.recipe.errors import ConfigError
@@ -38,15 +39,17 @@ class Objective(nn.Module):
     def forward(self, image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: Scalar,
                 logit_bias: Optional[Scalar] = None, **extras) -> dict[str, torch.Tensor]:
         check_features(image_features, text_features)
-        given = {k: v for k, v in extras.items() if v is not None}
+        given = {k: full_precision(v) for k, v in extras.items() if v is not None}
         unknown = sorted(set(given) - set(self.extras))
         if unknown:
             raise ValueError(f"{type(self).__name__} does not use {', '.join(unknown)}"
                              + (" (hard-negative captions need objective 'hard_negative')"
                                 if "negative_text_features" in unknown else ""))
-        t = as_scalar(logit_scale, image_features, "logit_scale")
-        b = None if logit_bias is None else as_scalar(logit_bias, image_features, "logit_bias")
-        return average_terms(self.compute(image_features, text_features, t, b, **given))
+        with autocast_off(image_features, text_features):  # the loss math needs fp32: see precision.py
+            x, y = full_precision(image_features), full_precision(text_features)
+            t = as_scalar(full_precision(logit_scale), x, "logit_scale")
+            b = None if logit_bias is None else as_scalar(full_precision(logit_bias), x, "logit_bias")
+            return average_terms(self.compute(x, y, t, b, **given))
 
     def compute(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, b: Optional[torch.Tensor],
                 **extras) -> dict[str, torch.Tensor]:

@@ -13,12 +13,13 @@ import torch
 from torch.autograd import Function
 from torch.nn.functional import softplus
 
+from vlp.objectives.precision import without_autocast
 from vlp.objectives.tiled_softmax import tile_slices
 
 
 class _TiledSigmoid(Function):
     @staticmethod
-    @torch.amp.custom_fwd(device_type="cuda")  # backward runs under the forward's autocast state
+    @without_autocast  # autocast would run the tiles' matmuls in bf16: keep the inputs' dtype (fp32 from Objective)
     def forward(ctx, x, y, t, b, tile: int, offset: Optional[int]):
         want_grad = any(ctx.needs_input_grad[:4])
         total = torch.zeros((), dtype=torch.float64, device=x.device)
@@ -47,7 +48,7 @@ class _TiledSigmoid(Function):
         return total.to(x.dtype)
 
     @staticmethod
-    @torch.amp.custom_bwd(device_type="cuda")
+    @without_autocast
     def backward(ctx, grad):
         if ctx.grads is None:
             raise RuntimeError("the tiled sigmoid loss supports one backward pass per forward")

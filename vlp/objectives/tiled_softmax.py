@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch.autograd import Function
 
+from vlp.objectives.precision import without_autocast
+
 
 def tile_slices(n: int, tile: int) -> list[slice]:
     return [slice(start, min(start + tile, n)) for start in range(0, n, tile)]
@@ -31,7 +33,7 @@ def _tile_lse(x, y, t, tile, columns):
 
 class _TiledSoftmaxCE(Function):
     @staticmethod
-    @torch.amp.custom_fwd(device_type="cuda")  # backward runs under the forward's autocast state
+    @without_autocast  # autocast would run the tiles' matmuls in bf16: keep the inputs' dtype (fp32 from Objective)
     def forward(ctx, x, y, t, tile: int, offset: int, smoothing: float, columns: bool):
         """(mean CE of rows of Z with targets at column i+offset, mean CE of columns — 0 unless `columns`)."""
         rows, cols = x.shape[0], y.shape[0]
@@ -46,7 +48,7 @@ class _TiledSoftmaxCE(Function):
         return row_ce, col_ce
 
     @staticmethod
-    @torch.amp.custom_bwd(device_type="cuda")
+    @without_autocast
     def backward(ctx, row_grad, col_grad):
         x, y, t, row_lse, col_lse = ctx.saved_tensors
         tile, offset, smoothing, columns = ctx.options

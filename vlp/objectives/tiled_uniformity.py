@@ -13,6 +13,7 @@ import math
 import torch
 from torch.autograd import Function
 
+from vlp.objectives.precision import without_autocast
 from vlp.objectives.tiled_softmax import tile_slices
 
 
@@ -31,7 +32,7 @@ def _tile_logits(a, b, a_sq, b_sq, rows: slice, cols: slice) -> torch.Tensor:
 
 class _TiledLogMeanExp(Function):
     @staticmethod
-    @torch.amp.custom_fwd(device_type="cuda")  # backward runs under the forward's autocast state
+    @without_autocast  # autocast would run the tiles' matmuls in bf16: keep the inputs' dtype (fp32 from Objective)
     def forward(ctx, a, b, tile: int):
         n = a.shape[0]
         a_sq, b_sq = (a * a).sum(1), (b * b).sum(1)
@@ -45,7 +46,7 @@ class _TiledLogMeanExp(Function):
         return lse - math.log(n * (n - 1))
 
     @staticmethod
-    @torch.amp.custom_bwd(device_type="cuda")
+    @without_autocast
     def backward(ctx, grad):
         a, b, lse = ctx.saved_tensors
         n, tile = a.shape[0], ctx.tile

@@ -129,7 +129,7 @@ class TrainConfig:
     checkpoint_every: Optional[Duration] = bounded("(0, inf)", None)  # e.g. "500 steps"; default: end of run only
     keep_checkpoints: int = bounded("[1, inf)", 3)  # newest complete checkpoints kept; >= 2 allows fallback
     log_every: int = bounded("[1, inf)", 10)  # steps between metric records (values averaged over those steps)
-    # non-finite loss/gradient steps are skipped; this many in a row stop the run
+    # non-finite loss/gradient steps are skipped; this many in a row stop the run (at the next log/checkpoint step)
     max_nonfinite_steps: int = bounded("[1, inf)", 5)
     compile: bool = False  # torch.compile the model
     ema_decay: Optional[float] = bounded("(0, 1)", None)  # keep an EMA of the weights (ema.safetensors), e.g. 0.999

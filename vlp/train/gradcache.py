@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, fields
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
 from vlp.data.batch import Batch
+from vlp.models.text_trim import text_length_kwargs
 
 
 @dataclass
@@ -36,7 +37,6 @@ class Features:
 class StepOutput:
     terms: dict[str, torch.Tensor]  # "loss" and the objective's other terms, detached
     features: Features  # the local batch's embeddings, detached (for logit statistics)
-    backpropagated: bool  # False when `accept(loss)` refused the loss (non-finite on some rank)
 
 
 def forward_features(model: torch.nn.Module, batch: Batch) -> Features:
@@ -45,7 +45,7 @@ def forward_features(model: torch.nn.Module, batch: Batch) -> Features:
     n = text.shape[0]
     if negatives is not None:
         text = torch.cat([text, negatives.flatten(0, 1)])
-    out = model(batch.image, text)
+    out = model(batch.image, text, **text_length_kwargs(model, batch.text_length))
     text_features = out["text_features"]
     negative = text_features[n:].view(n, negatives.shape[1], -1) if negatives is not None else None
     return Features(out["image_features"], text_features[:n], negative, out["logit_scale"], out.get("logit_bias"))
@@ -57,19 +57,21 @@ def objective_terms(objective: torch.nn.Module, f: Features) -> dict[str, torch.
 
 
 def compute_gradients(model: torch.nn.Module, objective: torch.nn.Module, batch: Batch, micro_batch_size: int,
-                      accelerator, accept: Callable[[torch.Tensor], bool]) -> StepOutput:
-    """Accumulate ∂loss/∂θ of the local batch into the parameters' .grad (unless `accept(loss)` is False)."""
+                      accelerator) -> StepOutput:
+    """Accumulate ∂loss/∂θ of the local batch into the parameters' .grad.
+
+    A non-finite loss is backpropagated too (its gradients are non-finite): deciding to skip here would make the
+    host wait for the loss; the update skips the step on the device instead (`vlp.train.nonfinite`).
+    """
     if micro_batch_size >= len(batch):
         f = forward_features(model, batch)
         terms = objective_terms(objective, f)
-        ok = accept(terms["loss"])
-        if ok:
-            accelerator.backward(terms["loss"])
-        return StepOutput(_detach_terms(terms), f.detached(), ok)
-    return _cached_step(model, objective, batch.split(micro_batch_size), accelerator, accept)
+        accelerator.backward(terms["loss"])
+        return StepOutput(_detach_terms(terms), f.detached())
+    return _cached_step(model, objective, batch.split(micro_batch_size), accelerator)
 
 
-def _cached_step(model, objective, chunks: list[Batch], accelerator, accept) -> StepOutput:
+def _cached_step(model, objective, chunks: list[Batch], accelerator) -> StepOutput:
     states, cached = [], []
     with torch.no_grad():
         for chunk in chunks:
@@ -78,8 +80,6 @@ def _cached_step(model, objective, chunks: list[Batch], accelerator, accept) -> 
     after = _rng_state()
     full = _leaf(_concat(cached))
     terms = objective_terms(objective, full)
-    if not accept(terms["loss"]):
-        return StepOutput(_detach_terms(terms), full.detached(), False)
     terms["loss"].backward()  # gradients w.r.t. the cached embeddings only; no parameter is touched yet
     offsets = [0]
     for chunk in chunks:
@@ -92,7 +92,7 @@ def _cached_step(model, objective, chunks: list[Batch], accelerator, accept) -> 
             f = forward_features(model, chunk)
             accelerator.backward(_surrogate(f, full, offsets[i], offsets[i + 1], with_logits=last))
     _set_rng_state(after)
-    return StepOutput(_detach_terms(terms), full.detached(), True)
+    return StepOutput(_detach_terms(terms), full.detached())
 
 
 def _surrogate(f: Features, full: Features, start: int, stop: int, with_logits: bool) -> torch.Tensor:

@@ -17,19 +17,17 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from vlp.data.batch import Batch
+from vlp.data.train_data import prefetch_to
 from vlp.recipe import Recipe
 from vlp.run_dir import RunDir
 from vlp.train import state as st
 from vlp.train.evaluation import EvalHook
 from vlp.train.gradcache import compute_gradients
-from vlp.train.metrics import MetricsSink, Window, logit_stats
-from vlp.train.optim import build_optimizer, build_scheduler
-from vlp.train.setup import (Steps, local_batch_size, make_accelerator, prepare_run_dir, read_recipe, resolve_steps,
-                             start_trackers)
-
-
-class NonFiniteLossError(RuntimeError):
-    """Too many consecutive steps had a non-finite loss or gradient."""
+from vlp.train.metrics import MetricsSink, Values, Window, host_values, logit_stats
+from vlp.train.nonfinite import NonFiniteLossError, NonFiniteSteps, step_is_finite  # noqa: F401 (vlp.train's)
+from vlp.train.optim import build_optimizer, build_scheduler, step_unless_skipped
+from vlp.train.setup import (Steps, local_batch_size, make_accelerator, prepare_run_dir, read_recipe,
+                             release_accelerator_state, resolve_steps, start_trackers)
 
 
 @dataclass
@@ -59,6 +57,7 @@ class Run:
     sink: MetricsSink
     evaluator: EvalHook
     dir: RunDir
+    nonfinite: NonFiniteSteps
     callbacks: Sequence[StepCallback] = ()
 
     @property
@@ -97,12 +96,14 @@ def train(recipe: Recipe | str | Path, resume: Optional[str] = None, *, override
         transform = image_transform(raw_model, train=True, scale=recipe.data.augment_scale,
                                     ratio=recipe.data.augment_ratio)
         data = build_train_data(recipe.data, transform, tokenizer, local_batch_size=local_batch, seed=cfg.seed,
-                                rank=rank, world_size=world)
+                                rank=rank, world_size=world, pin_memory=acc.device.type == "cuda")
     steps = resolve_steps(recipe, data.samples_per_epoch, source)
     if resume_from:
         st.restore_weights(resume_from[0], raw_model)
     ema = st.EMA(raw_model, cfg.ema_decay) if cfg.ema_decay else None
     optimizer = build_optimizer(raw_model, recipe.optim)
+    # Default dynamic shapes: the first change of text length (bucketed, `Batch.text_length`) recompiles the towers
+    # once with a symbolic length, which every later bucket reuses.
     model = torch.compile(raw_model) if cfg.compile else raw_model
     model, optimizer = acc.prepare(model, optimizer)
     scheduler = build_scheduler(optimizer, recipe.schedule, steps.warmup, steps.total)
@@ -114,7 +115,8 @@ def train(recipe: Recipe | str | Path, resume: Optional[str] = None, *, override
         sink.truncate_after(progress.step)
     start_trackers(acc, recipe, run_name)
     evaluator = EvalHook(recipe, raw_model, tokenizer, acc, sink, run_dir)
-    run = Run(recipe, steps, data, raw_model, objective, trainables, progress, sink, evaluator, run_dir, callbacks)
+    run = Run(recipe, steps, data, raw_model, objective, trainables, progress, sink, evaluator, run_dir,
+              NonFiniteSteps(progress, acc.device), callbacks)
     final, last_logged = (resume_from[0] if resume_from else None), {}
     try:
         if progress.step < steps.total:  # else: resuming a run that already finished
@@ -124,7 +126,7 @@ def train(recipe: Recipe | str | Path, resume: Optional[str] = None, *, override
             _export(recipe, run_dir, acc)
     finally:
         acc.end_training()
-        _release_accelerator_state()
+        release_accelerator_state()
     return RunResult(run_dir.root, final, progress.step, progress.samples_seen, last_logged, evaluator.records,
                      progress.nonfinite_total)
 
@@ -137,7 +139,7 @@ def _loop(run: Run) -> dict[str, float]:
     while progress.step < steps.total:
         skip, got_any = progress.batches_in_epoch, False
         fetch_started = time.perf_counter()
-        for batch in run.data.batches(progress.epoch, skip=skip):
+        for batch in prefetch_to(run.data.batches(progress.epoch, skip=skip), acc.device):
             got_any = True
             data_time = time.perf_counter() - fetch_started
             _add_bad_samples(local_bad, progress.epoch, batch.bad_samples)
@@ -145,7 +147,10 @@ def _loop(run: Run) -> dict[str, float]:
             values["data_time"] = data_time
             window.add(values, cfg.batch_size)
             step = progress.step
-            if step % cfg.log_every == 0 or step == steps.total:
+            logs = step % cfg.log_every == 0 or step == steps.total
+            if logs or step % steps.checkpoint_every == 0:  # the host syncs here anyway: read the skip counts
+                run.nonfinite.check(progress, cfg.max_nonfinite_steps)
+            if logs:
                 progress.bad_samples = _merge_bad_samples(acc, progress.bad_samples, local_bad)
                 local_bad = {}
                 logged = _log(run, window, bar)
@@ -157,8 +162,10 @@ def _loop(run: Run) -> dict[str, float]:
                 run.evaluator.run(step)
                 run.model.train()
             bar.update(1)
-            for callback in run.callbacks:
-                callback(step, values)
+            if run.callbacks:  # floats for the callbacks: a host read, so only when there are callbacks
+                host = host_values(values)
+                for callback in run.callbacks:
+                    callback(step, host)
             if step >= steps.total:
                 break
             fetch_started = time.perf_counter()
@@ -172,78 +179,56 @@ def _loop(run: Run) -> dict[str, float]:
     return logged
 
 
-def _step(run: Run, batch: Batch) -> dict[str, float]:
-    """One optimizer iteration on this process's local batch; returns the step's scalar metrics."""
+def _step(run: Run, batch: Batch) -> Values:
+    """One optimizer iteration on this process's local batch (already on the device); returns the step's metrics.
+
+    Nothing here reads a device value on the host, so a GPU never waits for the host mid-run: the metrics stay 0-d
+    device tensors until a log step, and a non-finite step is skipped on the device (`vlp.train.nonfinite`).
+    """
     cfg, acc, progress = run.recipe.train, run.acc, run.progress
     # past positions a damaged epoch left empty
     resume_skip = progress.batches_in_epoch + 1 if batch.resume_skip is None else batch.resume_skip
-    batch = batch.to(acc.device)
     # Randomness of step s depends only on (seed, s, rank): a resumed run draws what the uninterrupted one did.
     torch.manual_seed(_step_seed(cfg.seed, progress.step, acc.process_index))
     lr = run.trainables.optimizer.param_groups[0]["lr"]
     micro = cfg.micro_batch_size or cfg.batch_size
-    out = compute_gradients(run.model, run.objective, batch, micro, acc, accept=_finite_everywhere)
-    applied, grad_norm = _update(run, out.backpropagated)
-    _count_nonfinite(progress, applied, cfg.max_nonfinite_steps)
+    out = compute_gradients(run.model, run.objective, batch, micro, acc)
+    ok, grad_norm = _update(run, out.terms["loss"])
+    run.nonfinite.add(ok)
     progress.step += 1
     progress.batches_in_epoch = int(resume_skip)
     progress.samples_seen += cfg.batch_size
-    tensors = {k if k == "loss" else f"objective/{k}": v for k, v in out.terms.items()}
-    tensors.update(logit_stats(out.features))
-    # One device→host copy for all of them: a .item() each would synchronise a GPU a dozen times per step.
-    values = dict(zip(tensors, torch.stack([v.double().reshape(()) for v in tensors.values()]).tolist()))
+    values: Values = {k if k == "loss" else f"objective/{k}": v for k, v in out.terms.items()}
+    values.update(logit_stats(out.features))
     values.update(lr=lr, grad_norm=grad_norm)
     return values
 
 
-def _update(run: Run, backpropagated: bool) -> tuple[bool, float]:
-    """Clip, step (unless the loss or gradient norm is non-finite), schedule, clamp the logit scale, update the EMA."""
+def _update(run: Run, loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clip, step (skipped on the device if the loss or gradient norm is non-finite on any process), schedule, clamp
+    the logit scale, update the EMA. Returns whether the step was applied and the gradient norm, as device tensors."""
     acc, t, clip = run.acc, run.trainables, run.recipe.optim.grad_clip
-    grad_norm = float("nan")
-    applied = backpropagated
-    if backpropagated:
-        params = [p for p in run.model.parameters() if p.requires_grad]
-        # Clipping, fp16 unscaling and sharded (FSDP/DeepSpeed) norms go through accelerate.
-        if clip or acc.scaler is not None or acc.distributed_type.name in ("FSDP", "DEEPSPEED"):
-            grad_norm = float(acc.clip_grad_norm_(params, clip if clip else float("inf")))
-        else:  # the norm alone, for logging and the finiteness check: no pass rescaling every gradient by 1.0
-            grad_norm = float(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
-        # fp16's scaler skips overflowing steps itself and lowers the scale; elsewhere a non-finite norm is a bad step.
-        applied = math.isfinite(grad_norm) or acc.scaler is not None
-    if applied:
+    params = [p for p in run.model.parameters() if p.requires_grad]
+    # Clipping, fp16 unscaling and sharded (FSDP/DeepSpeed) norms go through accelerate.
+    if clip or acc.scaler is not None or acc.distributed_type.name in ("FSDP", "DEEPSPEED"):
+        grad_norm = acc.clip_grad_norm_(params, clip if clip else float("inf"))
+    else:  # the norm alone, for logging and the finiteness check: no pass rescaling every gradient by 1.0
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    if acc.scaler is not None:  # fp16's scaler skips overflowing steps itself (on the host) and lowers the scale
+        ok = step_is_finite(loss)
         t.optimizer.step()
+    else:
+        ok = step_is_finite(loss, torch.as_tensor(grad_norm, device=loss.device))
+        step_unless_skipped(t.optimizer, ok)
     t.optimizer.zero_grad(set_to_none=True)
     with warnings.catch_warnings():  # a skipped first step makes torch warn about the call order; that is intended
         warnings.simplefilter("ignore", UserWarning)
         t.scheduler.step()
-    if applied:
-        with torch.no_grad():
-            run.raw_model.logit_scale.clamp_(0, math.log(run.recipe.model.max_logit_scale))
-        if t.ema is not None:
-            t.ema.update(run.raw_model)
-    return applied, grad_norm
-
-
-def _count_nonfinite(progress: st.Progress, applied: bool, limit: int) -> None:
-    if applied:
-        progress.nonfinite_in_row = 0
-        return
-    progress.nonfinite_in_row += 1
-    progress.nonfinite_total += 1
-    if progress.nonfinite_in_row >= limit:
-        raise NonFiniteLossError(f"stopping at step {progress.step + 1}: the loss or gradient was non-finite for "
-                                 f"{progress.nonfinite_in_row} steps in a row (train.max_nonfinite_steps={limit}); "
-                                 "try a lower optim.lr, optim.grad_clip, or bf16 instead of fp16")
-    warnings.warn(f"step {progress.step + 1}: non-finite loss or gradient; step skipped "
-                  f"({progress.nonfinite_in_row} in a row)", stacklevel=2)
-
-
-def _finite_everywhere(loss: torch.Tensor) -> bool:
-    """All processes must agree to skip, or DDP's collectives would wait forever on the ones that did not."""
-    finite = torch.isfinite(loss.detach()).float().reshape(1)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-    return bool(finite.item() == 1.0)
+    with torch.no_grad():  # a no-op on a skipped step: the weights are those clamped after the last applied one
+        run.raw_model.logit_scale.clamp_(0, math.log(run.recipe.model.max_logit_scale))
+    if t.ema is not None:
+        t.ema.update(run.raw_model, ok)
+    return ok, grad_norm
 
 
 def _add_bad_samples(into: dict[str, dict[str, int]], epoch: int | str, counts: dict[str, int]) -> None:
@@ -301,14 +286,6 @@ def _export(recipe: Recipe, run: RunDir, acc) -> None:
     e = recipe.export
     export(run.root, run.export, formats=e.formats or None, overwrite=True, license=e.license,
            push_to_hub=e.push_to_hub, private=e.private, revision=e.revision)
-
-
-def _release_accelerator_state() -> None:
-    """Let a later train() in this process choose another precision (accelerate keeps its state as a singleton);
-    the process group (PartialState) stays, so this is safe under torchrun too."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state()
 
 
 def _progress_bar(recipe: Recipe, acc, total: int, initial: int):

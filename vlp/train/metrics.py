@@ -43,24 +43,38 @@ def _std(x: torch.Tensor) -> torch.Tensor:
     return x.std() if x.numel() > 1 else x.new_zeros(())
 
 
+Values = dict[str, "float | torch.Tensor"]  # a step's metrics: host numbers, and 0-d tensors still on the device
+
+
+def host_values(values: Values) -> dict[str, float]:
+    """The values as floats, with one device→host copy for all the tensors (a read each would sync a GPU each)."""
+    names = [k for k, v in values.items() if isinstance(v, torch.Tensor)]
+    out = {k: float(v) for k, v in values.items() if not isinstance(v, torch.Tensor)}
+    if names:
+        out.update(zip(names, torch.stack([values[k].detach().double().reshape(()) for k in names]).tolist()))
+    return out
+
+
 class Window:
-    """Averages of per-step values since the last flush, and the throughput over that time."""
+    """Averages of per-step values since the last flush, and the throughput over that time. Tensor values are summed
+    on their device: the host reads them once, at the flush."""
 
     def __init__(self) -> None:
-        self.sums: dict[str, float] = defaultdict(float)
+        self.sums: dict[str, float | torch.Tensor] = defaultdict(float)
         self.steps = 0
         self.samples = 0
         self.started = time.perf_counter()
 
-    def add(self, values: dict[str, float], samples: int) -> None:
+    def add(self, values: Values, samples: int) -> None:
         for k, v in values.items():
-            self.sums[k] += v
+            self.sums[k] = self.sums[k] + (v.detach().double() if isinstance(v, torch.Tensor) else v)
         self.steps += 1
         self.samples += samples
 
     def flush(self, world_size: int) -> dict[str, float]:
+        sums = host_values(self.sums)
         elapsed = max(time.perf_counter() - self.started, 1e-9)
-        out = {k: v / max(self.steps, 1) for k, v in self.sums.items()}
+        out = {k: v / max(self.steps, 1) for k, v in sums.items()}
         out["samples_per_s"] = self.samples / elapsed
         out["samples_per_s_per_device"] = out["samples_per_s"] / world_size
         self.__init__()

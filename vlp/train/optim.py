@@ -48,3 +48,21 @@ def lr_multiplier(cfg: ScheduleConfig, warmup_steps: int, total_steps: int) -> C
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, warmup_steps: int,
                     total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(cfg, warmup_steps, total_steps))
+
+
+def step_unless_skipped(optimizer: torch.optim.Optimizer, ok: torch.Tensor) -> None:
+    """`optimizer.step()` where the 0-d bool `ok` is True, else nothing changes (weights, moments, step count).
+
+    Fused AdamW decides on the device (`found_inf`, as GradScaler uses it), so the host never waits for the GPU;
+    other optimizers (no fused kernel for the parameters' device) read `ok` on the host.
+    """
+    inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer wraps it
+    if not inner.defaults.get("fused"):
+        if bool(ok):
+            optimizer.step()
+        return
+    inner.found_inf = (~ok).float()
+    try:
+        optimizer.step()
+    finally:
+        del inner.found_inf

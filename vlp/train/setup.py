@@ -42,8 +42,49 @@ def make_accelerator(recipe: Recipe, run: RunDir, source: str):
             raise RecipeError(source, "logging.trackers", "wandb is not installed (pip install wandb)") from None
     # Without a GPU, accelerate only distributes over processes (gloo) when told to run on CPU.
     cpu = not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
-    return Accelerator(cpu=cpu, mixed_precision=recipe.train.precision, log_with=trackers or None,
-                       project_dir=str(run.trackers))
+    precision = recipe.train.precision
+    try:
+        accelerator = Accelerator(cpu=cpu, mixed_precision=precision, log_with=trackers or None,
+                                  project_dir=str(run.trackers))
+        problem = precision_problem(accelerator, precision)
+    except ValueError as e:  # accelerate refuses a precision the device lacks
+        if precision == "no":
+            raise
+        problem = str(e)
+    if problem:
+        release_accelerator_state()
+        raise RecipeError(source, "train.precision", problem)
+    return accelerator
+
+
+_AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def precision_problem(accelerator, precision: str) -> Optional[str]:
+    """Why the mixed precision asked for would not be applied, or None.
+
+    accelerate wraps the model's forward in its autocast context; where it cannot autocast (fp16 on CPU) it silently
+    runs fp32, so the probe checks that a matmul in that context really computes in the requested dtype.
+    """
+    engine_casts = accelerator.distributed_type.name in ("DEEPSPEED", "MEGATRON_LM")  # cast the model themselves
+    if precision not in _AUTOCAST_DTYPES or engine_casts:
+        return None
+    device = accelerator.device
+    with accelerator.autocast():
+        probe = torch.ones(2, 2, device=device) @ torch.ones(2, 2, device=device)
+    if probe.dtype == _AUTOCAST_DTYPES[precision]:
+        return None
+    computes = str(probe.dtype).removeprefix("torch.")
+    return (f"{precision} autocast is not available on {device.type} (accelerate would silently train in "
+            f"{computes}); use {'bf16 or no' if device.type == 'cpu' else 'no'}")
+
+
+def release_accelerator_state() -> None:
+    """Let a later accelerator in this process choose another precision (accelerate keeps its state as a singleton);
+    the process group (PartialState) stays, so this is safe under torchrun too."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
 
 
 def prepare_run_dir(accelerator, recipe: Recipe, run: RunDir, resuming: bool, source: str) -> None:

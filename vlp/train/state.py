@@ -45,10 +45,12 @@ class EMA:
         self.weights = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
 
     @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
+    def update(self, model: torch.nn.Module, applied: torch.Tensor | bool = True) -> None:
+        """`applied` (a device tensor, not read on the host) False leaves the average as it is: a skipped step."""
         current = model.state_dict()
+        rate = (1.0 - self.decay) * applied
         for name, average in self.weights.items():
-            average.mul_(self.decay).add_(current[name].detach(), alpha=1.0 - self.decay)
+            average.lerp_(current[name].detach(), rate)
 
     def load(self, tensors: dict[str, torch.Tensor]) -> None:
         for name, average in self.weights.items():

@@ -6,6 +6,7 @@
       eval_results.json              in-training evaluation records (read by the model card)
       bad_samples.json               skipped samples per epoch and in all
       checkpoints/step_NNNNNNNN/     model, optimizer, ema, rng_<rank> .safetensors + state.json (written last)
+                                     (FSDP: also {model,optimizer,ema}-rankRRRRR-of-WWWWW.safetensors)
       checkpoints/latest             the name of the newest checkpoint
       plots/  export/                `vlp plot`, and the recipe's export
       <tracker project>/             TensorBoard events (accelerate's project_dir is the run dir)
@@ -28,6 +29,7 @@ from typing import Any, Optional
 LATEST = "latest"  # `--resume latest`, and the pointer file naming the newest checkpoint
 TEMP_PREFIX = ".tmp-"  # a checkpoint (or pointer) being written; never read
 _CHECKPOINT_NAME = re.compile(r"^step_(\d+)$")
+WEIGHTS = ("raw", "ema")  # a checkpoint's trained weights (`Checkpoint.model`) or their moving average (`.ema`)
 
 
 class CheckpointError(RuntimeError):
@@ -66,6 +68,19 @@ class Checkpoint:
 
     def rng(self, rank: int) -> Path:
         return self.path / f"rng_{rank}.safetensors"
+
+    # A sharded checkpoint (vlp.train.sharded): each of `world` ranks writes its rows of the model, optimizer and EMA.
+    def model_shard(self, rank: int, world: int) -> Path:
+        return self._shard("model", rank, world)
+
+    def optimizer_shard(self, rank: int, world: int) -> Path:
+        return self._shard("optimizer", rank, world)
+
+    def ema_shard(self, rank: int, world: int) -> Path:
+        return self._shard("ema", rank, world)
+
+    def _shard(self, kind: str, rank: int, world: int) -> Path:
+        return self.path / f"{kind}-rank{rank:05d}-of-{world:05d}.safetensors"
 
     def verify(self) -> dict[str, Any]:
         """The checkpoint's state after checking every file against the manifest; CheckpointError if not."""

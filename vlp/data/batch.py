@@ -44,6 +44,7 @@ class Batch:
     # Token positions (text and negatives) the text tower needs, bucketed: measured on the CPU, where it costs no
     # device sync (`text_length`); None until collated or moved.
     text_length: Optional[int] = None
+    keys: Optional[list[str]] = None  # the samples' keys (`__key__`), in row order, where the pipeline knows them
 
     def __len__(self) -> int:
         return self.text.shape[0]

@@ -72,7 +72,8 @@ class HFReader(SourceReader):
         return [f"{a}:{b}" for a, b in zip(bounds, bounds[1:])], [b - a for a, b in zip(bounds, bounds[1:])]
 
     def read(self, source: Source, piece: Piece, counts: Counter, findings: Findings) -> Iterator[dict]:
-        """Rows of the chunk (indices count from the chunk's start); row counts are exact, so nothing is found."""
+        """Rows of the chunk (`__index__` counts from the chunk's start, as pieces do; the key is the row number); row
+        counts are exact, so nothing is found."""
         cfg = source.config
         start, stop = source.shards[piece.shard].split(":")
         first = int(start)
@@ -92,7 +93,7 @@ class HFReader(SourceReader):
                 continue
             index = first + offset
             sample = {k: v for k, v in row.items() if k != cfg.image_column}
-            sample.update({"__key__": str(index), "__url__": cfg.shards, "__index__": index, cfg.image_column: image})
+            sample.update({"__key__": str(index), "__url__": cfg.shards, "__index__": offset, cfg.image_column: image})
             yield sample
 
     def sample_keys(self, data: DataConfig, cfg: SourceConfig) -> SampleKeys:

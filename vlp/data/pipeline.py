@@ -4,22 +4,24 @@ Each logical worker w of W produces items at positions w, w + W, w + 2W, ... of 
 samples last, then, if it ran dry before the epoch's batch count, one end marker. The DataLoader hands items over
 round-robin and skips a worker that has ended, so they arrive in position order; a position is therefore a resume
 point (`skip`), and resuming skips raw samples without augmenting them. Every item carries the bad-sample counts met
-since the previous one and the shards found to differ from sizes.json (see `vlp.data.epoch`).
+since the previous one and the shards found to differ from sizes.json (see `vlp.data.epoch`); a batch carries its
+samples' keys. An epoch resumed with another layout (processes × workers) reads what the earlier ones left, from the
+position where it took over (`Plan.first`, `vlp.data.continuation`).
 """
 from __future__ import annotations
 
 import random
 from collections import Counter
-from dataclasses import dataclass, replace
-from typing import Callable, Iterator, Optional
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional, Protocol, Sequence
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from vlp.data.batch import Batch, Item
 from vlp.data.decode import BadSample, SampleKeys, check_text, decode_image
-from vlp.data.sources import DataError, Findings, Source
-from vlp.data.streams import epoch_pieces, epoch_stream, resampled_stream, rng_for, shuffled
+from vlp.data.sources import DataError, Findings, Piece, Source
+from vlp.data.streams import SampleId, epoch_pieces, epoch_stream, resampled_stream, rng_for, shuffled
 
 MAX_BAD_IN_A_ROW = 10_000  # this many consecutive bad samples means the data is unusable, not merely dirty
 
@@ -38,6 +40,11 @@ class Plan:
     batches_per_rank: Optional[int]  # per epoch, at most; None = endless (resampled, size unknown)
     epoch: int = 0
     skip: int = 0  # positions of the epoch already consumed
+    # Continuing an epoch begun with another layout (`vlp.data.continuation`): the first position read with this one,
+    # every slot's pieces of what was left, and the samples to pass over in them (delivered before).
+    first: int = 0
+    pieces: Optional[tuple[tuple[Piece, ...], ...]] = None  # per slot; None: the epoch's own
+    exclude: frozenset[SampleId] = frozenset()
 
 
 def owed(total: Optional[int], workers: int, worker: int) -> Optional[int]:
@@ -45,35 +52,55 @@ def owed(total: Optional[int], workers: int, worker: int) -> Optional[int]:
     return None if total is None else max(0, (total - worker + workers - 1) // workers)
 
 
-def slot_quotas(plan: Plan) -> Optional[list[int]]:
-    """Samples each reading slot (rank-major) reads per epoch, None when shard sizes are unknown: in proportion to
-    the batches it owes, all samples shared out, so that clean data fills every slot's batches exactly."""
+def slot_quotas(plan: Plan, samples: Optional[int] = None) -> Optional[list[int]]:
+    """Samples each reading slot (rank-major) reads, None when shard sizes are unknown: in proportion to the batches
+    it owes from position `plan.first` on, all `samples` (default: the epoch's) shared out, so that clean data fills
+    every slot's batches exactly."""
     if any(s.num_samples is None for s in plan.sources):
         return None
     slots = plan.world_size * plan.workers
     total = sum(s.num_samples for s in plan.sources)
     batches = total // (plan.batch_size * plan.world_size)
-    quotas = [owed(batches, plan.workers, w) * plan.batch_size for _ in range(plan.world_size)
-              for w in range(plan.workers)]
-    rest = total - sum(quotas)
-    return [q + rest // slots + (slot < rest % slots) for slot, q in enumerate(quotas)]
+    quotas = [(owed(batches, plan.workers, w) - owed(plan.first, plan.workers, w)) * plan.batch_size
+              for _ in range(plan.world_size) for w in range(plan.workers)]
+    rest = (total if samples is None else samples) - sum(quotas)
+    return [max(0, q + rest // slots + (slot < rest % slots)) for slot, q in enumerate(quotas)]
 
 
-def _raw_stream(plan: Plan, worker: int, counts: Counter, findings: Findings) -> Iterator[dict]:
+def slot_pieces(plan: Plan) -> Sequence[Sequence[Piece]]:
+    """Every slot's pieces of the epoch (epoch mode)."""
+    if plan.pieces is not None:
+        return plan.pieces
+    return epoch_pieces(plan.sources, plan.seed, plan.epoch, plan.world_size * plan.workers, slot_quotas(plan))
+
+
+class Tap(Protocol):
+    """Watches a slot's raw samples going into its shuffle buffer and coming out (`vlp.data.continuation`)."""
+
+    def inputs(self, samples: Iterator[dict]) -> Iterator[dict]: ...
+
+    def outputs(self, samples: Iterator[dict]) -> Iterator[dict]: ...
+
+
+def _raw_stream(plan: Plan, worker: int, counts: Counter, findings: Findings,
+                tap: Optional[Tap] = None) -> Iterator[dict]:
     rng = rng_for(plan.seed, plan.epoch, plan.rank, worker, "buffer")
 
     def shuffle(samples: Iterator[dict]) -> Iterator[dict]:
-        return shuffled(samples, plan.shuffle_buffer, rng)
+        if tap is None:
+            return shuffled(samples, plan.shuffle_buffer, rng)
+        return tap.outputs(shuffled(tap.inputs(samples), plan.shuffle_buffer, rng))
 
     if plan.resampled:
         return shuffle(resampled_stream(plan.sources, plan.seed, plan.epoch, plan.rank, worker, counts))
-    pieces = epoch_pieces(plan.sources, plan.seed, plan.epoch, plan.world_size * plan.workers, slot_quotas(plan))
-    return epoch_stream(plan.sources, pieces[plan.rank * plan.workers + worker], counts, findings, shuffle)
+    pieces = slot_pieces(plan)[plan.rank * plan.workers + worker]
+    return epoch_stream(plan.sources, pieces, counts, findings, shuffle, plan.exclude)
 
 
-class _Worker:
-    def __init__(self, plan: Plan, worker: int, transform: Callable, tokenizer: Callable):
-        self.plan, self.worker, self.transform, self.tokenizer = plan, worker, transform, tokenizer
+class SlotWorker:
+    def __init__(self, plan: Plan, worker: int, transform: Optional[Callable], tokenizer: Optional[Callable],
+                 tap: Optional[Tap] = None):
+        self.plan, self.worker, self.transform, self.tokenizer, self.tap = plan, worker, transform, tokenizer, tap
         self.counts: Counter = Counter()
         self.findings: Findings = {}
         self.bad_in_a_row = 0
@@ -117,23 +144,23 @@ class _Worker:
         return item
 
     def _collate(self, checked: list, index: int) -> Item:
-        captions = [c for c, _, _, _ in checked]
-        images = [self._augment(image, seed) for _, _, image, seed in checked]
-        batch = Batch(torch.stack(images), self.tokenizer(captions))
+        captions = [c for c, _, _, _, _ in checked]
+        images = [self._augment(image, seed) for _, _, image, seed, _ in checked]
+        batch = Batch(torch.stack(images), self.tokenizer(captions), keys=[key for *_, key in checked])
         if self.plan.keys[0].negative:
-            flat = [n for _, negatives, _, _ in checked for n in negatives]
+            flat = [n for _, negatives, _, _, _ in checked for n in negatives]
             batch.negative_text = self.tokenizer(flat).view(len(checked), -1, batch.text.shape[-1])
         return self._item(index, batch.measured())  # here, in the worker, not in the trainer's step
 
-    def _full_batches(self) -> Iterator[list]:
-        """Lists of `batch_size` good samples as (caption, negatives, decoded image, augmentation seed)."""
+    def full_batches(self) -> Iterator[list]:
+        """Lists of `batch_size` good samples as (caption, negatives, decoded image, augmentation seed, key)."""
         plan, w = self.plan, self.worker
         base = rng_for(plan.seed, plan.epoch, plan.rank, w, "augment").getrandbits(62)
         checked: list = []
-        for position, sample in enumerate(_raw_stream(plan, w, self.counts, self.findings)):
+        for position, sample in enumerate(_raw_stream(plan, w, self.counts, self.findings, self.tap)):
             good = self._check(sample, rng_for(base, position))
             if good is not None:
-                checked.append((*good, base + position))
+                checked.append((*good, base + position, sample["__key__"]))
                 if len(checked) == plan.batch_size:
                     yield checked
                     checked = []
@@ -144,8 +171,8 @@ class _Worker:
         skipped = owed(plan.skip, plan.workers, w)
         if total is not None and skipped >= total:
             return
-        index = 0
-        for checked in self._full_batches():
+        index = owed(plan.first, plan.workers, w)  # this worker's batches before this layout's first position
+        for checked in self.full_batches():
             if index >= skipped:
                 yield self._collate(checked, index)
             else:
@@ -171,13 +198,10 @@ class WorkerDataset(IterableDataset):
         super().__init__()
         self.plan, self.transform, self.tokenizer = plan, transform, tokenizer
 
-    def with_epoch(self, epoch: int, skip: int) -> "WorkerDataset":
-        return WorkerDataset(replace(self.plan, epoch=epoch, skip=skip), self.transform, self.tokenizer)
-
     def __iter__(self) -> Iterator[Item]:
         info = get_worker_info()
         if info is not None:
             torch.set_num_threads(1)
         physical = info.id if info is not None else 0
         worker = (physical + self.plan.skip) % self.plan.workers
-        return _Worker(self.plan, worker, self.transform, self.tokenizer).items()
+        return SlotWorker(self.plan, worker, self.transform, self.tokenizer).items()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import random
+from bisect import bisect_left
 from collections import Counter
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -26,10 +27,17 @@ def rng_for(*parts: object) -> random.Random:
     return random.Random(":".join(str(p) for p in parts))
 
 
+SampleId = tuple[int, int, int]  # (source, shard, index in the shard)
+
+
+def sample_id(sample: dict) -> SampleId:
+    return sample["__source__"], sample["__shard__"], sample["__index__"]
+
+
 def read_piece(sources: Sequence[Source], piece: Piece, counts: Counter, findings: Findings) -> Iterator[dict]:
     source = sources[piece.source]
     for sample in source.reader.read(source, piece, counts, findings):
-        sample["__source__"] = piece.source
+        sample["__source__"], sample["__shard__"] = piece.source, piece.shard
         yield sample
 
 
@@ -40,36 +48,53 @@ def epoch_pieces(sources: Sequence[Source], seed: int, epoch: int, slots: int,
     shards = [(s, i) for s, source in enumerate(sources) for i in range(len(source.shards))]
     rng_for(seed, epoch, "shards").shuffle(shards)
     if quotas is not None:
-        return _runs(shards, [source.sizes for source in sources], quotas)
+        return cut_runs([Piece(s, i) for s, i in shards], [source.sizes for source in sources], quotas)
     nparts = math.ceil(slots / len(shards))
     pieces = [Piece(s, i, part=part, nparts=nparts) for s, i in shards for part in range(nparts)]
     return [pieces[slot::slots] for slot in range(slots)]
 
 
-def _runs(shards: list[tuple[int, int]], sizes: list[tuple[int, ...]], quotas: list[int]) -> list[list[Piece]]:
-    """The shards laid end to end, cut into consecutive runs of `quotas[slot]` samples. A shard's last piece reads to
-    the shard's real end (stop None), so that it sees a count that differs from sizes.json."""
+def cut_runs(spans: list[Piece], sizes: list[Optional[tuple[int, ...]]], quotas: list[int],
+             excluded: Optional[dict[tuple[int, int], list[int]]] = None) -> list[list[Piece]]:
+    """The spans laid end to end, cut into consecutive runs of `quotas[slot]` samples, not counting the `excluded`
+    indices (sorted, per (source, shard)). A span to its shard's end (stop None) keeps its last piece reading to the
+    shard's real end, so that it sees a count that differs from sizes.json."""
     runs: list[list[Piece]] = [[] for _ in quotas]
     slot, left = 0, quotas[0]
-    for s, i in shards:
-        size, start = sizes[s][i], 0
-        while start < size:
+    for span in spans:
+        end = sizes[span.source][span.shard] if span.stop is None else span.stop
+        gaps = (excluded or {}).get((span.source, span.shard), [])
+        start = span.start
+        while start < end:
             while left == 0 and slot + 1 < len(quotas):
                 slot += 1
                 left = quotas[slot]
             if left == 0:
                 return runs
-            stop = min(size, start + left)
-            runs[slot].append(Piece(s, i, start, None if stop == size else stop))
-            left -= stop - start
+            stop = _after(start, left, gaps, end)
+            runs[slot].append(span._replace(start=start, stop=None if stop == end and span.stop is None else stop))
+            left -= stop - start - (bisect_left(gaps, stop) - bisect_left(gaps, start))
             start = stop
     return runs
 
 
-def epoch_stream(sources: Sequence[Source], pieces: list[Piece], counts: Counter, findings: Findings,
-                 shuffle: Callable[[Iterator[dict]], Iterator[dict]]) -> Iterator[dict]:
-    """This slot's pieces, once, through the shuffle buffer."""
-    yield from shuffle(s for piece in pieces for s in read_piece(sources, piece, counts, findings))
+def _after(start: int, wanted: int, gaps: list[int], end: int) -> int:
+    """The index after the first `wanted` indices from `start` that are not in `gaps` (sorted), at most `end`."""
+    stop = start + wanted
+    for gap in gaps[bisect_left(gaps, start):]:
+        if gap >= stop:
+            break
+        stop += 1
+    return min(stop, end)
+
+
+def epoch_stream(sources: Sequence[Source], pieces: Sequence[Piece], counts: Counter, findings: Findings,
+                 shuffle: Callable[[Iterator[dict]], Iterator[dict]],
+                 exclude: frozenset[SampleId] = frozenset()) -> Iterator[dict]:
+    """This slot's pieces, once, through the shuffle buffer, without the `exclude`d samples (delivered earlier in the
+    epoch, see `vlp.data.continuation`)."""
+    samples = (s for piece in pieces for s in read_piece(sources, piece, counts, findings))
+    yield from shuffle(s for s in samples if sample_id(s) not in exclude) if exclude else shuffle(samples)
 
 
 def _resampled_source(sources: Sequence[Source], s: int, rng: random.Random, counts: Counter) -> Iterator[dict]:

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from functools import cached_property, partial
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import torch
 from torch.utils.data import DataLoader
 
 from vlp.data.batch import Batch, Item
+from vlp.data.continuation import Layout, continued
 from vlp.data.epoch import Agree, agree_over_processes, cpu_group, used_batches, warn_about_sizes
 from vlp.data.pipeline import Plan, WorkerDataset
 from vlp.data.sources import DataError, Source, load_sources
@@ -39,7 +41,7 @@ class TrainData:
 
     def __init__(self, plan: Plan, transform: Callable, tokenizer: Callable, loader_workers: int,
                  pin_memory: bool = False):
-        self._dataset = WorkerDataset(plan, transform, tokenizer)
+        self._transform, self._tokenizer = transform, tokenizer
         self._plan = plan
         self._loader_workers = loader_workers
         self._pin_memory = pin_memory
@@ -49,12 +51,25 @@ class TrainData:
         self.bad_sample_totals: Counter = Counter()  # over every batch yielded so far (skipped batches excluded)
         self._warned: set[str] = set()  # shards already named in a sizes.json warning
 
-    def batches(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
+    @property
+    def layout(self) -> tuple[int, int]:
+        """How this data reads an epoch: (processes, workers per process)."""
+        return self._plan.world_size, self._plan.workers
+
+    def batches(self, epoch: int, skip: int = 0, layouts: Sequence[Layout] = ()) -> Iterator[Batch]:
         """This rank's batches of `epoch` from position `skip` on: exactly those `batches(epoch)` yields after the
-        batch whose `resume_skip` is `skip` (with clean data, positions count batches)."""
+        batch whose `resume_skip` is `skip` (with clean data, positions count batches). `layouts`: the epoch's
+        layouts so far, [processes, workers, first position] each, this data's last; when the epoch began with
+        another, the batches hold what that had not delivered by this one's first position (`vlp.data.continuation`).
+        """
         if skip < 0:
             raise ValueError(f"skip must be >= 0, got {skip}")
-        loader = DataLoader(self._dataset.with_epoch(epoch, skip), batch_size=None,
+        plan = replace(self._plan, epoch=epoch, skip=skip)
+        ends = self.batches_per_epoch
+        # resampled draws have no epoch to continue; an epoch already at its end needs no replay
+        if len(layouts) > 1 and not plan.resampled and (ends is None or skip < ends):
+            plan = continued(plan, layouts)
+        loader = DataLoader(WorkerDataset(plan, self._transform, self._tokenizer), batch_size=None,
                             num_workers=self._loader_workers, persistent_workers=False,
                             prefetch_factor=4 if self._loader_workers else None, pin_memory=self._pin_memory,
                             generator=torch.Generator().manual_seed(0))  # not the caller's global RNG

@@ -14,12 +14,15 @@ from vlp.evaluate.config_check import check
 from vlp.evaluate.tasks import task_names
 from vlp.recipe.errors import ConfigError
 from vlp.recipe.schema import EvalConfig, EvalDatasetConfig
+from vlp.run_dir import WEIGHTS
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("eval", help="zero-shot classification / retrieval evaluation with geometry diagnostics",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="run dir, checkpoint dir or exported open_clip folder")
+    p.add_argument("--weights", choices=WEIGHTS, default="raw",
+                   help="raw: the trained weights (default); ema: their moving average (runs with train.ema_decay)")
     p.add_argument("--task", choices=task_names(), help="task of --data")
     p.add_argument("--data", help="eval set: CLIP_benchmark webdataset dir, image folder or HF dataset dir")
     p.add_argument("--type", dest="data_type", choices=["wds", "imagefolder", "hf"], default="wds")
@@ -51,7 +54,7 @@ def run(args) -> int:
         return 2
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        model, preprocess, tokenizer, info = load_pretrained(args.model, device=device)
+        model, preprocess, tokenizer, info = load_pretrained(args.model, device=device, weights=args.weights)
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

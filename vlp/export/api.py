@@ -15,9 +15,10 @@ FORMATS = ("open_clip", "transformers")
 
 def export(source, out_dir, formats: Optional[Sequence[str]] = None, overwrite: bool = False,
            license: str = "apache-2.0", push_to_hub: Optional[str] = None, private: bool = True,
-           revision: Optional[str] = None, log=print) -> dict:
+           revision: Optional[str] = None, weights: str = "raw", log=print) -> dict:
     """Write the export; open_clip is always written, transformers when asked or (`formats=None`) when expressible.
 
+    `weights`: "raw" or "ema" (the run's moving average; the model card says which), as in `load_pretrained`.
     Returns {"out_dir", "formats" (written), "skipped" (format → reason), "commit_url" (when pushed)}.
     Raises NotExportable when transformers is asked for explicitly and cannot express the model, ValueError when
     `out_dir` would replace (part of) the source.
@@ -31,7 +32,7 @@ def export(source, out_dir, formats: Optional[Sequence[str]] = None, overwrite: 
     _refuse_overlap(Path(source), out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
         raise FileExistsError(f"{out_dir} exists and is not empty; pass --overwrite (overwrite=True) to replace it")
-    model, _, tokenizer, info = load_pretrained(source)
+    model, _, tokenizer, info = load_pretrained(source, weights=weights)
     converted, skipped = None, {}
     if "transformers" in wanted:
         try:

@@ -57,8 +57,9 @@ def model_card(info: dict, license: str, repo_id: Optional[str], formats: list[s
     tags = ["clip", "open_clip", "vlp", "vision-language"] + (["siglip"] if kind == "siglip" else [])
     data = ModelCardData(library_name="open_clip", pipeline_tag="zero-shot-image-classification", tags=tags,
                          license=license, datasets=_datasets(recipe) or None, model_name=name,
-                         eval_results=_eval_entries(records) or None)
-    training = [f"- objective: `{recipe.objective.name}`" if recipe else "- objective: unknown",
+                         eval_results=_eval_entries(records) or None, **_weights_metadata(info))
+    training = [f"- weights: {_weights(info)}",
+                f"- objective: `{recipe.objective.name}`" if recipe else "- objective: unknown",
                 f"- steps: {info.get('step') if info.get('step') is not None else 'unknown'}",
                 f"- samples seen: {info.get('samples_seen') if info.get('samples_seen') is not None else 'unknown'}"]
     if recipe:
@@ -68,6 +69,22 @@ def model_card(info: dict, license: str, repo_id: Optional[str], formats: list[s
     if recipe:
         sections += ["## Recipe\n", f"```yaml\n{dump_recipe(recipe)}```\n"]
     return f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(sections)
+
+
+def _weights(info: dict) -> str:
+    if info.get("weights") == "ema":
+        return f"EMA (decay {info['ema_decay']}), the exponential moving average of the trained weights"
+    if info.get("weights") == "raw":
+        return "raw (the trained weights, not an EMA)"
+    return "those of the exported folder this was re-exported from (see its model card)"
+
+
+def _weights_metadata(info: dict) -> dict:
+    """Card metadata saying which weights were exported; none for a re-export, which cannot tell."""
+    if info.get("weights") is None:
+        return {}
+    ema = {"vlp_ema_decay": info["ema_decay"]} if info["weights"] == "ema" else {}
+    return {"vlp_weights": info["weights"], **ema}
 
 
 def _usage(name: str, formats: list[str], kind: str) -> str:

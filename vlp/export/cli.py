@@ -1,7 +1,10 @@
-"""`vlp export CHECKPOINT_OR_RUN_DIR OUT_DIR [--format F ...] [--push-to-hub ORG/NAME] [--public] [--revision B]`."""
+"""`vlp export CHECKPOINT_OR_RUN_DIR OUT_DIR [--format F ...] [--weights raw|ema] [--push-to-hub ORG/NAME] [--public]
+[--revision B]`."""
 from __future__ import annotations
 
 import sys
+
+from vlp.run_dir import WEIGHTS
 
 
 def register(subparsers) -> None:
@@ -12,6 +15,9 @@ def register(subparsers) -> None:
     parser.add_argument("--format", dest="formats", action="append", choices=["open_clip", "transformers"],
                         help="formats to write (repeatable; open_clip is always written); default: open_clip, plus "
                              "transformers when the architecture is expressible")
+    parser.add_argument("--weights", choices=WEIGHTS, default="raw",
+                        help="raw: the trained weights (default); ema: their moving average (runs with "
+                             "train.ema_decay)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
     parser.add_argument("--license", default="apache-2.0", help="license in the model card metadata")
     parser.add_argument("--push-to-hub", metavar="ORG/NAME", help="upload OUT_DIR to this Hub model repo")
@@ -29,7 +35,8 @@ def _run(args) -> int:
 
     try:
         export(args.source, args.out_dir, formats=args.formats, overwrite=args.overwrite, license=args.license,
-               push_to_hub=args.push_to_hub, private=not args.public, revision=args.revision)
+               push_to_hub=args.push_to_hub, private=not args.public, revision=args.revision,
+               weights=args.weights)
     except (NotExportable, FileExistsError, FileNotFoundError, ValueError, PushError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -13,13 +13,24 @@ from typing import Optional
 import torch
 from safetensors.torch import load_file
 
-from vlp.run_dir import Checkpoint, CheckpointError, RunDir, find_checkpoint
+from vlp.run_dir import WEIGHTS, Checkpoint, CheckpointError, RunDir, find_checkpoint
 
-__all__ = ["CheckpointError", "EXPORT_CONFIG", "EXPORT_WEIGHTS", "find_checkpoint", "load_weights",
-           "read_state_dict", "resolve_checkpoint"]
+__all__ = ["CheckpointError", "EXPORT_CONFIG", "EXPORT_WEIGHTS", "WEIGHTS", "checkpoint_weights", "find_checkpoint",
+           "load_weights", "read_state_dict", "resolve_checkpoint"]
 
 EXPORT_CONFIG = "open_clip_config.json"
 EXPORT_WEIGHTS = "open_clip_model.safetensors"
+
+
+def checkpoint_weights(checkpoint: Path, weights: str) -> Path:
+    """The file of `weights` in a checkpoint dir; FileNotFoundError (one line) when the run kept no EMA."""
+    files = Checkpoint(checkpoint)
+    if weights == "raw":
+        return files.model
+    if not files.ema.is_file():
+        raise FileNotFoundError(f"{checkpoint}: no EMA weights ({files.ema.name}); the run was trained without "
+                                "train.ema_decay: use --weights raw")
+    return files.ema
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -43,9 +54,15 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def load_weights(model: torch.nn.Module, path: Path) -> None:
-    """Load all weights strictly; a logit scale/bias the file lacks keeps the model's initial value."""
+def load_weights(model: torch.nn.Module, path: Path, partial: bool = False) -> None:
+    """Load all weights strictly; a logit scale/bias the file lacks keeps the model's initial value.
+
+    `partial`: every entry the file lacks keeps the model's value (an EMA file averages only floating-point weights;
+    integer buffers are the raw checkpoint's, loaded before it). Unknown entries are still an error.
+    """
     state = read_state_dict(path)
+    if partial:
+        state = {**model.state_dict(), **state}
     for name in ("logit_scale", "logit_bias"):
         own: Optional[torch.Tensor] = getattr(model, name, None)
         if own is None:

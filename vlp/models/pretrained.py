@@ -8,25 +8,32 @@ from pathlib import Path
 from safetensors import safe_open
 
 from vlp.models.build import build_model
-from vlp.models.checkpoints import EXPORT_CONFIG, EXPORT_WEIGHTS, load_weights
+from vlp.models.checkpoints import EXPORT_CONFIG, EXPORT_WEIGHTS, WEIGHTS, checkpoint_weights, load_weights
 from vlp.models.towers import instantiate, make_tokenizer
 from vlp.models.transforms import image_transform
 from vlp.run_dir import Checkpoint, RunDir, find_checkpoint
 
 
-def load_pretrained(path, device="cpu"):
+def load_pretrained(path, device="cpu", weights: str = "raw"):
     """(model in eval mode, validation preprocess, tokenizer, info).
 
-    info: "name", "checkpoint" (weights file), "run_dir" (None for exports), "recipe" (Recipe or None),
-    "step" and "samples_seen" (None when unknown), "state" (the checkpoint's state.json, {} when absent).
-    Checkpoints are verified against their manifest: a run dir falls back to its newest good checkpoint (with a
-    warning), a damaged checkpoint dir raises CheckpointError.
+    `weights`: "raw" (the trained weights) or "ema" (their moving average, kept when the run set `train.ema_decay`;
+    FileNotFoundError when it did not, or for an exported folder, which holds only the weights it was exported with).
+    info: "name", "checkpoint" (weights file), "weights" (which; None for an exported folder), "ema_decay" (None
+    unless EMA), "run_dir" (None for exports), "recipe" (Recipe or None), "step" and "samples_seen" (None when
+    unknown), "state" (the checkpoint's state.json, {} when absent). Checkpoints are verified against their manifest (EMA file included): a run dir falls
+    back to its newest good checkpoint (with a warning), a damaged checkpoint dir raises CheckpointError.
     """
     path = Path(path)
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
     if (path / EXPORT_CONFIG).is_file():
+        if weights != "raw":
+            raise FileNotFoundError(f"{path}: an exported folder holds only the weights it was exported with "
+                                    "(its model card says which): use --weights raw")
         model, tokenizer, info = _from_export(path)
     elif (run := RunDir.of(path)) is not None:
-        model, tokenizer, info = _from_checkpoint(*find_checkpoint(path), run)
+        model, tokenizer, info = _from_checkpoint(*find_checkpoint(path), run, weights)
     else:
         layout = RunDir("RUN_DIR")
         raise FileNotFoundError(f"{path}: expected a run dir ({layout.recipe.name} + {layout.checkpoints.name}/), a "
@@ -48,25 +55,29 @@ def _from_export(folder: Path):
     model = instantiate(cfg, config.get("preprocess_cfg", {}), load_tower_weights=False,
                         tokenizer=make_tokenizer(tokenizer_cfg))
     load_weights(model, folder / EXPORT_WEIGHTS)
-    info = {"name": folder.name, "checkpoint": str(folder / EXPORT_WEIGHTS), "run_dir": None, "recipe": None,
-            "step": None, "samples_seen": None, "state": {}}
+    info = {"name": folder.name, "checkpoint": str(folder / EXPORT_WEIGHTS), "weights": None, "ema_decay": None,
+            "run_dir": None, "recipe": None, "step": None, "samples_seen": None, "state": {}}
     return model, model.tokenizer, info
 
 
-def _from_checkpoint(ckpt: Path, state: dict, run: RunDir):
+def _from_checkpoint(ckpt: Path, state: dict, run: RunDir, weights: str):
     from vlp.recipe import load_recipe
 
     recipe = load_recipe(run.recipe)
-    weights = Checkpoint(ckpt).model
-    with safe_open(str(weights), framework="pt") as f:
+    chosen = checkpoint_weights(ckpt, weights)
+    raw = Checkpoint(ckpt).model
+    with safe_open(str(raw), framework="pt") as f:
         has_bias = "logit_bias" in f.keys()
     # Weights decide the logit bias; nothing is frozen, dropped or re-initialised for inference.
     model_cfg = dataclasses.replace(recipe.model, pretrained=None, lock_image=False,
                                     lock_text=False, grad_checkpointing=False, patch_dropout=0.0,
-                                    init_checkpoint=str(weights), logit_bias_init=0.0 if has_bias else None)
+                                    init_checkpoint=str(raw), logit_bias_init=0.0 if has_bias else None)
     model, tokenizer = build_model(model_cfg)
+    if chosen != raw:
+        load_weights(model, chosen, partial=True)
     progress = state.get("progress", {})  # what vlp.train.state.save records
-    info = {"name": recipe.train.run_name or run.root.name, "checkpoint": str(weights), "run_dir": str(run.root),
+    info = {"name": recipe.train.run_name or run.root.name, "checkpoint": str(chosen), "weights": weights,
+            "ema_decay": recipe.train.ema_decay if weights == "ema" else None, "run_dir": str(run.root),
             "recipe": recipe,
             "step": progress.get("step"), "samples_seen": progress.get("samples_seen"), "state": state}
     return model, tokenizer, info

@@ -123,6 +123,9 @@ class TrainConfig:
     # per process; < local batch: GradCache accumulation (keeps all negatives)
     micro_batch_size: Optional[int] = bounded("[1, inf)", None)
     precision: Literal["no", "fp16", "bf16"] = "no"  # mixed precision via accelerate (fp16 adds a loss scaler)
+    # ddp: every process holds the whole model and optimizer; fsdp: FSDP2 shards parameters, gradients and optimizer
+    # state over the processes (per transformer block; bf16 or no precision; no compile or in-training eval yet)
+    strategy: Literal["ddp", "fsdp"] = "ddp"
     seed: int = bounded("[0, inf)", 0)  # weights init, data order, augmentation and per-step randomness follow it
     output_dir: str = "runs"  # the run directory is output_dir/run_name
     run_name: Optional[str] = None  # default: recipe file stem

@@ -10,7 +10,9 @@ from vlp.recipe.cli import add_recipe_arguments
 def register(subparsers) -> None:
     train = subparsers.add_parser("train", help="train from a recipe (any number of processes via accelerate launch)",
                                   description="Train from a recipe. Multi-GPU / multi-node / FSDP: run it under "
-                                  "`accelerate launch` or `torchrun`; the same recipe works everywhere.")
+                                  "`accelerate launch` or `torchrun`; the same recipe works everywhere. SIGTERM or "
+                                  "SIGUSR1 to any process stops every process after the same step with a checkpoint "
+                                  "and exit status 75 (EX_TEMPFAIL): continue with --resume latest.")
     add_recipe_arguments(train)
     train.add_argument("--resume", metavar="latest|PATH", default=None,
                        help="continue exactly from this run's newest good checkpoint (latest; a run that has none "
@@ -26,12 +28,17 @@ def _train(args) -> int:
     from vlp.data import DataError
     from vlp.run_dir import CheckpointError
     from vlp.train.loop import NonFiniteLossError, train
+    from vlp.train.preempt import PREEMPTED_EXIT_STATUS, Preempted
 
     try:
         result = train(args.recipe, resume=args.resume, overrides=args.overrides)
     except (CheckpointError, NonFiniteLossError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except Preempted as e:  # every process exits with this status; one of them says why
+        if os.environ.get("RANK", "0") == "0":
+            print(f"preempted: {e} (exit status {PREEMPTED_EXIT_STATUS})", file=sys.stderr)
+        return PREEMPTED_EXIT_STATUS
     if os.environ.get("RANK", "0") == "0":
         print(f"done: {result.step} steps, {result.samples_seen} samples; run directory {result.run_dir}")
     return 0

@@ -26,6 +26,8 @@ from vlp.train.gradcache import compute_gradients
 from vlp.train.metrics import MetricsSink, Values, Window, host_values, logit_stats
 from vlp.train.nonfinite import NonFiniteLossError, NonFiniteSteps, step_is_finite  # noqa: F401 (vlp.train's)
 from vlp.train.optim import build_optimizer, build_scheduler, step_unless_skipped
+from vlp.train.preempt import Preempted, PreemptionSignals
+from vlp.train.sharding import release_process_group, replicated, shard_model
 from vlp.train.setup import (Steps, local_batch_size, make_accelerator, prepare_run_dir, read_recipe,
                              release_accelerator_state, resolve_steps, start_trackers)
 
@@ -100,15 +102,21 @@ def train(recipe: Recipe | str | Path, resume: Optional[str] = None, *, override
     steps = resolve_steps(recipe, data.samples_per_epoch, source)
     if resume_from:
         st.restore_weights(resume_from[0], raw_model)
+    if cfg.strategy == "fsdp":  # before the EMA and the optimizer, which then hold this rank's shards only
+        shard_model(raw_model, cfg.precision, acc.device)
     ema = st.EMA(raw_model, cfg.ema_decay) if cfg.ema_decay else None
     optimizer = build_optimizer(raw_model, recipe.optim)
     # Default dynamic shapes: the first change of text length (bucketed, `Batch.text_length`) recompiles the towers
     # once with a symbolic length, which every later bucket reuses.
     model = torch.compile(raw_model) if cfg.compile else raw_model
-    model, optimizer = acc.prepare(model, optimizer)
+    if cfg.strategy == "fsdp":  # accelerate would wrap the sharded model in DDP (see vlp.train.sharding)
+        optimizer = acc.prepare(optimizer)
+    else:
+        model, optimizer = acc.prepare(model, optimizer)
     scheduler = build_scheduler(optimizer, recipe.schedule, steps.warmup, steps.total)
     trainables = st.Trainables(model, optimizer, scheduler, acc, ema)
     progress = st.restore(*resume_from, trainables) if resume_from else st.Progress(world_size=world)
+    _note_layout(acc, data, progress)
 
     sink = MetricsSink(run_dir, acc)
     if resume:  # also when --resume latest starts over: a killed run's records are about to be redone
@@ -120,18 +128,21 @@ def train(recipe: Recipe | str | Path, resume: Optional[str] = None, *, override
     final, last_logged = (resume_from[0] if resume_from else None), {}
     try:
         if progress.step < steps.total:  # else: resuming a run that already finished
-            last_logged = _loop(run)
+            with PreemptionSignals(world) as preemption:
+                last_logged = _loop(run, preemption)
             final = st.save(run_dir, trainables, progress, cfg.keep_checkpoints)
             evaluator.run(progress.step, final=True)
             _export(recipe, run_dir, acc)
     finally:
         acc.end_training()
         release_accelerator_state()
+        release_process_group()
     return RunResult(run_dir.root, final, progress.step, progress.samples_seen, last_logged, evaluator.records,
                      progress.nonfinite_total)
 
 
-def _loop(run: Run) -> dict[str, float]:
+def _loop(run: Run, preemption: PreemptionSignals) -> dict[str, float]:
+    """The steps; on a preemption signal, every process stops after the same step with its checkpoint (`Preempted`)."""
     cfg, acc, steps, progress = run.recipe.train, run.acc, run.steps, run.progress
     bar = _progress_bar(run.recipe, acc, steps.total, progress.step)
     window, logged, local_bad = Window(), {}, {}
@@ -139,7 +150,7 @@ def _loop(run: Run) -> dict[str, float]:
     while progress.step < steps.total:
         skip, got_any = progress.batches_in_epoch, False
         fetch_started = time.perf_counter()
-        for batch in prefetch_to(run.data.batches(progress.epoch, skip=skip), acc.device):
+        for batch in prefetch_to(_epoch_batches(run.data, progress, skip), acc.device):
             got_any = True
             data_time = time.perf_counter() - fetch_started
             _add_bad_samples(local_bad, progress.epoch, batch.bad_samples)
@@ -147,14 +158,16 @@ def _loop(run: Run) -> dict[str, float]:
             values["data_time"] = data_time
             window.add(values, cfg.batch_size)
             step = progress.step
+            stop = preemption.agreed() if step < steps.total else 0  # the last step finishes the run anyway
             logs = step % cfg.log_every == 0 or step == steps.total
-            if logs or step % steps.checkpoint_every == 0:  # the host syncs here anyway: read the skip counts
+            saves = step < steps.total and (step % steps.checkpoint_every == 0 or stop)
+            if logs or saves:  # the host syncs here anyway: read the skip counts
                 run.nonfinite.check(progress, cfg.max_nonfinite_steps)
             if logs:
                 progress.bad_samples = _merge_bad_samples(acc, progress.bad_samples, local_bad)
                 local_bad = {}
                 logged = _log(run, window, bar)
-            if step % steps.checkpoint_every == 0 and step < steps.total:
+            if saves:
                 progress.bad_samples = _merge_bad_samples(acc, progress.bad_samples, local_bad)
                 local_bad = {}
                 st.save(run.dir, run.trainables, progress, cfg.keep_checkpoints)
@@ -166,6 +179,9 @@ def _loop(run: Run) -> dict[str, float]:
                 host = host_values(values)
                 for callback in run.callbacks:
                     callback(step, host)
+            if stop:
+                bar.close()
+                raise Preempted(stop, step, run.dir.checkpoint(step).path)
             if step >= steps.total:
                 break
             fetch_started = time.perf_counter()
@@ -173,10 +189,31 @@ def _loop(run: Run) -> dict[str, float]:
             if not got_any and skip == 0:
                 raise RuntimeError(f"epoch {progress.epoch} of the training data yielded no batch of "
                                    f"{cfg.batch_size // acc.num_processes} samples per process")
-            progress.epoch += 1
-            progress.batches_in_epoch = 0
+            progress.next_epoch()
     bar.close()
     return logged
+
+
+def _note_layout(acc, data, progress: st.Progress) -> None:
+    """Record how this run reads the data; a resume mid-epoch with another layout continues the epoch."""
+    world, workers = getattr(data, "layout", (acc.num_processes, None))
+    if not progress.read_with(world, workers):
+        return
+    if hasattr(data, "layout"):
+        began = ", ".join(f"{w} x {k} from batch {first}" for w, k, first in progress.layouts[:-1])
+        acc.print(f"continuing epoch {progress.epoch} from batch {progress.batches_in_epoch} with {world} processes x "
+                  f"{workers} data workers (begun with {began})")
+    else:
+        warnings.warn(f"resuming with {world} processes from a checkpoint written by {progress.layouts[-2][0]}: "
+                      "this data object has no `layout`, so the rest of its epoch may repeat or leave out samples",
+                      stacklevel=3)
+
+
+def _epoch_batches(data, progress: st.Progress, skip: int):
+    """The batches of `progress.epoch` from `skip` on, continuing an epoch begun with other layouts."""
+    if len(progress.layouts) > 1 and hasattr(data, "layout"):
+        return data.batches(progress.epoch, skip=skip, layouts=progress.layouts)
+    return data.batches(progress.epoch, skip=skip)
 
 
 def _step(run: Run, batch: Batch) -> Values:
@@ -214,6 +251,7 @@ def _update(run: Run, loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         grad_norm = acc.clip_grad_norm_(params, clip if clip else float("inf"))
     else:  # the norm alone, for logging and the finiteness check: no pass rescaling every gradient by 1.0
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    grad_norm = replicated(grad_norm)  # under fsdp a replicated DTensor: the norm over all ranks' shards
     if acc.scaler is not None:  # fp16's scaler skips overflowing steps itself (on the host) and lowers the scale
         ok = step_is_finite(loss)
         t.optimizer.step()

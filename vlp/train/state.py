@@ -4,7 +4,8 @@ A checkpoint carries the weights, the optimizer (tensors as safetensors, the res
 the fp16 scaler, the EMA, every process's random generators and the `Progress` counters. Every process writes its own
 generator file into the temporary directory; rank 0 writes the rest and finally state.json (sealed with the manifest
 that vlp.run_dir verifies), renames the directory into place, and only then points `checkpoints/latest` at it.
-Paths and names come from vlp.run_dir.
+Under FSDP2 every process writes its own rows of the weights, optimizer and EMA instead (vlp.train.sharded), which
+any world size can read back; rank 0 still writes the consolidated weights. Paths and names come from vlp.run_dir.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from vlp.run_dir import TEMP_PREFIX, Checkpoint, RunDir
+from vlp.train import sharding
 
 
 @dataclass
@@ -35,6 +37,31 @@ class Progress:
     nonfinite_total: int = 0
     bad_samples: dict[str, dict[str, int]] = field(default_factory=dict)  # global skipped samples: epoch → kind → n
     world_size: int = 1
+    # The layouts `epoch` was read with, oldest first: [processes, data workers per process, first position]; the
+    # last is in use. Resuming with another one continues the epoch exactly (vlp.data.continuation). Workers None: not
+    # known (a fresh run before its data says, or a checkpoint from before layouts were recorded).
+    layouts: list[list[Optional[int]]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.layouts:
+            self.layouts = [[self.world_size, None, 0]]
+
+    def read_with(self, world_size: int, workers: Optional[int]) -> bool:
+        """Note the layout this run reads the data with; True when it changes in the middle of the epoch."""
+        last = self.layouts[-1]
+        if last[1] is None:  # taken as unchanged
+            last[1] = workers
+        if self.batches_in_epoch == 0:
+            self.layouts = [[world_size, workers, 0]]
+        elif last[:2] != [world_size, workers]:
+            self.layouts.append([world_size, workers, self.batches_in_epoch])
+            return True
+        return False
+
+    def next_epoch(self) -> None:
+        self.epoch += 1
+        self.batches_in_epoch = 0
+        self.layouts = [[*self.layouts[-1][:2], 0]]
 
 
 class EMA:
@@ -53,8 +80,8 @@ class EMA:
             average.lerp_(current[name].detach(), rate)
 
     def load(self, tensors: dict[str, torch.Tensor]) -> None:
-        for name, average in self.weights.items():
-            average.copy_(tensors[name])
+        for name, average in self.weights.items():  # full tensors (a ddp checkpoint) into sharded ones too
+            average.copy_(sharding.laid_out_as(tensors[name], average))
 
 
 @dataclass
@@ -68,25 +95,33 @@ class Trainables:
 
 
 def save(run: RunDir, t: Trainables, progress: Progress, keep: int) -> Path:
-    """Write the checkpoint of `progress.step` on every process; returns its final path."""
+    """Write the checkpoint of `progress.step` on every process; returns its final path. A sharded (FSDP2) model's
+    weights, optimizer and EMA are written by every rank, each its own rows (vlp.train.sharded)."""
     acc = t.accelerator
     tmp = run.temp_checkpoint(progress.step)
-    # Collective under FSDP/DeepSpeed: every rank calls it. torch.compile's wrapper prefixes keys with "_orig_mod.".
-    weights = {k.replace("_orig_mod.", ""): v for k, v in acc.get_state_dict(t.model).items()}
+    sharded = sharding.is_sharded(t.model)
+    # Collective under DeepSpeed: every rank calls it. torch.compile's wrapper prefixes keys with "_orig_mod.".
+    weights = None if sharded else {k.replace("_orig_mod.", ""): v for k, v in acc.get_state_dict(t.model).items()}
     if acc.is_main_process:
         begin(tmp)
     acc.wait_for_everyone()
     write_tensors(tmp.rng(acc.process_index), *capture_rng())
-    if acc.is_main_process:
+    if sharded:
+        from vlp.train.sharded import save_sharded  # imported on use: it builds on this module's writers
+
+        layout = {"sharded": save_sharded(tmp, t.model, _torch_optimizer(t.optimizer),
+                                          t.ema.weights if t.ema is not None else None)}
+    elif acc.is_main_process:
         write_tensors(tmp.model, weights)
         opt_tensors, opt_structure = optimizer_to_flat(t.optimizer.state_dict())
         write_tensors(tmp.optimizer, opt_tensors)
+        layout = {"optimizer": opt_structure}
         if t.ema is not None:
             write_tensors(tmp.ema, t.ema.weights)
     acc.wait_for_everyone()
     if acc.is_main_process:
         scaler = acc.scaler.state_dict() if acc.scaler is not None else None
-        state = {"progress": asdict(progress), "optimizer": opt_structure,
+        state = {"progress": asdict(progress), **layout,
                  "scheduler": _plain(t.scheduler.state_dict()), "scaler": scaler}
         commit(run, tmp, state, keep)
     acc.wait_for_everyone()
@@ -101,24 +136,37 @@ def restore_weights(path: Path, model: torch.nn.Module) -> None:
 def restore(path: Path, state: dict[str, Any], t: Trainables) -> Progress:
     """Load optimizer, scheduler, scaler, EMA and this process's generators; return the saved progress."""
     acc, files = t.accelerator, Checkpoint(path)
-    t.optimizer.load_state_dict(optimizer_from_flat(read_tensors(files.optimizer), state["optimizer"]))
+    if "sharded" in state:  # written by every rank of an FSDP2 run: read into any world size, sharded or not
+        from vlp.train.sharded import load_sharded  # imported on use: it builds on this module's writers
+
+        load_sharded(files, state["sharded"], t.model, _torch_optimizer(t.optimizer),
+                     t.ema.weights if t.ema is not None else None)
+    else:
+        saved = optimizer_from_flat(read_tensors(files.optimizer), state["optimizer"])
+        if sharding.is_sharded(t.model):  # a ddp checkpoint resumed under fsdp: its full state, then sharded
+            from vlp.train.sharded import load_full_optimizer
+
+            load_full_optimizer(t.model, _torch_optimizer(t.optimizer), saved)
+        else:
+            t.optimizer.load_state_dict(saved)
     t.scheduler.load_state_dict(state["scheduler"])
     if acc.scaler is not None and state.get("scaler"):
         acc.scaler.load_state_dict(state["scaler"])
-    if t.ema is not None:
+    if t.ema is not None and "ema" not in state.get("sharded", {}):
         if files.ema.is_file():
             t.ema.load(read_tensors(files.ema))
         else:
             warnings.warn(f"{path} has no {files.ema.name}; the EMA restarts from the current weights", stacklevel=2)
     progress = Progress(**state["progress"])
     rng_path = files.rng(acc.process_index)
-    if progress.world_size != acc.num_processes or not rng_path.is_file():
-        warnings.warn(f"resuming with {acc.num_processes} processes from a checkpoint written by "
-                      f"{progress.world_size}: the data order and random draws differ from an uninterrupted run",
-                      stacklevel=2)
-    else:
+    # From another world size there is no generator state of this process, and none is needed: every step reseeds
+    # (`loop._step_seed`) and the data continues its epoch from the recorded layouts (`Progress.read_with`).
+    if progress.world_size == acc.num_processes and rng_path.is_file():
         with safe_open(str(rng_path), "pt") as f:
             restore_rng({k: f.get_tensor(k) for k in f.keys()}, f.metadata())
+    elif progress.world_size == acc.num_processes:
+        warnings.warn(f"{path} has no generator state of process {acc.process_index}: random draws differ from an "
+                      "uninterrupted run", stacklevel=2)
     progress.world_size = acc.num_processes
     return progress
 
@@ -203,11 +251,12 @@ def optimizer_to_flat(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict[s
     return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
 
 
-def optimizer_from_flat(tensors: dict[str, torch.Tensor], structure: dict[str, Any]) -> dict:
-    state: dict[int, dict[str, Any]] = {int(i): dict(values) for i, values in structure["scalars"].items()}
-    for key, value in tensors.items():
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
+def optimizer_from_flat(tensors: dict[str, torch.Tensor], structure: dict[str, Any], key: type = int) -> dict:
+    """`key`: int for torch's state_dict (parameter indices), str for DCP's (parameter names, which hold dots)."""
+    state: dict[Any, dict[str, Any]] = {key(i): dict(values) for i, values in structure["scalars"].items()}
+    for flat, value in tensors.items():
+        index, name = flat.rsplit(".", 1)
+        state.setdefault(key(index), {})[name] = value
     return {"state": state, "param_groups": structure["param_groups"]}
 
 
@@ -231,6 +280,11 @@ def restore_rng(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
     random.setstate((version, tuple(internal), gauss))
     name, keys, pos, has_gauss, cached = json.loads(meta["numpy"])
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def _torch_optimizer(optimizer: Any) -> torch.optim.Optimizer:
+    """The torch optimizer inside accelerate's wrapper: DCP's state-dict API steps and reads it directly."""
+    return getattr(optimizer, "optimizer", optimizer)
 
 
 def _plain(value):

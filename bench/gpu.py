@@ -131,7 +131,7 @@ def measure(settings: dict, args) -> dict:
     settings = {**settings, "cores": sorted(os.sched_getaffinity(0)), "peak_flops": device["peak_bf16_flops"]}
     spec = gpu_train.make_shards(args.work_dir, settings["shard_samples"], settings["shard_size"],
                                  settings["per_shard"], CORES)
-    _, openclip_skip = (None, "--no-openclip-trainer") if args.no_openclip_trainer else gpu_env.openclip_python()
+    openclip_skip = "--no-openclip-trainer" if args.no_openclip_trainer else gpu_env.openclip_unavailable()
     if openclip_skip:
         print(f"OpenCLIP trainer: skipped: {openclip_skip}", flush=True)
 

@@ -58,27 +58,21 @@ def missing_packages() -> list[str]:
     return missing
 
 
-def openclip_python() -> tuple[Path | None, str]:
-    """OpenCLIP's trainer interpreter (bench/.venv-openclip), made without a registry; or None and why not."""
+def openclip_unavailable() -> str:
+    """Why OpenCLIP's trainer interpreter (bench/.venv-openclip, made without a registry) cannot be had; "" once
+    it is ready."""
     have_wheel = any(OPENCLIP_WHEELS.glob("webdataset-*.whl"))
     if not have_wheel and not openclip_env.python().is_file():
-        return None, (f"{openclip_env.PIN} is neither in {OPENCLIP_WHEELS.relative_to(BENCH.parent)} nor in "
-                      f"{openclip_env.VENV.relative_to(BENCH.parent)} (run `python bench/gpu.py --fetch-wheels` "
-                      "where PyPI is reachable)")
-    # pip reads these: the pinned webdataset comes from the carried folder, and nothing is looked up online
-    offline = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(OPENCLIP_WHEELS), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    saved = {key: os.environ.get(key) for key in offline}
-    os.environ.update(offline)
+        return (f"{openclip_env.PIN} is neither in {OPENCLIP_WHEELS.relative_to(BENCH.parent)} nor in "
+                f"{openclip_env.VENV.relative_to(BENCH.parent)} (run `python bench/gpu.py --fetch-wheels` "
+                "where PyPI is reachable)")
+    # the pinned webdataset comes from the carried folder, and nothing is looked up online
+    offline = ("--no-index", "--find-links", str(OPENCLIP_WHEELS), "--disable-pip-version-check")
     try:
-        return openclip_env.ensure(), ""
+        openclip_env.ensure(pip_options=offline)
     except subprocess.CalledProcessError as e:
-        return None, f"could not install {openclip_env.PIN} offline into {openclip_env.VENV.name}: exit {e.returncode}"
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key)
-            else:
-                os.environ[key] = value
+        return f"could not install {openclip_env.PIN} offline into {openclip_env.VENV.name}: exit {e.returncode}"
+    return ""
 
 
 def device_info() -> dict:

@@ -25,9 +25,10 @@ def python(venv: Path = VENV) -> Path:
     return venv / "bin" / "python"
 
 
-def ensure(venv: Path = VENV, pin: str | None = PIN) -> Path:
+def ensure(venv: Path = VENV, pin: str | None = PIN, pip_options: tuple[str, ...] = ()) -> Path:
     """The reference venv's python, creating the venv when it is missing or stale. `pin=None` skips the pinned
-    install (it needs PyPI); the venv then sees the running interpreter's packages unchanged."""
+    install (it needs PyPI, unless `pip_options` point pip elsewhere); the venv then sees the running interpreter's
+    packages unchanged."""
     if _ready(venv, pin):
         return python(venv)
     print(f"creating {venv} (running interpreter's packages{' + ' + pin if pin else ''})", flush=True)
@@ -36,8 +37,8 @@ def ensure(venv: Path = VENV, pin: str | None = PIN) -> Path:
     parents = [d for d in (*site.getsitepackages(), site.getusersitepackages()) if Path(d).is_dir()]
     (own_site / _PTH).write_text("".join(f"import site; site.addsitedir({d!r})\n" for d in parents))
     if pin:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(own_site), pin],
-                       check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", *pip_options, "--target",
+                        str(own_site), pin], check=True)
     return python(venv)
 
 

@@ -32,16 +32,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from loss_memory import _rss_bytes  # one RSS reading for both memory benchmarks
+
 MIB = 2 ** 20
 TARGET = 0.6  # fsdp / ddp per-rank P + G + O at 2 ranks
 SMOKE_MODEL = {"embed_dim": 32,
                "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
                "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def _build(model_name: str):

@@ -102,6 +102,7 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      get_optimizer_state_dict)
 from vlp.cli import main
 from vlp.train import loop, state
+from vlp.train.optim import torch_optimizer
 
 out, stop, args = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
 rank = int(os.environ.get("RANK", "0"))
@@ -109,7 +110,7 @@ real_step, started = loop._step, []
 
 def dump(run, name):  # full tensors keyed by parameter name, on every rank: ddp and fsdp (sharded) alike
     full = StateDictOptions(full_state_dict=True)
-    optimizer = state._torch_optimizer(run.trainables.optimizer)
+    optimizer = torch_optimizer(run.trainables.optimizer)
     tensors, structure = state.optimizer_to_flat(get_optimizer_state_dict(run.raw_model, optimizer, options=full))
     tensors = {**{f"optimizer.{k}": v for k, v in tensors.items()},
                **{f"model.{k}": v for k, v in get_model_state_dict(run.raw_model, options=full).items()},

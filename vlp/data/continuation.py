@@ -41,10 +41,10 @@ def continued(plan: Plan, layouts: Sequence[Layout]) -> Plan:
         raise ValueError(f"the last layout {list(layouts[-1])} is not this plan's "
                          f"({plan.world_size} processes × {plan.workers} workers)")
     current = _at(plan, layouts[0])
+    sizes = [s.sizes for s in plan.sources]
     for layout in layouts[1:]:
         left, exclude = _undelivered(current, until=layout[2])
         current = _at(plan, layout)
-        sizes = [s.sizes for s in plan.sources]
         if None in sizes:
             pieces = _dealt(current, left)
         else:

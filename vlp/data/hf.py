@@ -69,7 +69,8 @@ class HFReader(SourceReader):
         rows = len(_opened(cfg))
         count = max(1, math.ceil(rows / ROWS_PER_CHUNK))
         bounds = [rows * i // count for i in range(count + 1)]
-        return [f"{a}:{b}" for a, b in zip(bounds, bounds[1:])], [b - a for a, b in zip(bounds, bounds[1:])]
+        chunks = list(zip(bounds, bounds[1:]))
+        return [f"{a}:{b}" for a, b in chunks], [b - a for a, b in chunks]
 
     def read(self, source: Source, piece: Piece, counts: Counter, findings: Findings) -> Iterator[dict]:
         """Rows of the chunk (`__index__` counts from the chunk's start, as pieces do; the key is the row number); row

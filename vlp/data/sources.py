@@ -6,7 +6,6 @@ their sizes when known, and its sampling weight. Each source type is a `SourceRe
 """
 from __future__ import annotations
 
-import difflib
 from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Iterator, NamedTuple, Optional, Sequence
 
 from vlp.data.config_check import check, require_training_data
+from vlp.recipe.errors import did_you_mean
 from vlp.recipe.schema import DataConfig, SourceConfig
 
 if TYPE_CHECKING:
@@ -100,8 +100,7 @@ def source_reader(name: str) -> SourceReader:
         return _REGISTERED[name]
     if name in BUILTIN:  # imported on use: the HF reader pulls in `datasets`
         return import_module(BUILTIN[name]).READER
-    guess = difflib.get_close_matches(name, source_types(), n=1, cutoff=0.5)
-    hint = f" (did you mean '{guess[0]}'?)" if guess else f"; registered: {', '.join(source_types())}"
+    hint = did_you_mean(name, source_types(), f"; registered: {', '.join(source_types())}", cutoff=0.5)
     raise DataError(f"unknown source type {name!r}{hint}")
 
 

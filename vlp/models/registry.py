@@ -54,17 +54,9 @@ def tower_types() -> list[str]:
 
 
 def tower_type(model_cfg: ModelConfig) -> str:
-    """`model.type`, else what the open_clip config holds: an HF text tower, a timm image trunk or neither."""
-    if model_cfg.type is not None:
-        return model_cfg.type
-    from vlp.models.towers import arch_config
-
-    cfg = arch_config(model_cfg.arch) if model_cfg.arch else (model_cfg.config or {})
-    if "hf_model_name" in cfg.get("text_cfg", {}):
-        return "hf"
-    if "timm_model_name" in cfg.get("vision_cfg", {}):
-        return "timm"
-    return "open_clip"
+    """`model.type`, else "open_clip": "open_clip", "hf" and "timm" name one builder, since open_clip's config
+    itself says whether the text tower is HF's and the image trunk timm's."""
+    return model_cfg.type or "open_clip"
 
 
 def unknown_type_message(name: str) -> str:

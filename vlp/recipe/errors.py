@@ -24,9 +24,9 @@ class RecipeError(ConfigError):
         self.args = (f"{self.file}: {key}: {message}" if key else f"{self.file}: {message}",)
 
 
-def did_you_mean(name: str, known: Sequence[str], otherwise: str = "") -> str:
+def did_you_mean(name: str, known: Sequence[str], otherwise: str = "", cutoff: float = 0.6) -> str:
     """" (did you mean 'X'?)" for the closest of `known`, else `otherwise` (e.g. "; registered: a, b")."""
-    guess = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.6)
+    guess = difflib.get_close_matches(str(name), list(known), n=1, cutoff=cutoff)
     return f" (did you mean '{guess[0]}'?)" if guess else otherwise
 
 

@@ -161,15 +161,13 @@ def _loop(run: Run, preemption: PreemptionSignals) -> dict[str, float]:
             stop = preemption.agreed() if step < steps.total else 0  # the last step finishes the run anyway
             logs = step % cfg.log_every == 0 or step == steps.total
             saves = step < steps.total and (step % steps.checkpoint_every == 0 or stop)
-            if logs or saves:  # the host syncs here anyway: read the skip counts
+            if logs or saves:  # the host syncs here anyway: read the skip counts, gather the bad-sample counts once
                 run.nonfinite.check(progress, cfg.max_nonfinite_steps)
-            if logs:
                 progress.bad_samples = _merge_bad_samples(acc, progress.bad_samples, local_bad)
                 local_bad = {}
+            if logs:
                 logged = _log(run, window, bar)
             if saves:
-                progress.bad_samples = _merge_bad_samples(acc, progress.bad_samples, local_bad)
-                local_bad = {}
                 st.save(run.dir, run.trainables, progress, cfg.keep_checkpoints)
             if steps.eval_every and step % steps.eval_every == 0 and step < steps.total:
                 run.evaluator.run(step)
@@ -291,11 +289,10 @@ def _merge_bad_samples(acc, totals: dict[str, dict[str, int]],
 
 def _bad_sample_report(per_epoch: dict[str, dict[str, int]]) -> dict:
     """bad_samples.json: skipped samples per epoch, and summed over epochs (a bad sample once per epoch read)."""
-    all_epochs: dict[str, int] = {}
+    summed: dict[str, dict[str, int]] = {}
     for counts in per_epoch.values():
-        for kind, count in counts.items():
-            all_epochs[kind] = all_epochs.get(kind, 0) + count
-    return {"per_epoch": per_epoch, "all_epochs": all_epochs}
+        _add_bad_samples(summed, "all", counts)
+    return {"per_epoch": per_epoch, "all_epochs": summed.get("all", {})}
 
 
 def _log(run: Run, window: Window, bar) -> dict[str, float]:

@@ -33,7 +33,6 @@ class NonFiniteSteps:
     def __init__(self, progress: Progress, device: torch.device) -> None:
         counts = [progress.nonfinite_in_row, progress.nonfinite_total, progress.nonfinite_in_row]
         self._counts = torch.tensor(counts, dtype=torch.long, device=device)  # in a row, total, longest run unchecked
-        self._checked_total = progress.nonfinite_total
 
     def add(self, ok: torch.Tensor) -> None:
         bad = (~ok).long()
@@ -43,13 +42,13 @@ class NonFiniteSteps:
     def check(self, progress: Progress, limit: int) -> None:
         """Copy the counts into `progress` (a host sync); raise NonFiniteLossError if `limit` bad steps ran in a row."""
         in_row, total, longest = self._counts.tolist()
+        new = total - progress.nonfinite_total  # skipped since the last check, which set progress's total
         progress.nonfinite_in_row, progress.nonfinite_total = in_row, total
         if longest >= limit:
             raise NonFiniteLossError(f"stopping at step {progress.step}: the loss or gradient was non-finite for "
                                      f"{longest} steps in a row (train.max_nonfinite_steps={limit}); "
                                      "try a lower optim.lr, optim.grad_clip, or bf16 instead of fp16")
-        if total > self._checked_total:
-            warnings.warn(f"step {progress.step}: {total - self._checked_total} step(s) skipped since the last log "
+        if new > 0:
+            warnings.warn(f"step {progress.step}: {new} step(s) skipped since the last log "
                           f"for a non-finite loss or gradient ({in_row} in a row now)", stacklevel=2)
-        self._checked_total = total
         self._counts[2] = in_row

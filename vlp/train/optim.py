@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -50,13 +50,18 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, warmu
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(cfg, warmup_steps, total_steps))
 
 
+def torch_optimizer(optimizer: Any) -> torch.optim.Optimizer:
+    """The torch optimizer inside accelerate's wrapper (`AcceleratedOptimizer.optimizer`), or `optimizer` itself."""
+    return getattr(optimizer, "optimizer", optimizer)
+
+
 def step_unless_skipped(optimizer: torch.optim.Optimizer, ok: torch.Tensor) -> None:
     """`optimizer.step()` where the 0-d bool `ok` is True, else nothing changes (weights, moments, step count).
 
     Fused AdamW decides on the device (`found_inf`, as GradScaler uses it), so the host never waits for the GPU;
     other optimizers (no fused kernel for the parameters' device) read `ok` on the host.
     """
-    inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer wraps it
+    inner = torch_optimizer(optimizer)
     if not inner.defaults.get("fused"):
         if bool(ok):
             optimizer.step()

@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
-import torch.distributed as dist
 from safetensors import safe_open
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
                                                      get_optimizer_state_dict, set_model_state_dict,
                                                      set_optimizer_state_dict)
 from torch.distributed.tensor import DTensor, Replicate, Shard
 
+from vlp.objectives.distributed import world as process_world
 from vlp.run_dir import Checkpoint, CheckpointError
 from vlp.train.sharding import full_state_dict
 from vlp.train.state import optimizer_from_flat, optimizer_to_flat, write_tensors
@@ -47,7 +47,7 @@ def save_sharded(tmp: Checkpoint, model: torch.nn.Module, optimizer: torch.optim
     the model, the optimizer and the EMA into the temporary checkpoint directory `tmp` (which exists), and on rank 0
     the consolidated model.safetensors and ema.safetensors. Returns the description that rank 0 records in
     state.json under "sharded" (the same on every rank), which `load_sharded` reads."""
-    rank, world = _rank_world()
+    rank, world = process_world()
     opt_tensors, structure = optimizer_to_flat(get_optimizer_state_dict(model, optimizer))
     description: dict[str, Any] = {"world_size": world, "optimizer_structure": structure,
                                    "model": _write(tmp.model_shard(rank, world), get_model_state_dict(model), rank),
@@ -181,6 +181,3 @@ def _read_rows(name: str, entry: dict[str, Any], opened: list, first: int, end: 
         raise CheckpointError(f"{name}: the shards hold {rows.shape[0]} of rows [{first}, {end}); incomplete")
     return rows
 
-
-def _rank_world() -> tuple[int, int]:
-    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)

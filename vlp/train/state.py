@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from vlp.run_dir import TEMP_PREFIX, Checkpoint, RunDir
 from vlp.train import sharding
+from vlp.train.optim import torch_optimizer  # DCP's state-dict API steps and reads the unwrapped optimizer
 
 
 @dataclass
@@ -109,7 +110,7 @@ def save(run: RunDir, t: Trainables, progress: Progress, keep: int) -> Path:
     if sharded:
         from vlp.train.sharded import save_sharded  # imported on use: it builds on this module's writers
 
-        layout = {"sharded": save_sharded(tmp, t.model, _torch_optimizer(t.optimizer),
+        layout = {"sharded": save_sharded(tmp, t.model, torch_optimizer(t.optimizer),
                                           t.ema.weights if t.ema is not None else None)}
     elif acc.is_main_process:
         write_tensors(tmp.model, weights)
@@ -139,14 +140,14 @@ def restore(path: Path, state: dict[str, Any], t: Trainables) -> Progress:
     if "sharded" in state:  # written by every rank of an FSDP2 run: read into any world size, sharded or not
         from vlp.train.sharded import load_sharded  # imported on use: it builds on this module's writers
 
-        load_sharded(files, state["sharded"], t.model, _torch_optimizer(t.optimizer),
+        load_sharded(files, state["sharded"], t.model, torch_optimizer(t.optimizer),
                      t.ema.weights if t.ema is not None else None)
     else:
         saved = optimizer_from_flat(read_tensors(files.optimizer), state["optimizer"])
         if sharding.is_sharded(t.model):  # a ddp checkpoint resumed under fsdp: its full state, then sharded
             from vlp.train.sharded import load_full_optimizer
 
-            load_full_optimizer(t.model, _torch_optimizer(t.optimizer), saved)
+            load_full_optimizer(t.model, torch_optimizer(t.optimizer), saved)
         else:
             t.optimizer.load_state_dict(saved)
     t.scheduler.load_state_dict(state["scheduler"])
@@ -281,10 +282,6 @@ def restore_rng(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
     name, keys, pos, has_gauss, cached = json.loads(meta["numpy"])
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
 
-
-def _torch_optimizer(optimizer: Any) -> torch.optim.Optimizer:
-    """The torch optimizer inside accelerate's wrapper: DCP's state-dict API steps and reads it directly."""
-    return getattr(optimizer, "optimizer", optimizer)
 
 
 def _plain(value):

@@ -1,10 +1,17 @@
-"""Samples/s of vlp's training pipeline vs OpenCLIP's webdataset pipeline, same shards/transforms/tokenizer/workers.
+"""Samples/s of vlp's training pipeline vs OpenCLIP's `get_wds_dataset` at 224 px, and vs the decode limit.
 
-OpenCLIP side: `open_clip_train.data.get_wds_dataset` itself, which crashes with webdataset 1.x, so it runs in a
-subprocess from bench/.venv-openclip (bench/openclip_env.py: the running interpreter's packages with webdataset
-0.2.86 in front; created when missing). Each side builds its loader (imports included) before the clock starts; the
-clock runs from the first batch request to the last batch, so worker start-up counts on both sides alike.
-Usage: python bench/data_throughput.py [--samples 2000] [--runs 3]
+Two shard sets, built here from skimage's photos (offline): (a) img2dataset-style, 256×256 (shorter side resized to
+256, centre crop) JPEG q95; (b) DataComp-style originals, random crops of the photos resized to 400–1200 px on the
+longer side, JPEG q90. Both sides: RandomResizedCrop(224, scale (0.9, 1), bicubic), the ViT-B-32 tokenizer, batch 64,
+2 DataLoader workers, one epoch. OpenCLIP: open_clip's train transform (PIL decode, float normalised in the workers),
+from bench/.venv-openclip (webdataset 0.2.86: it crashes with 1.x; see openclip_env.py). vlp: `build_train_data`
+with its own train transform (`TrainCrop`: reduced-scale JPEG decode of the crop, uint8 through the loader) and the
+per-batch normalisation the trainer does (here in the timed loop, on the CPU). Every measurement runs in a fresh
+subprocess; each side builds its loader (imports included) first and the clock runs from the first batch request to
+the last batch; a second measurement per side runs the whole pipeline in one process (0 workers) and counts its CPU
+time, which other jobs on a shared machine do not inflate. The limit: libjpeg-turbo alone (simplejpeg, smallest DCT
+scale ≥ 224 px) per CPU second of one core, × workers, on the same files. Prints a markdown block for RESULTS.md.
+Usage: python bench/data_throughput.py [--samples 1536] [--runs 3] [--workers 2]
 """
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ import io
 import statistics
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,94 +30,241 @@ from PIL import Image
 
 import openclip_env
 
+SETS = {"img2dataset": "(a) img2dataset-style 256×256 JPEG q95", "datacomp": "(b) DataComp-style 400–1200 px JPEG q90"}
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "cat")
+SCALE, RATIO = (0.9, 1.0), (3 / 4, 4 / 3)
 
-def make_shards(out: Path, samples: int) -> str:
-    from data_tools.bundled import load_digit_arrays
+
+def photos() -> list[Image.Image]:
+    import skimage.data
+
+    return [Image.fromarray(getattr(skimage.data, name)()) for name in PHOTOS]
+
+
+def styled(photo: Image.Image, kind: str, rng: np.random.Generator) -> bytes:
+    """A random crop (60–100 % of each side) of `photo`, sized and compressed as the shard set `kind` does."""
+    w, h = photo.size
+    cw, ch = int(w * rng.uniform(0.6, 1)), int(h * rng.uniform(0.6, 1))
+    x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    image = photo.crop((x, y, x + cw, y + ch))
+    if kind == "img2dataset":  # img2dataset resize_mode=center_crop, image_size=256
+        s = 256 / min(cw, ch)
+        image = image.resize((max(256, round(cw * s)), max(256, round(ch * s))), Image.BICUBIC)
+        left, top = (image.width - 256) // 2, (image.height - 256) // 2
+        image, quality = image.crop((left, top, left + 256, top + 256)), 95
+    else:
+        s = rng.uniform(400, 1200) / max(cw, ch)
+        image, quality = image.resize((round(cw * s), round(ch * s)), Image.BICUBIC), 90
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def make_set(out: Path, kind: str, samples: int) -> str:
     from data_tools.writer import ShardWriter
 
-    if (out / "sizes.json").is_file():
-        return str(out / "{00000..00007}.tar")
-    images, labels = load_digit_arrays("mnist")
-    with ShardWriter(out, per_shard=samples // 8) as writer:
+    folder = out / f"{kind}-{samples}"
+    if (folder / "sizes.json").is_file():
+        return str(folder / "{00000..00007}.tar")
+    rng, sources = np.random.default_rng(0), photos()
+    with ShardWriter(folder, per_shard=-(-samples // 8)) as writer:
         for i in range(samples):
-            rgb = np.stack([images[i % len(images)]] * 3, -1)
-            buffer = io.BytesIO()
-            Image.fromarray(rgb).resize((320, 256), Image.BILINEAR).save(buffer, format="JPEG", quality=90)
-            writer.write(f"{i:06d}", {"jpg": buffer.getvalue(), "txt": f"a handwritten digit {labels[i % 5000]}"})
+            name = PHOTOS[i % len(PHOTOS)]
+            writer.write(f"{i:06d}", {"jpg": styled(sources[i % len(sources)], kind, rng),
+                                      "txt": f"a photo of the {name.replace('_', ' ')}, number {i}"})
     return writer.spec
 
 
-def openclip_loader(spec: str, samples: int, transform, tokenizer, batch: int, workers: int):
+def openclip_loader(spec: str, args, size: int):
+    import open_clip
     from open_clip_train.data import get_wds_dataset
 
-    args = SimpleNamespace(train_data=spec, val_data=None, dataset_resampled=False, train_num_samples=samples,
-                           train_data_upsampling_factors=None, seed=0, batch_size=batch, world_size=1,
-                           workers=workers)
-    return get_wds_dataset(args, transform, is_train=True, epoch=0, floor=True, tokenizer=tokenizer).dataloader
+    transform = open_clip.image_transform(size, is_train=True, aug_cfg={"scale": SCALE})
+    loader_args = SimpleNamespace(train_data=spec, val_data=None, dataset_resampled=False,
+                                  train_num_samples=args.samples, train_data_upsampling_factors=None, seed=0,
+                                  batch_size=args.batch, world_size=1, workers=args.workers)
+    loader = get_wds_dataset(loader_args, transform, is_train=True, epoch=0, floor=True,
+                             tokenizer=open_clip.get_tokenizer("ViT-B-32")).dataloader
+    return (images for images, _ in loader)
 
 
-def vlp_loader(spec: str, samples: int, transform, tokenizer, batch: int, workers: int):
+def vlp_loader(spec: str, args, size: int, decode: str = "cpu"):
+    """vlp's batches as the trainer gets them: uint8 from the workers, normalised once per batch."""
+    import open_clip
+
     from vlp.data import build_train_data
+    from vlp.data.device_images import ready_images
+    from vlp.models.transforms import TrainCrop
     from vlp.recipe.schema import DataConfig
 
-    cfg = DataConfig(train=spec, num_samples=samples, workers=workers, shuffle_buffer=1000)
-    return build_train_data(cfg, transform, tokenizer, local_batch_size=batch, seed=0, rank=0,
-                            world_size=1).batches(0)
+    mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
+    transform = TrainCrop(size, SCALE, RATIO, decode)
+    cfg = DataConfig(train=spec, num_samples=args.samples, workers=args.workers, shuffle_buffer=1000)
+    data = build_train_data(cfg, transform, open_clip.get_tokenizer("ViT-B-32"), local_batch_size=args.batch, seed=0,
+                            rank=0, world_size=1)
+    device = "cuda" if decode == "gpu" else "cpu"  # with gpu, the trainer's device decodes the JPEG rows
+    return (ready_images(batch.to(device), mean, std).image for batch in data.batches(0))
 
 
-def timed(loader) -> float:
-    """Samples/s from the first batch request to the last batch of one pass."""
-    start, count = time.perf_counter(), 0
-    for batch in loader:
-        count += len(batch[0] if isinstance(batch, (list, tuple)) else batch.image)
-    return count / (time.perf_counter() - start)
+def timed(images, clock=time.perf_counter) -> float:
+    """Samples per second of `clock` from the first batch request to the last batch of one pass."""
+    start, count = clock(), 0
+    for batch in images:
+        count += len(batch)
+    return count / (clock() - start)
+
+
+def jpegs(spec: str) -> list[bytes]:
+    from vlp.data import expand_shards
+
+    out = []
+    for url in expand_shards(spec):
+        with tarfile.open(url) as tar:
+            out += [tar.extractfile(m).read() for m in tar.getmembers() if m.name.endswith(".jpg")]
+    return out
+
+
+def decode_limit(spec: str, args, size: int) -> float:
+    """libjpeg-turbo's decode rate at the smallest DCT scale ≥ size, per CPU second of one core (so other jobs on the
+    machine do not lower it), × workers; the files are read beforehand."""
+    import simplejpeg
+
+    files = jpegs(spec)
+    start = time.process_time()
+    for data in files:
+        simplejpeg.decode_jpeg(data, min_height=size, min_width=size)
+    return len(files) / (time.process_time() - start) * args.workers
 
 
 def measure(side: str, spec: str, args, size: int) -> float:
-    import open_clip
+    """One measurement; `side` "vlp-gpu" is vlp with `data.decode: gpu` (it falls back to cpu without CUDA).
+    `args.clock` "cpu" (with 0 workers: all work in this process) counts this process's CPU seconds instead of wall
+    time, which other jobs on the machine do not inflate."""
+    import torch
 
-    transform = open_clip.image_transform(size, is_train=True, aug_cfg={"scale": (0.9, 1.0)})
-    tokenizer = open_clip.get_tokenizer("ViT-B-32")
-    build = openclip_loader if side == "openclip" else vlp_loader
-    return timed(build(spec, args.samples, transform, tokenizer, args.batch, args.workers))
+    torch.set_num_threads(1)  # both sides' main process, on cores shared with the workers (which run 1 thread)
+    clock = time.process_time if getattr(args, "clock", "wall") == "cpu" else time.perf_counter
+    if side == "limit":
+        return decode_limit(spec, args, size)
+    if side == "openclip":
+        return timed(openclip_loader(spec, args, size), clock)
+    return timed(vlp_loader(spec, args, size, "gpu" if side == "vlp-gpu" else "cpu"), clock)
 
 
 def measure_in_subprocess(side: str, spec: str, args, size: int) -> float:
     """Each measurement in a fresh process, both sides alike; only the interpreter's webdataset differs."""
     python = openclip_env.python() if side == "openclip" else sys.executable
     command = [str(python), __file__, "--side", side, "--size", str(size), "--spec", spec,
-               "--samples", str(args.samples), "--batch", str(args.batch), "--workers", str(args.workers)]
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
+               "--samples", str(args.samples), "--batch", str(args.batch), "--workers", str(args.workers),
+               "--clock", getattr(args, "clock", "wall")]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(f"{side} measurement failed:\n{result.stderr[-3000:]}")
     return float(result.stdout.strip().splitlines()[-1])
+
+
+def decode_timings(spec: str, size: int, count: int = 40) -> dict[str, float]:
+    """Median CPU ms per image, one thread: decodes to ≥ size px, then each side's whole per-image transform."""
+    import open_clip
+    import simplejpeg
+    import torch
+
+    from vlp.data.decode import seeded
+    from vlp.data.fast_decode import jpeg_size
+    from vlp.models.transforms import TrainCrop
+
+    torch.set_num_threads(1)
+    files, crop = jpegs(spec)[:count], TrainCrop(size, SCALE, RATIO)
+    openclip = open_clip.image_transform(size, is_train=True, aug_cfg={"scale": SCALE})
+
+    def pil(data):
+        return Image.open(io.BytesIO(data)).convert("RGB")
+
+    def draft(data):
+        image = Image.open(io.BytesIO(data))
+        image.draft("RGB", (size, size))
+        return image.convert("RGB")
+
+    def fast(data):
+        with seeded(0):
+            return crop.from_jpeg(data, jpeg_size(data))
+    cases = {"PIL decode": pil, "PIL draft decode": draft,
+             "simplejpeg decode": lambda d: simplejpeg.decode_jpeg(d, min_height=size, min_width=size),
+             "OpenCLIP transform (PIL decode, crop, normalise)": lambda d: openclip(pil(d)),
+             "vlp TrainCrop (reduced decode, crop; uint8)": fast}
+    out = {}
+    for name, fn in cases.items():
+        times = []
+        for data in files:
+            start = time.thread_time()
+            fn(data)
+            times.append(time.thread_time() - start)
+        out[name] = 1000 * statistics.median(times)
+    return out
+
+
+def report(args, versions: dict, results: dict, cpu: dict, timings: dict) -> str:
+    lines = [f"`python bench/data_throughput.py --samples {args.samples} --runs {args.runs} --workers {args.workers}`"
+             f" ({time.strftime('%Y-%m-%d')}), median of {args.runs} alternating runs, each in a fresh subprocess.",
+             "", "Versions: " + "; ".join(f"{side}: " + ", ".join(f"{k} {v}" for k, v in found.items())
+                                          for side, found in versions.items()), "",
+             f"| shard set | OpenCLIP samples/s | vlp samples/s | limit samples/s ({args.workers} cores) "
+             "| vlp / OpenCLIP | vlp / limit |", "|---|---|---|---|---|---|"]
+    for kind, (openclip, ours, limit) in results.items():
+        lines.append(f"| {SETS[kind]} | {openclip:.1f} | {ours:.1f} | {limit:.1f} | {ours / openclip:.2f}× "
+                     f"| {100 * ours / limit:.0f}% |")
+    lines += ["", "CPU time per sample, whole pipeline in one process (0 workers, 1 thread; less sensitive to other load):", "",
+              "| shard set | OpenCLIP ms | vlp ms | vlp / OpenCLIP | limit ms (decode only) | vlp / limit |",
+              "|---|---|---|---|---|---|"]
+    for kind, (openclip, ours) in cpu.items():
+        limit = args.workers / results[kind][2]
+        lines.append(f"| {SETS[kind]} | {1000 / openclip:.2f} | {1000 / ours:.2f} | {ours / openclip:.2f}× "
+                     f"| {1000 * limit:.2f} | {100 * limit * ours:.0f}% |")
+    lines += ["", "Per-image timings (CPU ms of one thread, median over 40 files):", "",
+              "| shard set | " + " | ".join(next(iter(timings.values()))) + " |",
+              "|---" * (1 + len(next(iter(timings.values())))) + "|"]
+    lines += [f"| {SETS[kind]} | " + " | ".join(f"{ms:.2f}" for ms in row.values()) + " |"
+              for kind, row in timings.items()]
+    return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--samples", type=int, default=2000)
+    parser.add_argument("--samples", type=int, default=1536)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--work-dir", default=str(Path(__file__).parent / "work" / "throughput"))
-    parser.add_argument("--side", choices=["openclip", "vlp"], help=argparse.SUPPRESS)  # one measurement
-    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    # one measurement, in a subprocess of the full run
+    parser.add_argument("--side", choices=["openclip", "vlp", "vlp-gpu", "limit"], help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
         print(measure(args.side, args.spec, args, args.size))
         return 0
+    import PIL.features
+    import simplejpeg
+
     openclip_env.ensure()
-    spec = make_shards(Path(args.work_dir), args.samples)
-    print(f"versions: vlp side {openclip_env.versions()}; OpenCLIP side {openclip_env.versions(openclip_env.python())}")
-    print(f"shards: {spec} ({args.samples} samples, 320x256 JPEG), batch {args.batch}, {args.workers} workers, "
-          f"open_clip train transform + ViT-B-32 tokenizer, median of {args.runs} alternating runs")
-    for size in (64, 224):
-        openclip, ours = [], []
-        for _ in range(args.runs):  # alternate so drift on a shared machine hits both sides alike
-            openclip.append(measure_in_subprocess("openclip", spec, args, size))
-            ours.append(measure_in_subprocess("vlp", spec, args, size))
-        a, b = statistics.median(openclip), statistics.median(ours)
-        print(f"{size:>3} px: openclip {a:7.1f} samples/s | vlp {b:7.1f} samples/s | ratio vlp/openclip {b / a:.2f}x",
-              flush=True)
+    extra = {"simplejpeg": simplejpeg.__version__, "libjpeg-turbo (PIL)": PIL.features.version("libjpeg_turbo")}
+    versions = {"vlp side": {**openclip_env.versions(), **extra},
+                "OpenCLIP side": openclip_env.versions(openclip_env.python())}
+    print(f"versions: {versions}", flush=True)
+    results, cpu, timings = {}, {}, {}
+    in_process = argparse.Namespace(**{**vars(args), "workers": 0, "clock": "cpu"})
+    for kind in SETS:
+        spec = make_set(Path(args.work_dir), kind, args.samples)
+        timings[kind] = decode_timings(spec, args.size)
+        runs = {"openclip": [], "vlp": [], "limit": []}
+        for _ in range(args.runs):  # alternate so drift on a shared machine hits every side alike
+            for side in runs:
+                runs[side].append(measure_in_subprocess(side, spec, args, args.size))
+        results[kind] = tuple(statistics.median(runs[side]) for side in runs)
+        cpu[kind] = tuple(measure_in_subprocess(side, spec, in_process, args.size) for side in ("openclip", "vlp"))
+        print(f"{SETS[kind]}: {spec}; samples/s per run {runs}; per CPU second in one process {cpu[kind]}", flush=True)
+    print("\n" + report(args, versions, results, cpu, timings))
     return 0
 
 

@@ -26,7 +26,8 @@ def split_items(items: Sequence[Item], test_fraction: float, seed: int) -> tuple
 
 def write_train_shards(items: Iterable[Item], out_dir: Union[str, Path], per_shard: int = 1000,
                        total: Optional[int] = None, desc: str = "shards") -> str:
-    """Image + `txt` caption per sample (first caption when several; the rest go to `extra.txt`, one per line).
+    """Image + `txt` caption per sample (first caption when several; the rest go to `extra.txt`, one per line;
+    hard negatives to `neg.txt`).
     Unreadable images are reported and left out. Returns the brace spec of the shards."""
     missing = 0
     with ShardWriter(out_dir, per_shard) as writer:
@@ -41,6 +42,8 @@ def write_train_shards(items: Iterable[Item], out_dir: Union[str, Path], per_sha
             fields = {ext: data, "txt": captions[0]}
             if len(captions) > 1:
                 fields["extra.txt"] = "\n".join(captions[1:])
+            if item.negatives:
+                fields["neg.txt"] = "\n".join(item.negatives)
             if item.label is not None:
                 fields["cls"] = item.label
             writer.write(item.key, fields)

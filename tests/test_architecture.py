@@ -20,9 +20,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "vlp"
 # ---- point 1: vlp/run_dir.py alone spells the names of a run's files and folders ----
 
 RUN_DIR_MODULE = PACKAGE / "run_dir.py"
-RUN_FILES = {"recipe.yaml", "metrics.jsonl", "eval_results.json", "bad_samples.json", "demo_report.json",
+RUN_FILES = {"recipe.yaml", "metrics.jsonl", "eval_results.json", "bad_samples.json", "demo_report.json", "report.html",
              "state.json", "model.safetensors", "optimizer.safetensors", "ema.safetensors", "checkpoints/latest"}
-RUN_FOLDERS = {"checkpoints", "latest", "plots", "export"}  # flagged where used as a path: `x / "plots"`, == "latest"
+# flagged where used as a path: `x / "plots"`, == "latest"
+RUN_FOLDERS = {"checkpoints", "latest", "plots", "export", "pictures", "tensorboard"}
 # checkpoint, generator-file and temporary names, whole or as the literal piece of an f-string
 GENERATED_NAME = re.compile(r"^(step_|rng_)(\d.*|\*.*)?$|^\.tmp-")
 _PATH_CALLS = {"Path", "joinpath", "with_name", "glob", "rglob"}

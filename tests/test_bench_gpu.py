@@ -39,10 +39,10 @@ def test_smoke_measures_every_section(tmp_path):
         assert summary["largest_vlp"] == summary["largest_openclip"] == results["loss"]["cap"] == 512
         assert summary["stopped_vlp"] == summary["stopped_openclip"] == "cap 512 reached"
         assert summary["time_ratio_vlp_over_openclip"] > 0
-    assert results["decode"]["cpu_samples_per_s"] > 0 and results["decode"]["gpu"].startswith("not implemented")
+    assert results["decode"]["cpu_samples_per_s"] > 0 and results["decode"]["gpu_samples_per_s"] is None  # no CUDA
     table = (tmp_path / "out" / "gpu.md").read_text()
     assert "| train vlp-bench-tiny B=64 samples/s | skipped: --no-openclip-trainer |" in table
-    assert "| GPU decode | | not implemented" in table
+    assert "| GPU decode (`data.decode: gpu`) samples/s | | n/a |" in table
 
 
 def test_budget_guard_skips_what_would_overrun_and_says_why(tmp_path):

@@ -150,3 +150,65 @@ def test_json_caption_field(tmp_path):
     spec = write_shards(tmp_path, 10, 10, json=lambda i: f'{{"caption": "json {i + 50}"}}')
     cfg = DataConfig(train=spec, workers=0, caption_key="json", caption_field="caption")
     assert sorted(i for b in ids(load(cfg, batch=2).batches(0)) for i in b) == list(range(50, 60))
+
+
+def test_sample_ids_are_dense_stable_and_none_without_sizes(tmp_path):
+    """Issue 17's per-sample state needs an id per sample: (source, shard) offset from the sizes + index in the
+    shard, the same every epoch and on every layout."""
+    a = write_shards(tmp_path / "a", 40, 10)
+    b = write_shards(tmp_path / "b", 20, 8, start=1000)  # shards of 8, 8, 4
+    cfg = DataConfig(train=f"{a}::{b}", workers=0, shuffle_buffer=16)
+    data = load(cfg, batch=6)
+    assert data.num_sample_ids == 60
+    for epoch in range(2):
+        batches = list(data.batches(epoch))
+        got = {int(t): int(i) for batch in batches for t, i in zip(batch.text[:, 0], batch.sample_ids)}
+        assert got == {**{i: i for i in range(40)}, **{i: 40 + i - 1000 for i in range(1000, 1020)}}
+        assert all(batch.sample_ids.dtype == torch.int64 for batch in batches)
+    (tmp_path / "b" / "sizes.json").unlink()
+    unknown = load(DataConfig(train=f"{a}::{b}", workers=0, num_samples=60), batch=6)
+    assert unknown.num_sample_ids is None and next(iter(unknown.batches(0))).sample_ids is None
+
+
+def test_labels_from_an_entry_or_a_json_field_and_a_sample_without_one_is_bad(tmp_path):
+    labels = {i: (str(i % 3).encode() if i % 7 else b"seven") for i in range(20)}  # 0, 7, 14: not integers
+    spec = write_shards(tmp_path, 20, 10, cls=lambda i: labels[i], json=lambda i: f'{{"label": {i % 3}}}')
+    for key in ("cls", "json:label"):
+        data = load(DataConfig(train=spec, workers=0, label_key=key), batch=1)  # one stream: all good ones
+        batches = list(data.batches(0))
+        got = {int(t): int(y) for b in batches for t, y in zip(b.text[:, 0], b.labels)}
+        assert all(got[i] == i % 3 for i in got)
+        assert set(got) == (set(range(20)) - {0, 7, 14} if key == "cls" else set(range(20)))
+        assert data.bad_sample_totals == ({"missing_label": 3} if key == "cls" else {})
+    assert next(iter(load(DataConfig(train=spec, workers=0), batch=2).batches(0))).labels is None
+
+
+def test_all_captions_main_first_masked_and_bounded(tmp_path):
+    spec = write_shards(tmp_path, 10, 10, **{"alt.txt": lambda i: "\n".join(f"alt {100 * k + i}" for k in
+                                                                               range(1, 1 + i % 3))})
+    cfg = DataConfig(train=spec, workers=0, extra_caption_keys=["alt.txt"], captions="all", max_captions=2)
+    for batch in load(cfg, batch=2).batches(0):
+        assert batch.captions.shape == (2, 2, 1) and batch.caption_mask.dtype == torch.bool
+        for row in range(2):
+            i = int(batch.text[row, 0])
+            assert i < 10  # the text is the main caption
+            assert batch.caption_mask[row].tolist() == [True, i % 3 > 0]
+            assert batch.captions[row, :, 0].tolist() == [i, 100 + i if i % 3 else 0]
+    wide = next(iter(load(DataConfig(train=spec, workers=0, extra_caption_keys=["alt.txt"], captions="all"),
+                          batch=10).batches(0)))
+    assert wide.captions.shape == (10, 5, 1) and wide.caption_mask.sum().item() == 10 + sum(i % 3 for i in range(10))
+
+
+def test_per_sample_fields_travel_through_split_map_and_to():
+    from vlp.data.batch import Batch
+
+    batch = Batch(torch.zeros(5, 3, 2, 2), torch.arange(5)[:, None], sample_ids=torch.arange(5) + 10,
+                  labels=torch.arange(5) % 2, captions=torch.arange(10).view(5, 2, 1),
+                  caption_mask=torch.ones(5, 2, dtype=torch.bool))
+    fields = ("sample_ids", "labels", "captions", "caption_mask")
+    parts = batch.split(2)
+    assert [len(p) for p in parts] == [2, 2, 1]
+    for name in fields:
+        assert torch.equal(torch.cat([getattr(p, name) for p in parts]), getattr(batch, name)), name
+        assert getattr(batch.map_tensors(lambda t: t[:1]), name).shape[0] == 1, name
+        assert torch.equal(getattr(batch.to(torch.device("cpu")), name), getattr(batch, name)), name

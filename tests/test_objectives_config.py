@@ -13,7 +13,8 @@ from vlp.recipe.schema import ObjectiveConfig, RegularizerConfig
 
 
 def test_registered_names():
-    assert objectives.names() == ["clip_cua", "clip_cuaxu", "dcl", "hard_negative", "sigmoid", "softmax", "uniformity"]
+    assert objectives.names() == ["clip_cua", "clip_cuaxu", "dcl", "debiased", "hard_negative", "isogclr", "macl",
+                                  "masked_softmax", "multi_caption", "sigmoid", "softmax", "supcon", "uniformity"]
     assert objectives.regularizer_names() == ["align", "cross_uniform", "uniform"]
 
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import vlp.objectives as objectives
+from objective_inputs import extra_inputs
 from vlp.recipe import ConfigError
 from vlp.recipe.schema import ObjectiveConfig, RegularizerConfig
 
@@ -23,9 +24,9 @@ def inputs(seed=0):
     return x, y, torch.tensor(20.0), torch.tensor(-8.0)
 
 
-def run(objective, x, y, t, b):
+def run(objective, x, y, t, b, seed=0):
     leaves = [v.clone().requires_grad_() for v in (x, y, t, b)]
-    out = objective(*leaves)
+    out = objective(*leaves, **extra_inputs(objective, x.shape[0], x.shape[1], torch.Generator().manual_seed(seed)))
     out["loss"].backward()
     return out, [leaf.grad for leaf in leaves]
 
@@ -38,8 +39,8 @@ def assert_same(name, tile_size, **params):
 def assert_same_objectives(dense, tiled, seed=0):
     """Equal terms and gradients (features, t, b) of a dense objective and its tiled form."""
     x, y, t, b = inputs(seed)
-    dense_out, dense_grads = run(dense, x, y, t, b)
-    tiled_out, tiled_grads = run(tiled, x, y, t, b)
+    dense_out, dense_grads = run(dense, x, y, t, b, seed)
+    tiled_out, tiled_grads = run(tiled, x, y, t, b, seed)
     assert dense_out.keys() == tiled_out.keys()
     for key in dense_out:
         torch.testing.assert_close(tiled_out[key], dense_out[key], atol=1e-5, rtol=1e-5)
@@ -107,7 +108,9 @@ TILED = tiled_configs()
 
 
 def test_every_tiled_objective_is_probed():
-    assert sorted({cfg.name for cfg in TILED}) == ["clip_cua", "clip_cuaxu", "sigmoid", "softmax", "uniformity"]
+    assert sorted({cfg.name for cfg in TILED}) == ["clip_cua", "clip_cuaxu", "debiased", "isogclr", "macl",
+                                                   "masked_softmax", "multi_caption", "sigmoid", "softmax", "supcon",
+                                                   "uniformity"]
 
 
 def config_id(cfg: ObjectiveConfig) -> str:
@@ -128,9 +131,13 @@ def test_no_batch_by_batch_tensor_when_tiled(cfg):
     for tiled in (True, False):
         leaves = [v.clone().requires_grad_() for v in (x, y, torch.tensor(10.0), torch.tensor(-10.0))]
         objective = objectives.build_from_config(dataclasses.replace(cfg, tiled=tiled))
+        extras = extra_inputs(objective, n, 4, torch.Generator().manual_seed(0))
         with LargestTensor() as probe:
-            objective(*leaves)["loss"].backward()
+            objective(*leaves, **extras)["loss"].backward()
         if tiled:
-            assert probe.largest <= max(tile * tile, n * 4)
+            # nothing above a tile, the largest input (B×D features; B×K×D for every caption) or the state the
+            # objective holds (isogclr: per dataset sample, updated in place)
+            assert probe.largest <= max(tile * tile, *(v.numel() for v in [*leaves, *extras.values()]),
+                                        *(v.numel() for v in objective.buffers()))
         else:  # the probe sees the dense form's B×B matrices: it can tell the difference
             assert probe.largest >= n * n

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from objective_inputs import extra_inputs
 from test_train_support import make_shards, recipe_dict, tiny_clip, write_recipe
 from vlp.objectives import PRESETS, build, get, names
 from vlp.recipe import RecipeError, load_recipe
@@ -89,16 +90,15 @@ def _inputs(name: str, seed: int = 0) -> dict:
               "logit_scale": torch.tensor(math.exp(objective.init_logit_scale))}
     if objective.init_logit_bias is not None:
         inputs["logit_bias"] = torch.tensor(objective.init_logit_bias)
-    if "negative_text_features" in objective.extras:
-        inputs["negative_text_features"] = F.normalize(torch.randn(B, K, D, generator=g), dim=-1)
-    return inputs
+    return {**inputs, **extra_inputs(objective, B, D, g, negatives=K)}
 
 
 def _terms_and_grads(name: str, tiled: bool, inputs: dict, autocast: bool) -> tuple[dict, dict]:
     """Terms and input gradients, the forward inside a CPU bf16 autocast region when `autocast`. The backward runs
     outside, as torch advises and accelerate does; tiled objectives, whose backward is vlp's own, run it inside too."""
     objective = build(name, tiled=tiled, tile_size=TILE)
-    leaves = {k: v.detach().clone().requires_grad_() for k, v in inputs.items()}
+    objective.bind_samples(B)  # fresh per-sample state (isogclr) for every call
+    leaves = {k: v.detach().clone().requires_grad_(v.is_floating_point()) for k, v in inputs.items()}
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         terms = objective(**leaves)
         if tiled:
@@ -126,9 +126,9 @@ def test_objective_on_bf16_features_is_finite_and_close_to_fp32(name, tiled):
     """bf16 features (as a tower emits under autocast): the objective promotes them; its value and gradients are
     finite and differ from the fp32 features' only by the features' own bf16 rounding."""
     fp32 = _inputs(name)
-    half = {k: v.bfloat16() if v.dim() else v for k, v in fp32.items()}  # features in bf16, scale/bias fp32
+    half = {k: v.bfloat16() if v.dim() and v.is_floating_point() else v for k, v in fp32.items()}  # features in bf16, scale/bias fp32
     terms, grads = _terms_and_grads(name, tiled, half, autocast=True)
-    rounded_terms, _ = _terms_and_grads(name, tiled, {k: v.float() for k, v in half.items()}, autocast=False)
+    rounded_terms, _ = _terms_and_grads(name, tiled, {k: v.float() if v.is_floating_point() else v for k, v in half.items()}, autocast=False)
     ref_terms, ref_grads = _terms_and_grads(name, tiled, fp32, autocast=False)
     assert all(torch.isfinite(v).all() for v in [*terms.values(), *grads.values()])
     assert torch.allclose(terms["loss"], rounded_terms["loss"], rtol=1e-5)  # promoted: fp32 math on bf16 inputs

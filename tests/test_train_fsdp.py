@@ -43,6 +43,9 @@ def runs(tmp_path_factory) -> Path:
         # Attention key biases have an exactly-zero true gradient whose float noise differs with the reduction
         # order (all-reduce vs reduce-scatter); a larger Adam eps keeps the comparison about real gradients.
         base["optim"]["eps"] = 1e-4
+        # and a gentler lr keeps 20 steps from amplifying that noise past the tolerances (at 2e-3 the grad norm
+        # spikes to 60 and the two reduction orders drift apart by 2e-4 relative by step 11)
+        base["optim"]["lr"] = 1e-3
         for section, values in changes.items():
             base[section] = {**base[section], **values}
         for strategy in ("ddp", "fsdp"):

@@ -77,8 +77,6 @@ def test_resume_on_another_world_size_or_strategy_starts_from_the_saved_state_an
         stopped.stderr[-3000:]
     resumed = launch(tmp_path, after[1], -1, str(path), "--resume", "latest", "--set", f"train.strategy={after[0]}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    if before[1] != after[1]:
-        assert "continuing epoch 0 from batch 5" in resumed.stdout
 
     # full tensors keyed by parameter name, gathered from the shards on every rank (TRAINER's dump)
     saved_tensors, saved_structure = state_at(tmp_path, f"stop{STOP}", 0)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from test_train_support import make_shards, random_batch, recipe_dict, write_recipe
-from vlp.data.batch import Batch, Item
+from vlp.data.batch import Batch
 from vlp.data.train_data import prefetch_to
 from vlp.train import state
 from vlp.train.optim import step_unless_skipped
@@ -135,36 +135,41 @@ def test_prefetch_yields_the_same_batches_in_order_one_ahead():
     assert list(prefetch_to(iter([]), torch.device("cpu"))) == []
 
 
-def test_the_loader_pins_items_and_keeps_their_bookkeeping(monkeypatch):
-    """torch's pin-memory thread pins what has a pin_memory() method; a dataclass without one would stay pageable,
-    and a copy from pageable memory makes the host wait."""
-    from torch.utils.data._utils.pin_memory import pin_memory
+def test_joining_the_workers_items_copies_once_into_pinned_memory_in_stream_order(monkeypatch):
+    """A position's parts (one per DataLoader worker) are copied once, straight into page-locked memory: a copy from
+    pageable memory makes the host wait, and pinning each part first would copy twice. One part is pinned as is."""
+    from vlp.data.batch import joined
 
-    pinned = []
+    real_empty, pinned = torch.empty, []
+
+    def empty(*shape, pin_memory=False, **kwargs):
+        pinned.append(pin_memory)
+        return real_empty(*shape, **kwargs)
+
+    parts = [random_batch(2, negatives=1), random_batch(3, seed=1, negatives=1)]
+    for k, part in enumerate(parts):
+        part.sample_ids, part.keys, part.text_length = torch.arange(len(part)) + 10 * k, [f"{k}"] * len(part), 8 * k
+    monkeypatch.setattr(torch, "empty", empty)
+    both = joined(parts, pin=True)
+    assert pinned == [True] * 4  # image, text, negatives, ids
+    for name in ("image", "text", "negative_text", "sample_ids"):
+        assert torch.equal(getattr(both, name), torch.cat([getattr(p, name) for p in parts])), name
+    assert both.keys == ["0", "0", "1", "1", "1"] and both.text_length == 8 and both.labels is None
     monkeypatch.setattr(torch.Tensor, "pin_memory", lambda t, *a: pinned.append(t) or t.clone())
-    batch = random_batch(2, negatives=1)
-    batch.bad_samples, batch.resume_skip = {"corrupt": 1}, 3
-    item = pin_memory(Item(position=2, batch=batch, bad_samples={"corrupt": 1}))
-    assert len(pinned) == 3 and item.position == 2 and item.bad_samples == {"corrupt": 1}
-    assert item.batch.resume_skip == 3 and item.batch.bad_samples == {"corrupt": 1}
-    assert torch.equal(item.batch.negative_text, batch.negative_text)
-    assert pin_memory(Item(position=5)).batch is None
+    assert joined(parts[:1], pin=True).keys == ["0", "0"] and len(pinned) == 4 + 4
 
 
 def test_the_trainer_pins_memory_only_for_a_cuda_device(tmp_path, shards, monkeypatch):
-    import torch.utils.data as data
-
     import vlp.data.train_data as train_data
     from vlp.train import train
 
-    seen = []
+    seen, real = [], train_data.joined
 
-    class Spy(data.DataLoader):
-        def __init__(self, *args, **kwargs):
-            seen.append(kwargs["pin_memory"])
-            super().__init__(*args, **kwargs)
+    def spy(parts, pin=False):
+        seen.append(pin)
+        return real(parts, pin)
 
-    monkeypatch.setattr(train_data, "DataLoader", Spy)
+    monkeypatch.setattr(train_data, "joined", spy)
     train(write_recipe(tmp_path / "r.yaml", recipe_dict(shards, tmp_path / "runs", duration="1 steps")))
     assert seen and not any(seen)  # pinning on a CPU-only run just warns
 
@@ -182,6 +187,6 @@ def test_rank_agreement_runs_on_a_cpu_group_beside_a_gpu_one(tmp_path, monkeypat
             patched.setattr(dist, "get_backend", lambda group=None: "nccl")
             group = cpu_group()
         assert group is not None and dist.get_backend(group) == "gloo"
-        assert agree_over_processes(5, group=group) == (5, 5)
+        assert agree_over_processes(5, group=group) == 5
     finally:
         dist.destroy_process_group()

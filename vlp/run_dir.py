@@ -9,7 +9,9 @@
                                      (FSDP: also {model,optimizer,ema}-rankRRRRR-of-WWWWW.safetensors)
       checkpoints/latest             the name of the newest checkpoint
       plots/  export/                `vlp plot`, and the recipe's export
-      <tracker project>/             TensorBoard events (accelerate's project_dir is the run dir)
+      pictures/step_NNNNNNNN/<set>/  each in-training evaluation's pictures (vlp.evaluate.pictures)
+      tensorboard/                   TensorBoard events
+      report.html                    `vlp report`
       demo_report.json               `vlp demo`
 
 Other modules ask `RunDir` and `Checkpoint` for paths; this is the only module that spells these names. A checkpoint is
@@ -61,6 +63,10 @@ class Checkpoint:
     @property
     def ema(self) -> Path:
         return self.path / "ema.safetensors"
+
+    @property
+    def objective(self) -> Path:  # an objective's per-sample state (isogclr), whole and in sample-id order
+        return self.path / "objective.safetensors"
 
     @property
     def state(self) -> Path:
@@ -140,7 +146,21 @@ class RunDir:
     demo_report = _under("demo_report.json")
     checkpoints = _under("checkpoints")
     latest = _under("checkpoints", LATEST)
-    trackers = _under()  # accelerate's project_dir: TensorBoard writes <project>/ below it
+    pictures = _under("pictures")
+    tensorboard = _under("tensorboard")
+    report = _under("report.html")
+
+    def pictures_at(self, step: int) -> Path:
+        """The pictures of the evaluation at `step` (one folder per eval set below it)."""
+        return self.pictures / Checkpoint.name(step)
+
+    def picture_steps(self) -> list[Path]:
+        """The folders of `pictures_at`, oldest first."""
+        if not self.pictures.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.pictures.iterdir()
+                 if p.is_dir() and (m := _CHECKPOINT_NAME.match(p.name))]
+        return [p for _, p in sorted(found)]
 
     def checkpoint(self, step: int) -> Checkpoint:
         return Checkpoint(self.checkpoints / Checkpoint.name(step))

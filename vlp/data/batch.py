@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -40,11 +40,17 @@ class Batch:
     negative_text: Optional[torch.Tensor] = None  # (b, K, L) hard-negative caption token ids
     bad_samples: dict[str, int] = field(default_factory=dict)  # skipped since the previous batch, by kind
     resume_skip: Optional[int] = None  # `batches(epoch, skip=resume_skip)` continues right after this batch
-    position: Optional[int] = None  # this batch's place in its rank's epoch
+    position: Optional[int] = None  # this batch's global batch index in its epoch (the same on every rank)
     # Token positions (text and negatives) the text tower needs, bucketed: measured on the CPU, where it costs no
     # device sync (`text_length`); None until collated or moved.
     text_length: Optional[int] = None
     keys: Optional[list[str]] = None  # the samples' keys (`__key__`), in row order, where the pipeline knows them
+    # rows of `image` still to be decoded on the trainer's device (`data.decode: gpu`, `vlp.data.device_images`)
+    jpegs: Optional[Any] = None
+    sample_ids: Optional[torch.Tensor] = None  # (b,) int64 in [0, TrainData.num_sample_ids): (source, shard, index)
+    labels: Optional[torch.Tensor] = None  # (b,) int64, from `data.label_key`
+    captions: Optional[torch.Tensor] = None  # (b, K, L) every caption (`data.captions: all`), main first, zero-padded
+    caption_mask: Optional[torch.Tensor] = None  # (b, K) bool: which of `captions` are the sample's
 
     def __len__(self) -> int:
         return self.text.shape[0]
@@ -59,7 +65,7 @@ class Batch:
         reading it there would wait for the device)."""
         if self.text_length is not None or self.text.device.type != "cpu":
             return self
-        return replace(self, text_length=text_length(self.text, self.negative_text))
+        return replace(self, text_length=text_length(self.text, self.negative_text, self.captions))
 
     def pin_memory(self) -> "Batch":
         """Page-locked copies (the DataLoader's pin-memory thread calls this): only those copy to a GPU async."""
@@ -68,14 +74,53 @@ class Batch:
     def map_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "Batch":
         def apply(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
             return None if t is None else fn(t)
-        return replace(self, image=apply(self.image), text=apply(self.text), negative_text=apply(self.negative_text))
+        return replace(self, **{name: apply(getattr(self, name)) for name in ROW_TENSORS})
 
     def split(self, size: int) -> list["Batch"]:
         """Micro-batches of `size` samples (the last may be smaller); the bookkeeping stays with the whole batch."""
-        images, texts = torch.split(self.image, size), torch.split(self.text, size)
-        negatives = torch.split(self.negative_text, size) if self.negative_text is not None else [None] * len(texts)
         # the whole batch's text length: exact for every part, and one text shape for all of them
-        return [Batch(i, t, n, text_length=self.text_length) for i, t, n in zip(images, texts, negatives)]
+        return [Batch(**{name: None if t is None else t[start:start + size] for name, t in self._rows().items()},
+                      text_length=self.text_length) for start in range(0, len(self), size)]
+
+    def _rows(self) -> dict[str, Optional[torch.Tensor]]:
+        return {name: getattr(self, name) for name in ROW_TENSORS}
+
+
+ROW_TENSORS = ("image", "text", "negative_text", "sample_ids", "labels", "captions", "caption_mask")  # (b, ...) each
+
+
+def joined(parts: Sequence[Batch], pin: bool = False) -> Batch:
+    """The rows of `parts` one after another (a position's items from the workers, in stream order), copied once:
+    into page-locked memory when `pin` (a DataLoader would pin each part, and joining would copy again)."""
+    if len(parts) == 1:
+        return parts[0].pin_memory() if pin else parts[0]
+    rows = {}
+    for name in ROW_TENSORS:
+        tensors = [getattr(p, name) for p in parts]
+        if tensors[0] is None:
+            rows[name] = None
+            continue
+        out = torch.empty((sum(len(t) for t in tensors), *tensors[0].shape[1:]), dtype=tensors[0].dtype,
+                          pin_memory=pin)
+        rows[name] = torch.cat(tensors, out=out)
+    lengths = [p.text_length for p in parts]
+    keys = None if any(p.keys is None for p in parts) else [k for p in parts for k in p.keys]
+    return Batch(**rows, text_length=None if None in lengths else max(lengths), keys=keys,
+                 jpegs=_joined_jpegs(parts))
+
+
+def _joined_jpegs(parts: Sequence[Batch]):
+    """The parts' rows still to be decoded on the device (`vlp.data.device_images.DeviceJpegs`), renumbered."""
+    found, start = [], 0
+    for part in parts:
+        if part.jpegs is not None:
+            found.append((part.jpegs, start))
+        start += len(part)
+    if not found:
+        return None
+    return replace(found[0][0], rows=[start + r for jpegs, start in found for r in jpegs.rows],
+                   data=[d for jpegs, _ in found for d in jpegs.data],
+                   boxes=[b for jpegs, _ in found for b in jpegs.boxes])
 
 
 @dataclass
@@ -87,6 +132,3 @@ class Item:
     bad_samples: dict[str, int] = field(default_factory=dict)
     shards: Findings = field(default_factory=dict)
     error: Optional[str] = None
-
-    def pin_memory(self) -> "Item":
-        return self if self.batch is None else replace(self, batch=self.batch.pin_memory())

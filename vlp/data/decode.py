@@ -9,8 +9,9 @@ import io
 import json
 import random
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 from PIL import Image
 
@@ -76,16 +77,20 @@ def main_caption(sample: dict, keys: SampleKeys) -> str:
     return value.strip()
 
 
-def choose_caption(sample: dict, keys: SampleKeys, rng: random.Random) -> str:
-    caption = main_caption(sample, keys)
-    if not keys.extra_captions:
-        return caption
-    pool = [caption]
+def caption_pool(sample: dict, keys: SampleKeys) -> list[str]:
+    """The sample's captions: the main one first, then the extras in `extra_captions` order."""
+    pool = [main_caption(sample, keys)]
     for key in keys.extra_captions:
         extra = _lookup(sample, key)
         lines = extra.splitlines() if isinstance(extra, str) else extra if isinstance(extra, list) else []
         pool.extend(line.strip() for line in lines if isinstance(line, str) and line.strip())
-    return rng.choice(pool)
+    return pool
+
+
+def choose_caption(sample: dict, keys: SampleKeys, rng: random.Random) -> str:
+    if not keys.extra_captions:
+        return main_caption(sample, keys)
+    return rng.choice(caption_pool(sample, keys))
 
 
 def choose_negatives(sample: dict, keys: SampleKeys, rng: random.Random) -> list[str]:
@@ -100,11 +105,33 @@ def choose_negatives(sample: dict, keys: SampleKeys, rng: random.Random) -> list
     return [rng.choice(found) for _ in range(keys.num_negatives)]
 
 
-def decode_image(sample: dict, keys: SampleKeys) -> Image.Image:
+def image_data(sample: dict, keys: SampleKeys):
+    """The sample's encoded image (or PIL image, from HF datasets) under the first key present."""
     key = next((k for k in keys.image if sample.get(k) is not None), None)
     if key is None:
         raise BadSample("missing_image")
-    data = sample[key]
+    return sample[key]
+
+
+def sample_label(sample: dict, key: str) -> int:
+    """The integer label under `key` ("EXT", a column, or "json:FIELD"); a sample without one is bad."""
+    value = _json_field(sample, "json", key[5:]) if key.startswith("json:") else sample.get(key)
+    if isinstance(value, (bytes, str)):
+        try:
+            value = int(_text(value).strip())
+        except ValueError:
+            value = None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadSample("missing_label")
+    return value
+
+
+def decode_image(sample: dict, keys: SampleKeys) -> Image.Image:
+    return open_image(image_data(sample, keys), keys)
+
+
+def open_image(data, keys: SampleKeys) -> Image.Image:
+    """RGB PIL image from bytes or a PIL image; its size is checked from the header before it is decoded."""
     if isinstance(data, Image.Image):
         return data.convert("RGB")
     try:
@@ -122,6 +149,44 @@ def decode_image(sample: dict, keys: SampleKeys) -> Image.Image:
         raise BadSample("oversize_image") from None
     except Exception:  # noqa: BLE001 - PIL raises many types for damaged files
         raise BadSample("corrupt_image") from None
+
+
+@contextmanager
+def seeded(seed: int):
+    """The global torch generator seeded with `seed`, restored afterwards (the caller's RNG is untouched when this
+    runs in the main process). Not torch.manual_seed: on CUDA builds it also queues a CUDA reseed, ~10 ms a call."""
+    import torch  # here: vlp.data.sources imports this module, and `vlp --help` must not import torch
+
+    generator = torch.default_generator
+    state = generator.get_state()
+    generator.manual_seed(seed)
+    try:
+        yield
+    finally:
+        generator.set_state(state)
+
+
+def augmented_image(sample: dict, keys: SampleKeys, transform: Callable, seed: int):
+    """The sample's image through `transform`, its random draws depending on `seed` alone (exact resume). JPEG bytes
+    go to the transform's `from_jpeg(data, (height, width))` when it has one (`vlp.models.TrainCrop`: it decodes only
+    what its crop keeps, and raises ValueError when libjpeg-turbo cannot decode `data`); other formats, PIL images
+    and the JPEGs libjpeg-turbo cannot decode (damaged ones: PIL then decides whether they are bad) go through PIL."""
+    from vlp.data.fast_decode import is_jpeg, jpeg_size
+
+    data = image_data(sample, keys)
+    from_jpeg = getattr(transform, "from_jpeg", None)
+    full = jpeg_size(data) if from_jpeg is not None and is_jpeg(data) else None
+    if full is not None:
+        if full[0] * full[1] > keys.max_image_pixels:
+            raise BadSample("oversize_image")
+        try:
+            with seeded(seed):
+                return from_jpeg(data, full)
+        except ValueError:
+            pass
+    image = open_image(data, keys)
+    with seeded(seed):  # the same draws as `from_jpeg` would have made
+        return transform(image)
 
 
 def check_text(sample: dict, keys: SampleKeys, rng: random.Random) -> tuple[str, list[str]]:

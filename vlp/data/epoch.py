@@ -1,19 +1,15 @@
 """Which batches an epoch yields, in epoch mode: every readable good sample at most once, nothing repeated.
 
-- Each rank's epoch has `batches_per_rank` positions, dealt round-robin to its W workers (see `vlp.data.pipeline`).
-  A worker fills its positions with batches while its samples last; when damage (a truncated or missing shard, bad
-  samples) leaves it short, the epoch is short: its remaining positions stay empty. There is no top-up from other
-  shards, which is what used to repeat samples.
-- One process: every batch is used, so every good sample read is delivered once (the last partial batch of each
-  worker excepted, as with `drop_last`).
-- Several processes must take the same number of steps. A batch is used only at a position where every rank has one
-  (ranks agree with one small all-reduce per step, on
-  CPU tensors: it never waits for a GPU); where another rank's position is empty, this rank's batch there
-  is left out, and the epoch ends for all when the first rank runs out. With sizes.json, readers are balanced, so
-  this only costs what damage unbalances.
+- An epoch has `batches_per_epoch` positions, global batch indices, read as `data.streams` streams (see
+  `vlp.data.pipeline`). Each stream fills its chunk of each position while its samples last; when damage (a truncated
+  or missing shard, bad samples) leaves one short, the epoch ends at that position, for every stream and process,
+  and at the same position on every layout (processes × workers). There is no top-up from other shards, which is
+  what used to repeat samples.
+- Processes agree on where the epoch ends with one small all-reduce per step, on CPU tensors (it never waits for a
+  GPU): a process whose streams ran dry tells the others, whose batch at that position is then left out too.
 - A used batch carries the bad-sample counts met up to the next used batch, and `resume_skip`: the position of the
-  next used batch (or the end). `batches(epoch, skip=resume_skip)` continues exactly after it, so counts and batches of
-  a resumed run equal the uninterrupted run's.
+  next batch (or the end). `batches(epoch, skip=resume_skip)` continues exactly after it, on any layout, so counts
+  and batches of a resumed run equal the uninterrupted run's.
 Each sample is read once per epoch, so each bad sample and each damaged shard is counted once per epoch (resampled
 mode draws with replacement: there, a bad sample counts each time it is drawn).
 """
@@ -28,7 +24,7 @@ import torch
 from vlp.data.batch import Batch, Item
 from vlp.data.sources import DataError
 
-Agree = Callable[[int], tuple[int, int]]  # this rank's next position → (highest, lowest) over all ranks
+Agree = Callable[[int], int]  # this rank's position (or the end) → the highest over all ranks
 MAX_NAMED_SHARDS = 20
 
 
@@ -40,30 +36,28 @@ def cpu_group():
     return None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
 
 
-def agree_over_processes(position: int, group=None) -> tuple[int, int]:
+def agree_over_processes(position: int, group=None) -> int:
     """`Agree` over the processes of `group`, a CPU group (`cpu_group`)."""
     import torch.distributed as dist
 
-    pair = torch.tensor([position, -position])
-    dist.all_reduce(pair, op=dist.ReduceOp.MAX, group=group)
-    return int(pair[0]), -int(pair[1])
+    highest = torch.tensor([position])
+    dist.all_reduce(highest, op=dist.ReduceOp.MAX, group=group)
+    return int(highest)
 
 
 def _decided(items: Iterable[Item], end: Optional[int], agree: Optional[Agree]) -> Iterator[tuple[Item, bool]]:
-    """Each item with whether its batch is used (end markers and errors are never used)."""
+    """Each item with whether its batch is used (end markers and errors are never used); the positions are the same
+    on every rank, so a batch is used unless some rank has reached the end there."""
     for item in items:
         if item.batch is None or agree is None:
             yield item, item.batch is not None
-            continue
-        while True:
-            highest, lowest = agree(item.position)
-            if highest == end:  # a rank has run out: the epoch ends for everyone
-                yield item, False
-                return
-            if lowest == highest or item.position < highest:
-                yield item, lowest == highest
+            if item.batch is None:
                 break
-            # other ranks are behind this position: wait for them
+            continue
+        if agree(item.position) == end:  # a rank has run out: the epoch ends for everyone
+            yield item, False
+            return
+        yield item, True
     if agree is not None:
         agree(end)  # this rank ran out: tell the others, who are waiting in the same call
 

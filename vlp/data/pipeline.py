@@ -1,27 +1,32 @@
-"""The per-worker pipeline: raw stream → shuffle buffer → text checks → image decode → augment → batch.
+"""The per-worker pipeline: each of a worker's streams → shuffle buffer → text checks → image decode and augment →
+its rows of every global batch.
 
-Each logical worker w of W produces items at positions w, w + W, w + 2W, ... of its rank's epoch: batches while its
-samples last, then, if it ran dry before the epoch's batch count, one end marker. The DataLoader hands items over
-round-robin and skips a worker that has ended, so they arrive in position order; a position is therefore a resume
-point (`skip`), and resuming skips raw samples without augmenting them. Every item carries the bad-sample counts met
-since the previous one and the shards found to differ from sizes.json (see `vlp.data.epoch`); a batch carries its
-samples' keys. An epoch resumed with another layout (processes × workers) reads what the earlier ones left, from the
-position where it took over (`Plan.first`, `vlp.data.continuation`).
+Global batch p is the concatenation, in stream order, of every stream's p-th chunk of B/S good samples (S =
+`data.streams`, `vlp.data.streams`). Rank r of W reads streams [rS/W, (r+1)S/W), its rows of the global batch; its
+n DataLoader workers each read a contiguous block of those. Each worker yields exactly one item per position: its
+streams' chunks, or an end marker when one of them ran dry (every stream still tries, so damage is met at the same
+position on every layout). The loader's round-robin hands them over in (position, worker) order and
+`vlp.data.train_data` joins each position's items in worker (= stream) order. So a position is the global batch
+index on every layout and a resume point (`skip`): resuming reads and checks the skipped samples without collating
+them. Every item carries the bad-sample counts its streams met since the previous one and the shards found to differ
+from sizes.json (see `vlp.data.epoch`); a batch carries its samples' keys, and ids, labels and all captions when asked.
 """
 from __future__ import annotations
 
+import itertools
 import random
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Protocol, Sequence
+from typing import Callable, Iterator, NamedTuple, Optional, Sequence
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from vlp.data.batch import Batch, Item
-from vlp.data.decode import BadSample, SampleKeys, check_text, decode_image
-from vlp.data.sources import DataError, Findings, Piece, Source
-from vlp.data.streams import SampleId, epoch_pieces, epoch_stream, resampled_stream, rng_for, shuffled
+from vlp.data.decode import BadSample, SampleKeys, augmented_image, caption_pool, check_text, sample_label
+from vlp.data.device_images import stack_images
+from vlp.data.sources import DataError, Findings, Source
+from vlp.data.streams import epoch_pieces, raw_stream, rng_for, stream_quotas
 
 MAX_BAD_IN_A_ROW = 10_000  # this many consecutive bad samples means the data is unusable, not merely dirty
 
@@ -31,157 +36,148 @@ class Plan:
     sources: tuple[Source, ...]
     keys: tuple[SampleKeys, ...]  # per source
     resampled: bool
-    shuffle_buffer: int
+    shuffle_buffer: int  # raw samples, per stream
     seed: int
+    streams: int  # S: the epoch's logical streams, whatever the layout
     rank: int
     world_size: int
-    workers: int  # logical workers per rank (= DataLoader workers, at least 1)
-    batch_size: int  # per rank
-    batches_per_rank: Optional[int]  # per epoch, at most; None = endless (resampled, size unknown)
+    workers: int  # readers of this rank's streams (= DataLoader workers, at least 1)
+    batch_size: int  # global
+    batches_per_epoch: Optional[int]  # positions per epoch, at most; None = endless (resampled, size unknown)
+    label_key: Optional[str] = None  # `data.label_key`
+    max_captions: Optional[int] = None  # `data.captions: all`: every caption, at most this many; None: one drawn
+    id_offsets: Optional[tuple[tuple[int, ...], ...]] = None  # per source and shard: its first sample id
     epoch: int = 0
     skip: int = 0  # positions of the epoch already consumed
-    # Continuing an epoch begun with another layout (`vlp.data.continuation`): the first position read with this one,
-    # every slot's pieces of what was left, and the samples to pass over in them (delivered before).
-    first: int = 0
-    pieces: Optional[tuple[tuple[Piece, ...], ...]] = None  # per slot; None: the epoch's own
-    exclude: frozenset[SampleId] = frozenset()
+
+    @property
+    def chunk(self) -> int:
+        """Each stream's rows of a global batch."""
+        return self.batch_size // self.streams
+
+    def worker_streams(self, worker: int) -> range:
+        """A contiguous block of this rank's streams, so that joining the workers' items in worker order puts
+        the rows in stream order."""
+        per_rank = self.streams // self.world_size
+        first = self.rank * per_rank
+        return range(first + worker * per_rank // self.workers, first + (worker + 1) * per_rank // self.workers)
 
 
-def owed(total: Optional[int], workers: int, worker: int) -> Optional[int]:
-    """How many of positions 0..total-1 fall on `worker` when position j goes to worker j % workers."""
-    return None if total is None else max(0, (total - worker + workers - 1) // workers)
+class Fields(NamedTuple):
+    """A good sample's optional per-sample fields (None where not asked for)."""
+    id: Optional[int]
+    label: Optional[int]
+    captions: Optional[list[str]]
 
 
-def slot_quotas(plan: Plan, samples: Optional[int] = None) -> Optional[list[int]]:
-    """Samples each reading slot (rank-major) reads, None when shard sizes are unknown: in proportion to the batches
-    it owes from position `plan.first` on, all `samples` (default: the epoch's) shared out, so that clean data fills
-    every slot's batches exactly."""
-    if any(s.num_samples is None for s in plan.sources):
-        return None
-    slots = plan.world_size * plan.workers
-    total = sum(s.num_samples for s in plan.sources)
-    batches = total // (plan.batch_size * plan.world_size)
-    quotas = [(owed(batches, plan.workers, w) - owed(plan.first, plan.workers, w)) * plan.batch_size
-              for _ in range(plan.world_size) for w in range(plan.workers)]
-    rest = (total if samples is None else samples) - sum(quotas)
-    return [max(0, q + rest // slots + (slot < rest % slots)) for slot, q in enumerate(quotas)]
-
-
-def slot_pieces(plan: Plan) -> Sequence[Sequence[Piece]]:
-    """Every slot's pieces of the epoch (epoch mode)."""
-    if plan.pieces is not None:
-        return plan.pieces
-    return epoch_pieces(plan.sources, plan.seed, plan.epoch, plan.world_size * plan.workers, slot_quotas(plan))
-
-
-class Tap(Protocol):
-    """Watches a slot's raw samples going into its shuffle buffer and coming out (`vlp.data.continuation`)."""
-
-    def inputs(self, samples: Iterator[dict]) -> Iterator[dict]: ...
-
-    def outputs(self, samples: Iterator[dict]) -> Iterator[dict]: ...
-
-
-def _raw_stream(plan: Plan, worker: int, counts: Counter, findings: Findings,
-                tap: Optional[Tap] = None) -> Iterator[dict]:
-    rng = rng_for(plan.seed, plan.epoch, plan.rank, worker, "buffer")
-
-    def shuffle(samples: Iterator[dict]) -> Iterator[dict]:
-        if tap is None:
-            return shuffled(samples, plan.shuffle_buffer, rng)
-        return tap.outputs(shuffled(tap.inputs(samples), plan.shuffle_buffer, rng))
-
-    if plan.resampled:
-        return shuffle(resampled_stream(plan.sources, plan.seed, plan.epoch, plan.rank, worker, counts))
-    pieces = slot_pieces(plan)[plan.rank * plan.workers + worker]
-    return epoch_stream(plan.sources, pieces, counts, findings, shuffle, plan.exclude)
-
-
-class SlotWorker:
-    def __init__(self, plan: Plan, worker: int, transform: Optional[Callable], tokenizer: Optional[Callable],
-                 tap: Optional[Tap] = None):
-        self.plan, self.worker, self.transform, self.tokenizer, self.tap = plan, worker, transform, tokenizer, tap
+class StreamWorker:
+    def __init__(self, plan: Plan, worker: int, transform: Optional[Callable], tokenizer: Optional[Callable]):
+        self.plan, self.worker, self.transform, self.tokenizer = plan, worker, transform, tokenizer
         self.counts: Counter = Counter()
         self.findings: Findings = {}
-        self.bad_in_a_row = 0
+        self.bad_in_a_row: Counter = Counter()  # per stream
 
     def _keys(self, sample: dict) -> SampleKeys:
         return self.plan.keys[sample.get("__source__", 0)]
 
-    def _check(self, sample: dict, rng: random.Random):
-        """(caption, negatives, image) or None for a bad sample (counted)."""
+    def _check(self, sample: dict, rng: random.Random, seed: int, stream: int):
+        """(caption, negatives, augmented image, fields) or None for a bad sample (counted); `seed` seeds the
+        augmentation."""
         keys = self._keys(sample)
         try:
             caption, negatives = check_text(sample, keys, rng)
-            image = decode_image(sample, keys)
+            fields = self._fields(sample, keys)
+            if fields.captions is not None:
+                caption = fields.captions[0]  # `captions: all`: the text is the main caption
+            image = augmented_image(sample, keys, self.transform, seed)
         except BadSample as bad:
             self.counts[bad.kind] += 1
-            self.bad_in_a_row += 1
-            if self.bad_in_a_row >= MAX_BAD_IN_A_ROW:
-                raise DataError(f"{self.bad_in_a_row} bad samples in a row (last from {sample.get('__url__')}); "
-                                f"skipped: {dict(self.counts)}") from None
+            self.bad_in_a_row[stream] += 1
+            if self.bad_in_a_row[stream] >= MAX_BAD_IN_A_ROW:
+                raise DataError(f"{self.bad_in_a_row[stream]} bad samples in a row (last from "
+                                f"{sample.get('__url__')}); skipped: {dict(self.counts)}") from None
             return None
-        self.bad_in_a_row = 0
-        return caption, negatives, image
+        self.bad_in_a_row[stream] = 0
+        return caption, negatives, image, fields
 
-    def _augment(self, image, sample_seed: int) -> torch.Tensor:
-        # Seeded per sample so that augmentation does not depend on what ran before (exact resume); the CPU generator
-        # is restored so the caller's RNG is untouched when this runs in the main process (workers=0). Not
-        # torch.manual_seed: on CUDA builds it also queues a CUDA reseed, costing ~10 ms per call.
-        generator = torch.default_generator
-        state = generator.get_state()
-        generator.manual_seed(sample_seed)
-        try:
-            return self.transform(image)
-        finally:
-            generator.set_state(state)
+    def _fields(self, sample: dict, keys: SampleKeys) -> Fields:
+        plan, source, shard = self.plan, sample["__source__"], sample["__shard__"]
+        sample_id = None
+        if plan.id_offsets is not None:
+            if sample["__index__"] >= plan.sources[source].sizes[shard]:  # its id would be another sample's
+                raise BadSample("beyond_recorded_size")
+            sample_id = plan.id_offsets[source][shard] + sample["__index__"]
+        label = sample_label(sample, plan.label_key) if plan.label_key is not None else None
+        captions = caption_pool(sample, keys)[:plan.max_captions] if plan.max_captions is not None else None
+        return Fields(sample_id, label, captions)
 
-    def _item(self, index: int, batch: Optional[Batch] = None) -> Item:
-        """The item at this worker's `index`-th position, with what was met since the previous item."""
-        item = Item(index * self.plan.workers + self.worker, batch, dict(self.counts), dict(self.findings))
+    def _item(self, position: int, batch: Optional[Batch] = None) -> Item:
+        """This worker's item at `position`, with what its streams met since the previous item."""
+        item = Item(position, batch, dict(self.counts), dict(self.findings))
         self.counts.clear()
         self.findings.clear()
         return item
 
-    def _collate(self, checked: list, index: int) -> Item:
+    def _collate(self, rows: list, position: int) -> Item:
+        checked = [entry for entry, _ in rows]
         captions = [c for c, _, _, _, _ in checked]
-        images = [self._augment(image, seed) for _, _, image, seed, _ in checked]
-        batch = Batch(torch.stack(images), self.tokenizer(captions), keys=[key for *_, key in checked])
+        images, jpegs = stack_images([image for _, _, image, _, _ in checked])
+        batch = Batch(images, self.tokenizer(captions), keys=[key for *_, key in checked], jpegs=jpegs)
         if self.plan.keys[0].negative:
             flat = [n for _, negatives, _, _, _ in checked for n in negatives]
             batch.negative_text = self.tokenizer(flat).view(len(checked), -1, batch.text.shape[-1])
-        return self._item(index, batch.measured())  # here, in the worker, not in the trainer's step
+        self._add_fields(batch, [fields for _, fields in rows])
+        return self._item(position, batch.measured())  # here, in the worker, not in the trainer's step
 
-    def full_batches(self) -> Iterator[list]:
-        """Lists of `batch_size` good samples as (caption, negatives, decoded image, augmentation seed, key)."""
-        plan, w = self.plan, self.worker
-        base = rng_for(plan.seed, plan.epoch, plan.rank, w, "augment").getrandbits(62)
-        checked: list = []
-        for position, sample in enumerate(_raw_stream(plan, w, self.counts, self.findings, self.tap)):
-            good = self._check(sample, rng_for(base, position))
+    def _add_fields(self, batch: Batch, fields: list[Fields]) -> None:
+        plan = self.plan
+        if plan.id_offsets is not None:
+            batch.sample_ids = torch.tensor([f.id for f in fields], dtype=torch.int64)
+        if plan.label_key is not None:
+            batch.labels = torch.tensor([f.label for f in fields], dtype=torch.int64)
+        if plan.max_captions is not None:
+            tokens = self.tokenizer([c for f in fields for c in f.captions])
+            rows = torch.tensor([i for i, f in enumerate(fields) for _ in f.captions])
+            places = torch.tensor([j for f in fields for j in range(len(f.captions))])
+            batch.captions = tokens.new_zeros(len(fields), plan.max_captions, tokens.shape[-1])
+            batch.captions[rows, places] = tokens
+            batch.caption_mask = torch.zeros(len(fields), plan.max_captions, dtype=torch.bool)
+            batch.caption_mask[rows, places] = True
+
+    def _chunks(self, stream: int, pieces: Optional[Sequence]) -> Iterator[list]:
+        """Stream `stream`'s chunks of B/S good samples, as ((caption, negatives, augmented image, augmentation seed,
+        key), fields) rows; caption draws and augmentation are seeded by (seed, epoch, stream, index in the stream)."""
+        plan = self.plan
+        samples = raw_stream(plan.sources, pieces, plan.resampled, plan.seed, plan.epoch, stream,
+                             plan.shuffle_buffer, self.counts, self.findings)
+        base = rng_for(plan.seed, plan.epoch, stream, "augment").getrandbits(62)
+        rows: list = []
+        for index, sample in enumerate(samples):
+            good = self._check(sample, rng_for(base, index), base + index, stream)
             if good is not None:
-                checked.append((*good, base + position, sample["__key__"]))
-                if len(checked) == plan.batch_size:
-                    yield checked
-                    checked = []
+                caption, negatives, image, fields = good
+                rows.append(((caption, negatives, image, base + index, sample["__key__"]), fields))
+                if len(rows) == plan.chunk:
+                    yield rows
+                    rows = []
 
     def _items(self) -> Iterator[Item]:
-        plan, w = self.plan, self.worker
-        total = owed(plan.batches_per_rank, plan.workers, w)
-        skipped = owed(plan.skip, plan.workers, w)
-        if total is not None and skipped >= total:
-            return
-        index = owed(plan.first, plan.workers, w)  # this worker's batches before this layout's first position
-        for checked in self.full_batches():
-            if index >= skipped:
-                yield self._collate(checked, index)
+        plan = self.plan
+        pieces = None if plan.resampled else epoch_pieces(
+            plan.sources, plan.seed, plan.epoch, plan.streams,
+            stream_quotas(plan.sources, plan.streams, plan.batch_size))
+        chunks = [self._chunks(s, None if pieces is None else pieces[s]) for s in plan.worker_streams(self.worker)]
+        positions = itertools.count() if plan.batches_per_epoch is None else range(plan.batches_per_epoch)
+        for position in positions:
+            filled = [next(stream, None) for stream in chunks]  # every one, even after another has run dry
+            if any(rows is None for rows in filled):
+                if position >= plan.skip:  # hand over what was met after the last batch
+                    yield self._item(position)
+                return
+            if position >= plan.skip:
+                yield self._collate([row for rows in filled for row in rows], position)
             else:
                 self.counts.clear()  # reported with this batch by the run being resumed
-            index += 1
-            if index == total:
-                return
-        if index >= skipped:  # ran dry: hand over what was met after the last batch
-            yield self._item(index)
 
     def items(self) -> Iterator[Item]:
         try:
@@ -191,8 +187,7 @@ class SlotWorker:
 
 
 class WorkerDataset(IterableDataset):
-    """Each DataLoader worker plays logical worker (id + skip) % W, so the first item after a skip comes from the
-    worker that owns its position."""
+    """DataLoader worker w reads the w-th block of its rank's streams (`Plan.worker_streams`)."""
 
     def __init__(self, plan: Plan, transform: Callable, tokenizer: Callable):
         super().__init__()
@@ -202,6 +197,5 @@ class WorkerDataset(IterableDataset):
         info = get_worker_info()
         if info is not None:
             torch.set_num_threads(1)
-        physical = info.id if info is not None else 0
-        worker = (physical + self.plan.skip) % self.plan.workers
-        return SlotWorker(self.plan, worker, self.transform, self.tokenizer).items()
+        worker = info.id if info is not None else 0
+        return StreamWorker(self.plan, worker, self.transform, self.tokenizer).items()

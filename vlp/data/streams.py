@@ -1,37 +1,29 @@
-"""Raw-sample streams of one reading slot (a worker of a rank): which samples it reads, in which order, and the
-shuffle buffer.
+"""Raw samples of one logical stream: which samples it reads, in which order, and its shuffle buffer.
 
-Epoch mode reads every sample at most once per epoch; see `vlp.data.epoch` for how an epoch's batches are chosen.
+An epoch is read as `S` streams (`data.streams`), a number fixed by the recipe, not by processes or DataLoader
+workers; each stream is a pure function of (seed, epoch, stream, data), so the batches built from them
+(`vlp.data.pipeline`) are the same on every layout.
 - Shard sizes known (sizes.json, HF row counts): the epoch's shards (shuffled per epoch) are laid end to end and cut
-  into one run of samples per slot, sized by the batches the slot owes, so readers stay balanced however shards are
-  sized; a run may start or end inside a shard.
-- Sizes unknown (URLs, pipes, with `data.num_samples`): shards are dealt whole to the slots (split by sample index
-  when there are fewer shards than slots).
+  into one run of samples per stream, of the samples its batches need (`quotas`), so streams stay balanced however
+  shards are sized; a run may start or end inside a shard.
+- Sizes unknown (URLs, pipes, with `data.num_samples`): shards are dealt whole to the streams (split by sample index
+  when there are fewer shards than streams).
 Damage in a shard is counted once, by the piece that owns the sample where it cut the shard; the same piece notes a
-shard whose readable count differs from sizes.json. Resampled mode draws shards with replacement.
-
-Every random choice comes from an RNG seeded by (seed, epoch, rank, worker), so a stream is a pure function of those.
+shard whose readable count differs from sizes.json. Resampled mode draws shards and sources with replacement, from
+RNGs keyed by (seed, epoch, stream).
 """
 from __future__ import annotations
 
 import math
 import random
-from bisect import bisect_left
 from collections import Counter
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 from vlp.data.sources import DataError, Findings, Piece, Source
 
 
 def rng_for(*parts: object) -> random.Random:
     return random.Random(":".join(str(p) for p in parts))
-
-
-SampleId = tuple[int, int, int]  # (source, shard, index in the shard)
-
-
-def sample_id(sample: dict) -> SampleId:
-    return sample["__source__"], sample["__shard__"], sample["__index__"]
 
 
 def read_piece(sources: Sequence[Source], piece: Piece, counts: Counter, findings: Findings) -> Iterator[dict]:
@@ -41,60 +33,48 @@ def read_piece(sources: Sequence[Source], piece: Piece, counts: Counter, finding
         yield sample
 
 
-def epoch_pieces(sources: Sequence[Source], seed: int, epoch: int, slots: int,
+def stream_quotas(sources: Sequence[Source], streams: int, batch_size: int) -> Optional[list[int]]:
+    """Samples each stream reads, None when shard sizes are unknown: the B/S samples per whole global batch, and the
+    rest (less than a batch) shared out, so that clean data fills every stream's chunks exactly."""
+    if any(s.num_samples is None for s in sources):
+        return None
+    total = sum(s.num_samples for s in sources)
+    full = total // batch_size * (batch_size // streams)
+    rest = total - full * streams
+    return [full + rest // streams + (s < rest % streams) for s in range(streams)]
+
+
+def epoch_pieces(sources: Sequence[Source], seed: int, epoch: int, streams: int,
                  quotas: Optional[list[int]]) -> list[list[Piece]]:
-    """Each slot's pieces of this epoch (the same on every node): runs of `quotas[slot]` samples when shard sizes are
-    known (`quotas` given), else whole shards dealt round-robin."""
+    """Each stream's pieces of this epoch (the same on every process): runs of `quotas[stream]` samples when shard
+    sizes are known (`quotas` given), else whole shards dealt round-robin."""
     shards = [(s, i) for s, source in enumerate(sources) for i in range(len(source.shards))]
     rng_for(seed, epoch, "shards").shuffle(shards)
     if quotas is not None:
         return cut_runs([Piece(s, i) for s, i in shards], [source.sizes for source in sources], quotas)
-    nparts = math.ceil(slots / len(shards))
+    nparts = math.ceil(streams / len(shards))
     pieces = [Piece(s, i, part=part, nparts=nparts) for s, i in shards for part in range(nparts)]
-    return [pieces[slot::slots] for slot in range(slots)]
+    return [pieces[stream::streams] for stream in range(streams)]
 
 
-def cut_runs(spans: list[Piece], sizes: list[Optional[tuple[int, ...]]], quotas: list[int],
-             excluded: Optional[dict[tuple[int, int], list[int]]] = None) -> list[list[Piece]]:
-    """The spans laid end to end, cut into consecutive runs of `quotas[slot]` samples, not counting the `excluded`
-    indices (sorted, per (source, shard)). A span to its shard's end (stop None) keeps its last piece reading to the
-    shard's real end, so that it sees a count that differs from sizes.json."""
+def cut_runs(shards: list[Piece], sizes: list[tuple[int, ...]], quotas: list[int]) -> list[list[Piece]]:
+    """The whole shards laid end to end, cut into consecutive runs of `quotas[stream]` samples. A run to its shard's
+    end keeps reading to the shard's real end (stop None), so that it sees a count that differs from sizes.json."""
     runs: list[list[Piece]] = [[] for _ in quotas]
-    slot, left = 0, quotas[0]
-    for span in spans:
-        end = sizes[span.source][span.shard] if span.stop is None else span.stop
-        gaps = (excluded or {}).get((span.source, span.shard), [])
-        start = span.start
+    stream, left = 0, quotas[0]
+    for shard in shards:
+        end, start = sizes[shard.source][shard.shard], 0
         while start < end:
-            while left == 0 and slot + 1 < len(quotas):
-                slot += 1
-                left = quotas[slot]
+            while left == 0 and stream + 1 < len(quotas):
+                stream += 1
+                left = quotas[stream]
             if left == 0:
                 return runs
-            stop = _after(start, left, gaps, end)
-            runs[slot].append(span._replace(start=start, stop=None if stop == end and span.stop is None else stop))
-            left -= stop - start - (bisect_left(gaps, stop) - bisect_left(gaps, start))
+            stop = min(start + left, end)
+            runs[stream].append(shard._replace(start=start, stop=None if stop == end else stop))
+            left -= stop - start
             start = stop
     return runs
-
-
-def _after(start: int, wanted: int, gaps: list[int], end: int) -> int:
-    """The index after the first `wanted` indices from `start` that are not in `gaps` (sorted), at most `end`."""
-    stop = start + wanted
-    for gap in gaps[bisect_left(gaps, start):]:
-        if gap >= stop:
-            break
-        stop += 1
-    return min(stop, end)
-
-
-def epoch_stream(sources: Sequence[Source], pieces: Sequence[Piece], counts: Counter, findings: Findings,
-                 shuffle: Callable[[Iterator[dict]], Iterator[dict]],
-                 exclude: frozenset[SampleId] = frozenset()) -> Iterator[dict]:
-    """This slot's pieces, once, through the shuffle buffer, without the `exclude`d samples (delivered earlier in the
-    epoch, see `vlp.data.continuation`)."""
-    samples = (s for piece in pieces for s in read_piece(sources, piece, counts, findings))
-    yield from shuffle(s for s in samples if sample_id(s) not in exclude) if exclude else shuffle(samples)
 
 
 def _resampled_source(sources: Sequence[Source], s: int, rng: random.Random, counts: Counter) -> Iterator[dict]:
@@ -112,15 +92,15 @@ def _resampled_source(sources: Sequence[Source], s: int, rng: random.Random, cou
                             f"(skipped so far: {dict(counts)})")
 
 
-def resampled_stream(sources: Sequence[Source], seed: int, epoch: int, rank: int, worker: int,
+def resampled_stream(sources: Sequence[Source], seed: int, epoch: int, stream: int,
                      counts: Counter) -> Iterator[dict]:
     """Shards drawn with replacement; each sample comes from a source drawn by weight (weights = sample shares)."""
-    streams = [_resampled_source(sources, s, rng_for(seed, epoch, rank, worker, "source", s), counts)
+    streams = [_resampled_source(sources, s, rng_for(seed, epoch, stream, "source", s), counts)
                for s in range(len(sources))]
     if len(streams) == 1:
         yield from streams[0]
         return
-    rng = rng_for(seed, epoch, rank, worker, "mix")
+    rng = rng_for(seed, epoch, stream, "mix")
     weights = [s.weight for s in sources]
     indices = range(len(streams))
     while True:
@@ -142,3 +122,14 @@ def shuffled(samples: Iterator[dict], size: int, rng: random.Random) -> Iterator
         yield sample
     rng.shuffle(buffer)
     yield from buffer
+
+
+def raw_stream(sources: Sequence[Source], pieces: Optional[Sequence[Piece]], resampled: bool, seed: int,
+               epoch: int, stream: int, shuffle_buffer: int, counts: Counter, findings: Findings) -> Iterator[dict]:
+    """Stream `stream`'s raw samples of the epoch through its own shuffle buffer: its `pieces` once (epoch mode), or
+    endless resampled draws."""
+    if resampled:
+        samples = resampled_stream(sources, seed, epoch, stream, counts)
+    else:
+        samples = (s for piece in pieces for s in read_piece(sources, piece, counts, findings))
+    return shuffled(samples, shuffle_buffer, rng_for(seed, epoch, stream, "buffer"))

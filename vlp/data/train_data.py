@@ -1,16 +1,18 @@
 """`build_train_data`: the trainer-facing object (epoch size, deterministic resumable batches, bad-sample totals)."""
 from __future__ import annotations
 
+import itertools
+import math
+import warnings
 from collections import Counter
 from dataclasses import replace
 from functools import cached_property, partial
-from typing import Callable, Iterable, Iterator, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional
 
 import torch
 from torch.utils.data import DataLoader
 
-from vlp.data.batch import Batch, Item
-from vlp.data.continuation import Layout, continued
+from vlp.data.batch import Batch, Item, joined
 from vlp.data.epoch import Agree, agree_over_processes, cpu_group, used_batches, warn_about_sizes
 from vlp.data.pipeline import Plan, WorkerDataset
 from vlp.data.sources import DataError, Source, load_sources
@@ -35,9 +37,46 @@ def _check(cfg: DataConfig, sources: list[Source], size: Optional[int]) -> None:
                         "or set data.num_samples")
 
 
+def _streams(cfg: DataConfig, batch: int, world_size: int) -> int:
+    """`data.streams` (default: as many of 8 as divide the global batch), checked against the layout."""
+    streams = math.gcd(batch, 8) if cfg.streams is None else cfg.streams
+    if batch % streams:
+        raise DataError(f"data.streams: the global batch {batch} does not split into {streams} streams; "
+                        f"set data.streams to a divisor of {batch}")
+    if streams % world_size:
+        raise DataError(f"data.streams: {streams} streams do not split evenly over {world_size} processes; set "
+                        f"data.streams to a multiple of {world_size} that divides the global batch {batch}")
+    return streams
+
+
+def _loader_workers(cfg: DataConfig, streams_per_rank: int) -> int:
+    workers = min(cfg.workers, streams_per_rank)
+    if cfg.workers > streams_per_rank:
+        warnings.warn(f"data.workers: {cfg.workers} workers for {streams_per_rank} streams per process; using "
+                      f"{workers} (raise data.streams to use more)", stacklevel=3)
+    elif workers and streams_per_rank % workers:
+        warnings.warn(f"data.workers: {workers} workers share {streams_per_rank} streams per process unevenly, so "
+                      "some read more than others; use a divisor", stacklevel=3)
+    return workers
+
+
+def _id_offsets(sources: list[Source]) -> Optional[tuple[tuple[int, ...], ...]]:
+    """Each (source, shard)'s first sample id, with ids dense over the sources' recorded sizes; None when unknown."""
+    if any(s.sizes is None for s in sources):
+        return None
+    starts = list(itertools.accumulate((n for s in sources for n in s.sizes), initial=0))
+    offsets, first = [], 0
+    for source in sources:
+        offsets.append(tuple(starts[first:first + len(source.sizes)]))
+        first += len(source.sizes)
+    return tuple(offsets)
+
+
 class TrainData:
-    """Batches for one rank. `samples_per_epoch` is global and already rounded down to whole global batches; it is
-    what sizes.json (or data.num_samples) promises: an epoch holds fewer when shards are damaged (`vlp.data.epoch`)."""
+    """Batches for one rank: its rows of each global batch, which depend on (seed, epoch, global batch, streams,
+    data) only (`vlp.data.pipeline`). `samples_per_epoch` is global and already rounded down to whole global batches;
+    it is what sizes.json (or data.num_samples) promises: an epoch holds fewer when shards are damaged
+    (`vlp.data.epoch`). `num_sample_ids`: the range of `Batch.sample_ids` (None when shard sizes are unknown)."""
 
     def __init__(self, plan: Plan, transform: Callable, tokenizer: Callable, loader_workers: int,
                  pin_memory: bool = False):
@@ -45,40 +84,32 @@ class TrainData:
         self._plan = plan
         self._loader_workers = loader_workers
         self._pin_memory = pin_memory
-        self.batches_per_epoch: Optional[int] = plan.batches_per_rank  # per rank, at most
-        self.samples_per_epoch: Optional[int] = (None if plan.batches_per_rank is None
-                                                 else plan.batches_per_rank * plan.batch_size * plan.world_size)
+        self.batches_per_epoch: Optional[int] = plan.batches_per_epoch  # at most
+        self.samples_per_epoch: Optional[int] = (None if plan.batches_per_epoch is None
+                                                 else plan.batches_per_epoch * plan.batch_size)
+        self.num_sample_ids: Optional[int] = (None if plan.id_offsets is None
+                                              else sum(s.num_samples for s in plan.sources))
         self.bad_sample_totals: Counter = Counter()  # over every batch yielded so far (skipped batches excluded)
         self._warned: set[str] = set()  # shards already named in a sizes.json warning
 
-    @property
-    def layout(self) -> tuple[int, int]:
-        """How this data reads an epoch: (processes, workers per process)."""
-        return self._plan.world_size, self._plan.workers
-
-    def batches(self, epoch: int, skip: int = 0, layouts: Sequence[Layout] = ()) -> Iterator[Batch]:
+    def batches(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
         """This rank's batches of `epoch` from position `skip` on: exactly those `batches(epoch)` yields after the
-        batch whose `resume_skip` is `skip` (with clean data, positions count batches). `layouts`: the epoch's
-        layouts so far, [processes, workers, first position] each, this data's last; when the epoch began with
-        another, the batches hold what that had not delivered by this one's first position (`vlp.data.continuation`).
-        """
+        batch whose `resume_skip` is `skip`, on any number of processes and workers (positions are global batch
+        indices)."""
         if skip < 0:
             raise ValueError(f"skip must be >= 0, got {skip}")
         plan = replace(self._plan, epoch=epoch, skip=skip)
-        ends = self.batches_per_epoch
-        # resampled draws have no epoch to continue; an epoch already at its end needs no replay
-        if len(layouts) > 1 and not plan.resampled and (ends is None or skip < ends):
-            plan = continued(plan, layouts)
         loader = DataLoader(WorkerDataset(plan, self._transform, self._tokenizer), batch_size=None,
                             num_workers=self._loader_workers, persistent_workers=False,
-                            prefetch_factor=4 if self._loader_workers else None, pin_memory=self._pin_memory,
+                            # each item is 1/workers of a batch: 4 batches ahead per worker, as before streams
+                            prefetch_factor=4 * self._loader_workers if self._loader_workers else None,
                             generator=torch.Generator().manual_seed(0))  # not the caller's global RNG
         findings: dict[str, tuple[int, int]] = {}
         met: Counter = Counter()
         yielded = False
+        items = _positions(iter(loader), max(1, self._loader_workers), self._pin_memory)
         try:
-            for batch in used_batches(_noting(loader, findings, met), self.batches_per_epoch, self._agree,
-                                      epoch):
+            for batch in used_batches(_noting(items, findings, met), self.batches_per_epoch, self._agree, epoch):
                 self.bad_sample_totals.update(batch.bad_samples)
                 yielded = True
                 yield batch
@@ -100,6 +131,26 @@ class TrainData:
         return partial(agree_over_processes, group=cpu_group()) if in_group and not self._plan.resampled else None
 
 
+def _positions(items: Iterator[Item], workers: int, pin: bool) -> Iterator[Item]:
+    """One item per position: the `workers` items the loader hands over in a row (one per worker, in worker order),
+    joined in stream order; after an end marker or an error, nothing (the loader would skip ended workers)."""
+    while True:
+        group = list(itertools.islice(items, workers))
+        if not group:
+            return
+        met: Counter = Counter()
+        shards: dict = {}
+        for item in group:
+            met.update(item.bad_samples)
+            shards.update(item.shards)
+        error = next((item.error for item in group if item.error is not None), None)
+        ended = error is not None or any(item.batch is None for item in group)
+        batch = None if ended else joined([item.batch for item in group], pin)
+        yield Item(group[0].position, batch, dict(met), shards, error)
+        if ended:
+            return
+
+
 def _noting(items: Iterator[Item], findings: dict, met: Counter) -> Iterator[Item]:
     """The workers' items, noting every shard finding and bad-sample count (those of unused items too)."""
     for item in items:
@@ -117,15 +168,20 @@ def build_train_data(data_cfg: DataConfig, transform: Callable, tokenizer: Calla
     sources = load_sources(data_cfg)
     size = _epoch_size(data_cfg, sources)
     _check(data_cfg, sources, size)
-    batches = None if size is None else size // (local_batch_size * world_size)
+    global_batch = local_batch_size * world_size
+    streams = _streams(data_cfg, global_batch, world_size)
+    batches = None if size is None else size // global_batch
     if batches == 0:
         raise DataError(f"epoch of {size} samples is smaller than one global batch "
                         f"({local_batch_size} x {world_size} processes)")
+    workers = _loader_workers(data_cfg, streams // world_size)
     plan = Plan(sources=tuple(sources), keys=tuple(s.reader.sample_keys(data_cfg, s.config) for s in sources),
-                resampled=data_cfg.resampled, shuffle_buffer=data_cfg.shuffle_buffer, seed=seed, rank=rank,
-                world_size=world_size, workers=max(1, data_cfg.workers), batch_size=local_batch_size,
-                batches_per_rank=batches)
-    return TrainData(plan, transform, tokenizer, data_cfg.workers, pin_memory)
+                resampled=data_cfg.resampled, shuffle_buffer=data_cfg.shuffle_buffer, seed=seed, streams=streams,
+                rank=rank, world_size=world_size, workers=max(1, workers), batch_size=global_batch,
+                batches_per_epoch=batches, label_key=data_cfg.label_key,
+                max_captions=data_cfg.max_captions if data_cfg.captions == "all" else None,
+                id_offsets=_id_offsets(sources))
+    return TrainData(plan, transform, tokenizer, workers, pin_memory)
 
 
 def prefetch_to(batches: Iterable[Batch], device: torch.device) -> Iterator[Batch]:

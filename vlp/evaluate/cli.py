@@ -1,7 +1,9 @@
 """`vlp eval`: evaluate a run dir, checkpoint dir or exported open_clip folder on zero-shot / retrieval sets.
 
 Datasets come from `--task/--data` (one set), else from `--recipe`'s `eval:` section, else from the run's own
-recipe.yaml. Results: a table on stdout, and with `--out` a JSON list of CLIP_benchmark-style records.
+recipe.yaml. Results: a table on stdout and the suite table (a row per set and task: its main metrics and their
+average); with `--out` a JSON list of CLIP_benchmark-style records, the suite table as markdown, CSV and JSON beside
+it, and each set's pictures (`vlp.evaluate.pictures`).
 """
 from __future__ import annotations
 
@@ -11,10 +13,18 @@ import sys
 from pathlib import Path
 
 from vlp.evaluate.config_check import check
+from vlp.evaluate.table import AVERAGE
 from vlp.evaluate.tasks import task_names
 from vlp.recipe.errors import ConfigError
 from vlp.recipe.schema import EvalConfig, EvalDatasetConfig
 from vlp.run_dir import WEIGHTS
+
+COMPARE_HELP = """`vlp compare SOURCE...`: the suite table of each source side by side, one column per source.
+
+A source is a run directory (its newest evaluation of each set), an exported folder (its model card's results) or a
+`vlp eval --out` JSON file. Each cell is the row's average of its main metrics (--metric picks one instead); the last
+row averages each source over the sets that every source has.
+"""
 
 
 def register(subparsers) -> None:
@@ -37,9 +47,18 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--recall-k", type=int, nargs="+", metavar="K")
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    p.add_argument("--out", help="write the result records to this JSON file")
+    p.add_argument("--out", help="write the result records to this JSON file, the suite table beside it "
+                   "(OUT_STEM.table.md/.csv/.json) and the pictures to OUT_STEM.pictures/")
+    p.add_argument("--pictures", help="write each set's pictures below this folder (default: beside --out)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
+    c = subparsers.add_parser("compare", help="the suite table of several runs, exports or vlp eval results side "
+                              "by side", description=COMPARE_HELP)
+    c.add_argument("sources", nargs="+", help="run dir, exported folder or `vlp eval --out` JSON file")
+    c.add_argument("--metric", default=AVERAGE, help="the metric each cell shows (default: average, the mean of "
+                   "the row's main metrics)")
+    c.add_argument("--out", help="also write the table to OUT.md, OUT.csv and OUT.json")
+    c.set_defaults(func=compare)
 
 
 def run(args) -> int:
@@ -47,6 +66,7 @@ def run(args) -> int:
 
     from vlp.evaluate.results import format_table, write_results
     from vlp.evaluate.runner import evaluate
+    from vlp.evaluate.table import suite_table, to_markdown, write_table
     from vlp.models import CheckpointError, load_pretrained
 
     if bool(args.data) != bool(args.task):
@@ -72,16 +92,55 @@ def run(args) -> int:
               file=sys.stderr)
         return 2
     try:
+        pictures = args.pictures or (_beside(args.out, ".pictures") if args.out else None)
         records = evaluate(model, preprocess, tokenizer, eval_cfg, device, model_name=info.get("name", ""),
-                           pretrained=info.get("checkpoint", ""), progress=not args.no_progress)
+                           pretrained=info.get("checkpoint", ""), progress=not args.no_progress, pictures=pictures)
     except (FileNotFoundError, ValueError) as e:  # unreadable or unsuitable eval data: the message says which
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(format_table(records))
+    columns, rows = suite_table(records)
+    print("\n" + to_markdown(columns, rows))
     if args.out:
         write_results(records, args.out)
         print(f"results written to {args.out}")
+        for path in write_table(columns, rows, _beside(args.out, ".table")):
+            print(f"suite table written to {path}")
+    if pictures:
+        print(f"pictures written to {pictures}")
     return 0
+
+
+def compare(args) -> int:
+    from vlp.evaluate.results import read_results
+    from vlp.evaluate.table import compare_table, to_markdown, write_table
+
+    results = {}
+    for source in args.sources:
+        try:
+            records = read_results(source)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        results[_label(source, results)] = records
+    columns, rows = compare_table(results, args.metric)
+    print(to_markdown(columns, rows))
+    if args.out:
+        for path in write_table(columns, rows, args.out):
+            print(f"written to {path}")
+    return 0
+
+
+def _label(source: str, taken: dict) -> str:
+    """The source's folder or file name, numbered when two sources share it."""
+    path = Path(source).resolve()
+    name = path.stem if path.is_file() else path.name
+    return name if name not in taken else f"{name} ({sum(k.startswith(name) for k in taken) + 1})"
+
+
+def _beside(out: str, suffix: str) -> Path:
+    path = Path(out)
+    return path.with_name(path.stem + suffix)
 
 
 def _eval_config(args, run_recipe) -> EvalConfig:

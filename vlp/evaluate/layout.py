@@ -7,6 +7,8 @@ DIR/zeroshot_classification_templates.txt (one per line); DIR/dataset_type.txt: 
 else or missing = classification.
 A sample holds its image as webp|png|jpg|jpeg and `cls` (class index), `npy` (multi-hot, multi-label) or `txt`
 (captions, one per line).
+A binding set (vlp's, for the `binding` task) is a retrieval set whose captions are, per image, the true caption
+followed by one false caption per kind named in DIR/binding_kinds.txt (one per line, in caption order).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ CLASSNAMES_FILE = "classnames.txt"
 TEMPLATES_FILE = "zeroshot_classification_templates.txt"
 DATASET_TYPE_FILE = "dataset_type.txt"
 NSHARDS_FILE = "nshards.txt"
+BINDING_KINDS_FILE = "binding_kinds.txt"
 SHARD_PATTERN = "{}.tar"  # shard i of a split
 CLASSIFICATION, MULTILABEL, RETRIEVAL = "classification", "multilabel", "retrieval"
 IMAGE_KEYS = ("webp", "png", "jpg", "jpeg")
@@ -36,6 +39,10 @@ def write_meta(root: Path, kind: str, classnames: Sequence[str] = (), templates:
 
 def write_shard_count(split_dir: Path, count: int) -> None:
     (split_dir / NSHARDS_FILE).write_text(f"{count}\n")
+
+
+def write_binding_kinds(root: Path, kinds: Sequence[str]) -> None:
+    (root / BINDING_KINDS_FILE).write_text("".join(f"{k}\n" for k in kinds))
 
 
 def join_captions(captions: Sequence[str]) -> str:

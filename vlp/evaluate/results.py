@@ -1,4 +1,5 @@
-"""Result records (CLIP_benchmark's output fields), JSON files and the printed table."""
+"""Result records (CLIP_benchmark's output fields), JSON files, the printed table, and reading records back from
+result files, run directories and exported folders."""
 from __future__ import annotations
 
 import json
@@ -50,3 +51,42 @@ def _format_value(value) -> str:
     if isinstance(value, float) and math.isnan(value):
         return "nan"
     return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def read_results(source: Union[str, Path]) -> list[dict]:
+    """The result records of a `vlp eval --out` JSON file, a run directory (its eval_results.json: every in-training
+    evaluation) or an exported folder (its model card's model-index, written from the run's results)."""
+    from vlp.run_dir import RunDir
+
+    source = Path(source)
+    run = RunDir.of(source) if source.is_dir() else None
+    path = run.eval_results if run else source
+    if path.is_file() and path.suffix == ".json":
+        records = json.loads(path.read_text())
+        if not isinstance(records, list) or not all(isinstance(r, dict) and "metrics" in r for r in records):
+            raise ValueError(f"{path}: expected a JSON list of result records (vlp eval --out)")
+        return records
+    if source.is_dir() and (source / CARD).is_file():
+        return _card_records(source / CARD)
+    raise FileNotFoundError(f"{source}: no results (expected a run directory with evaluations, an exported folder "
+                            f"with a model card, or a vlp eval --out JSON file)")
+
+
+CARD = "README.md"  # an exported folder's model card
+
+
+def _card_records(path: Path) -> list[dict]:
+    from huggingface_hub import ModelCard
+
+    from vlp.evaluate.tasks import get_task, task_names
+
+    result_name: dict[str, str] = {}
+    for name in task_names():  # the card keeps only the Hub type: it reads back as the first task of that type
+        result_name.setdefault(get_task(name).hub_type, get_task(name).result_name)
+    records: dict[tuple, dict] = {}
+    for entry in ModelCard.load(path).data.eval_results or []:
+        task = result_name.get(entry.task_type, entry.task_type)
+        record = records.setdefault((entry.dataset_name, task), {"model": "", "pretrained": "", "task": task,
+                                                                 "dataset": entry.dataset_name, "metrics": {}})
+        record["metrics"][entry.metric_type] = entry.metric_value  # a later (newer) evaluation's entry wins
+    return list(records.values())

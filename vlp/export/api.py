@@ -5,7 +5,7 @@ import shutil
 from pathlib import Path
 from typing import Optional, Sequence
 
-from vlp.export.card import model_card
+from vlp.export.card import copy_pictures, model_card
 from vlp.export.formats import convert_transformers, transformers_kind, write_open_clip, write_transformers
 from vlp.export.layers import NotExportable
 from vlp.run_dir import RunDir
@@ -49,7 +49,7 @@ def export(source, out_dir, formats: Optional[Sequence[str]] = None, overwrite: 
     write_open_clip(model, tokenizer, staging)
     if converted:
         write_transformers(converted, model, staging)
-    card = model_card(info, license, push_to_hub, written, transformers_kind(model))
+    card = model_card(info, license, push_to_hub, written, transformers_kind(model), copy_pictures(info, staging))
     (staging / "README.md").write_text(card)
     if out_dir.exists():
         shutil.rmtree(out_dir) if out_dir.is_dir() else out_dir.unlink()

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
+import shutil
+from pathlib import Path
+from typing import Optional, Sequence
 
 from huggingface_hub import EvalResult, ModelCardData
 
@@ -48,7 +50,45 @@ def _datasets(recipe) -> list[str]:
     return hub_datasets(recipe.data) if recipe else []
 
 
-def model_card(info: dict, license: str, repo_id: Optional[str], formats: list[str], kind: str) -> str:
+CARD_IMAGES = "images"  # the export's folder of pictures shown in the card
+KEY_PICTURES = ("modality_gap", "confusion", "retrieval")  # of vlp.evaluate.pictures.PICTURES
+
+
+def copy_pictures(info: dict, folder: Path) -> list[str]:
+    """Copy the key pictures of the evaluation of the exported weights (a run's raw weights at an evaluated step)
+    into folder/images/; their paths relative to `folder`. In-training evaluation sees the raw weights, so an EMA
+    export shows none."""
+    from vlp.evaluate.pictures import PICTURES
+
+    if not info.get("run_dir") or info.get("weights") != "raw" or info.get("step") is None:
+        return []
+    evaluated = RunDir(info["run_dir"]).pictures_at(info["step"])
+    if not evaluated.is_dir():
+        return []
+    copied = []
+    for source in sorted(p for p in evaluated.iterdir() if p.is_dir()):
+        for key in KEY_PICTURES:
+            picture = source / PICTURES[key]
+            if picture.is_file():
+                target = folder / CARD_IMAGES / f"{source.name}_{picture.name}"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(picture, target)
+                copied.append(target.relative_to(folder).as_posix())
+    return copied
+
+
+def _pictures_section(pictures: list[str]) -> list[str]:
+    if not pictures:
+        return []
+    shown = [f"![{Path(p).stem.replace('_', ' ')}]({p})" for p in pictures]
+    return ["## Pictures\n", "From the evaluation of these weights: the modality gap (2-D PCA of paired image and text "
+            "embeddings, both centroids and the gap between them), the zero-shot confusion matrix and retrieval "
+            "examples.\n", "\n".join(shown) + "\n"]
+
+
+def model_card(info: dict, license: str, repo_id: Optional[str], formats: list[str], kind: str,
+               pictures: Sequence[str] = ()) -> str:
+    """`pictures`: image paths relative to the card (`copy_pictures`), shown in a Pictures section."""
     from vlp.recipe import dump_recipe, redact
 
     recipe = redact(info["recipe"]) if info.get("recipe") else None  # the card is published: no shard credentials
@@ -65,7 +105,8 @@ def model_card(info: dict, license: str, repo_id: Optional[str], formats: list[s
     if recipe:
         training.append(f"- data: `{recipe.data.train or ', '.join(s.shards for s in recipe.data.sources) or '-'}`")
     sections = [f"# {name}\n", "A CLIP-style dual encoder trained with vlp.\n", "## Training\n", "\n".join(training),
-                "\n## Evaluation\n", _results_table(records), "## Usage\n", _usage(name, formats, kind)]
+                "\n## Evaluation\n", _results_table(records), *_pictures_section(list(pictures)),
+                "## Usage\n", _usage(name, formats, kind)]
     if recipe:
         sections += ["## Recipe\n", f"```yaml\n{dump_recipe(recipe)}```\n"]
     return f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(sections)

@@ -4,7 +4,8 @@ Call as `objective(image_features, text_features, logit_scale=t, logit_bias=b, *
 local to the rank; the result is a dict with "loss" (to backprop) and every component term, all equal to their
 single-process values on the global batch.
 """
-from vlp.objectives import dcl, hard_negative, regularizers, sigmoid, softmax  # noqa: F401  (registration)
+from vlp.objectives import (dcl, false_negatives, hard_negative, isogclr, macl, multi_caption,  # noqa: F401
+                            regularizers, sigmoid, softmax)  # (registration)
 from vlp.objectives.base import Objective
 from vlp.objectives.builder import build, build_from_config, check
 from vlp.objectives.composite import PRESETS, Composite

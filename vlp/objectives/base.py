@@ -55,6 +55,19 @@ class Objective(nn.Module):
                 **extras) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    # Per-sample state (isogclr): none by default.  The trainer binds the data's sample-id count before training,
+    # and a checkpoint carries `state_tensors()` (collective: every rank calls it), restored by `load_state_tensors`.
+    def bind_samples(self, num_sample_ids: Optional[int]) -> None:
+        pass
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        if tensors:
+            raise ValueError(f"{type(self).__name__} keeps no per-sample state, but the checkpoint has "
+                             f"{', '.join(sorted(tensors))}")
+
 
 def check_execution(cls: type[Objective], gather: str, tiled: bool, tile_size: int) -> None:
     """Whether objective class `cls` supports the execution options (the recipe keys objective.gather / tiled /

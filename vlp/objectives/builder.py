@@ -48,6 +48,22 @@ def build_from_config(cfg) -> Objective:
                      tile_size=cfg.tile_size)
 
 
+def check_inputs(cfg, data) -> None:
+    """Raise ConfigError when the objective section `cfg` needs per-sample inputs the `data` section does not
+    provide, or the data provides every caption and the objective would ignore them."""
+    wants, name = build_from_config(cfg).extras, cfg.name
+    captions = getattr(data, "captions", "one")
+    if "caption_features" in wants and captions != "all":
+        raise ConfigError("data.captions", f"objective {name!r} uses every caption of each sample: set 'all'")
+    if captions == "all" and "caption_features" not in wants:
+        raise ConfigError("data.captions", f"'all' encodes every caption, which objective {name!r} does not use "
+                                           "(multi_caption does); set 'one'")
+    if "labels" in wants and getattr(data, "label_key", None) is None:
+        hint = " (or objective.params.equal_labels: false)" if name == "masked_softmax" else ""
+        raise ConfigError("data.label_key", f"objective {name!r} uses sample labels: name the field that holds "
+                                            f"them, e.g. 'cls'{hint}")
+
+
 def _build_base(base_name: Optional[str], cfg) -> Optional[Objective]:
     if base_name is None:  # regularizers alone (tiled applies to them): there is no contrastive matrix to gather
         if cfg.gather != "global":

@@ -54,3 +54,6 @@ def _check_trainable(recipe: Recipe) -> None:
     if recipe.train.duration is None:
         raise ConfigError("train.duration", "missing required value (e.g. '1000 steps')")
     require_training_data(recipe.data)
+    from vlp.objectives.builder import check_inputs
+
+    check_inputs(recipe.objective, recipe.data)

@@ -59,18 +59,27 @@ class DataConfig:
     # epoch size (rounded down to whole global batches); default: sizes.json
     num_samples: Optional[int] = bounded("[1, inf)", None)
     resampled: bool = False  # sample shards with replacement (infinite stream)
-    shuffle_buffer: int = bounded("[0, inf)", 1000)  # samples; 0 disables
-    workers: int = bounded("[0, inf)", 2)  # DataLoader workers per process (0 = in-process); batches depend on it
+    shuffle_buffer: int = bounded("[0, inf)", 1000)  # raw samples per stream (held: streams/process × this); 0: none
+    # Logical reading streams (global): batches depend on seed, epoch, global batch, streams and data only, never on
+    # processes or workers. Must divide train.batch_size and be a multiple of the process count; None: gcd(batch, 8)
+    streams: Optional[int] = bounded("[1, 4096]", None)
+    workers: int = bounded("[0, inf)", 2)  # DataLoader workers per process (0 = in-process), each reads some streams
     image_key: str = "jpg;png;jpeg;webp"
     caption_key: str = "txt"  # or "json" with caption_field
     caption_field: Optional[str] = None  # JSON field holding the caption
     extra_caption_keys: list[str] = field(default_factory=list)  # "EXT" (caption per line) / "json:FIELD"; one drawn
     negative_key: Optional[str] = None  # hard-negative captions: "neg.txt" (one per line) or "json:FIELD" (a list)
     num_negatives: int = bounded("[1, inf)", 1)  # hard-negative captions used per sample
+    label_key: Optional[str] = None  # integer label → Batch.labels: "EXT" ("cls"), a column, or "json:FIELD"
+    captions: Literal["one", "all"] = "one"  # one drawn per sample, or all → Batch.captions (b, max_captions, L)
+    max_captions: int = bounded("[1, 64]", 5)  # captions: all — main caption then extras, the rest dropped
     max_image_pixels: int = bounded("[1, inf)", 4096 * 4096)  # larger images are rejected from their header
     # RandomResizedCrop scale and aspect-ratio ranges [low, high]
     augment_scale: list[float] = bounded("(0, 1]", lambda: [0.9, 1.0], length=2, ascending=True)
     augment_ratio: list[float] = bounded("(0, inf)", lambda: [0.75, 1.3333], length=2, ascending=True)
+    # where training JPEGs are decoded: in the workers at reduced DCT scale (cpu), or by the trainer on its CUDA device
+    # (gpu: nvJPEG, batched; workers only check the bytes; without CUDA it warns and decodes on the CPU)
+    decode: Literal["cpu", "gpu"] = "cpu"
 
 
 @dataclass
@@ -87,7 +96,9 @@ RegularizerFeatures = Literal["local", "global"]  # the regularizers see this ra
 
 @dataclass
 class ObjectiveConfig:
-    name: str = "softmax"  # softmax | sigmoid | hard_negative | dcl | clip_cua | clip_cuaxu | uniformity
+    # softmax | sigmoid | hard_negative | dcl | clip_cua | clip_cuaxu | uniformity | masked_softmax | supcon | debiased
+    # | macl | isogclr | multi_caption  (formulas: vlp/objectives/README.md)
+    name: str = "softmax"
     params: dict = field(default_factory=dict)  # keyword arguments of the objective, e.g. {label_smoothing: 0.1}
     regularizers: list[RegularizerConfig] = field(default_factory=list)  # weighted terms added to the loss
     regularizer_features: RegularizerFeatures = "global"  # regularizers see this rank's or all-gathered features
@@ -161,6 +172,7 @@ class EvalConfig:
     workers: int = bounded("[0, inf)", 2)  # DataLoader workers decoding eval images (0 = in the evaluating process)
     recall_k: list[int] = bounded("[1, inf)", lambda: [1, 5, 10])  # retrieval Recall@k values reported
     geometry_max_samples: int = bounded("[2, inf)", 5000)  # geometry diagnostics use at most this many pairs
+    pictures: bool = True  # each in-training evaluation draws its pictures (vlp.evaluate.pictures; ~1-2 s per set)
 
 
 @dataclass

@@ -18,7 +18,7 @@ def register(subparsers) -> None:
                        help="continue exactly from this run's newest good checkpoint (latest; a run that has none "
                        "yet starts over), a run directory or a checkpoint directory")
     train.set_defaults(func=_train)
-    plot = subparsers.add_parser("plot", help="write PNGs of a run's training curves")
+    plot = subparsers.add_parser("plot", help="write PNGs of a run's training and eval curves; list its eval pictures")
     plot.add_argument("run_dir", help="run directory (holds metrics.jsonl)")
     plot.add_argument("--out", default=None, help="output folder (default: RUN_DIR/plots)")
     plot.set_defaults(func=_plot)
@@ -45,6 +45,7 @@ def _train(args) -> int:
 
 
 def _plot(args) -> int:
+    from vlp.run_dir import RunDir
     from vlp.train.plot import plot_run
 
     try:
@@ -54,4 +55,9 @@ def _plot(args) -> int:
         return 1
     for path in written:
         print(path)
+    steps = RunDir(args.run_dir).picture_steps()
+    if steps:  # the pictures are drawn by each evaluation; show where the newest are
+        print(f"pictures of the newest evaluation ({steps[-1].name}):")
+        for path in sorted(steps[-1].rglob("*.png")):
+            print(path)
     return 0

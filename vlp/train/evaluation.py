@@ -7,12 +7,13 @@ import math
 from vlp.recipe import Recipe
 from vlp.run_dir import RunDir
 from vlp.train.metrics import MetricsSink
+from vlp.train.trackers import log_pictures
 
 
 class EvalHook:
     def __init__(self, recipe: Recipe, raw_model, tokenizer, accelerator, sink: MetricsSink, run: RunDir):
         self.recipe, self.model, self.tokenizer = recipe, raw_model, tokenizer
-        self.acc, self.sink, self.path = accelerator, sink, run.eval_results
+        self.acc, self.sink, self.path, self.run_dir = accelerator, sink, run.eval_results, run
         self.records: list[dict] = []
         self._preprocess = None
 
@@ -21,7 +22,8 @@ class EvalHook:
         return bool(self.recipe.eval.datasets)
 
     def run(self, step: int, final: bool = False) -> None:
-        """Evaluate (rank 0), log `eval/<dataset>/<metric>`, and append the records to RUN_DIR/eval_results.json."""
+        """Evaluate (rank 0), log `eval/<dataset>/<metric>` and the pictures, and append the records to
+        RUN_DIR/eval_results.json; the pictures go to RUN_DIR/pictures/step_NNNNNNNN/."""
         if not self.enabled:
             return
         if self.acc.is_main_process:
@@ -34,13 +36,16 @@ class EvalHook:
 
         if self._preprocess is None:
             self._preprocess = image_transform(self.model, train=False)
+        pictures = self.run_dir.pictures_at(step) if self.recipe.eval.pictures else None
         records = evaluate(self.model, self._preprocess, self.tokenizer, self.recipe.eval, str(self.acc.device),
-                           model_name=self.recipe.train.run_name or "", progress=False)
+                           model_name=self.recipe.train.run_name or "", progress=False, pictures=pictures)
         for record in records:
             record.update(step=step, final=final)
         self.records.extend(records)
         self.sink.log(step, {f"eval/{r['dataset']}/{name}": value for r in records
                              for name, value in r["metrics"].items() if _is_number(value)})
+        if pictures:
+            log_pictures(self.acc, pictures, step)
         previous = json.loads(self.path.read_text()) if self.path.is_file() else []
         write_results([r for r in previous if r.get("step", -1) < step] + records, self.path)
 

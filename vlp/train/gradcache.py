@@ -12,8 +12,8 @@ same masks and the result equals the gradient of one large-batch forward with th
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, fields
-from typing import Optional
+from dataclasses import dataclass, field, fields
+from typing import Optional, Sequence
 
 import torch
 
@@ -28,9 +28,17 @@ class Features:
     negative_text: Optional[torch.Tensor]  # (b, K, D) hard-negative caption embeddings
     logit_scale: torch.Tensor  # t = exp(log-scale)
     logit_bias: Optional[torch.Tensor]
+    captions: Optional[torch.Tensor] = None  # (b, K, D) every caption's embedding, for objectives that ask
+    # per-sample inputs without a gradient that the objective declared (`Objective.extras`), by extra name
+    rows: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def detached(self) -> "Features":
-        return Features(**{f.name: _map(getattr(self, f.name), torch.Tensor.detach) for f in fields(self)})
+        return Features(**{f.name: _map(getattr(self, f.name), torch.Tensor.detach) for f in fields(self)
+                           if f.name != "rows"}, rows=self.rows)
+
+
+# objective extra -> the Batch field it is read from (no gradient); feature extras are computed in forward_features
+ROW_EXTRAS = {"text_tokens": "text", "labels": "labels", "sample_ids": "sample_ids", "caption_mask": "caption_mask"}
 
 
 @dataclass
@@ -39,21 +47,32 @@ class StepOutput:
     features: Features  # the local batch's embeddings, detached (for logit statistics)
 
 
-def forward_features(model: torch.nn.Module, batch: Batch) -> Features:
-    """Embed a batch; hard-negative captions ride along in the text forward so DDP sees a single forward."""
-    text, negatives = batch.text, batch.negative_text
-    n = text.shape[0]
-    if negatives is not None:
-        text = torch.cat([text, negatives.flatten(0, 1)])
-    out = model(batch.image, text, **text_length_kwargs(model, batch.text_length))
-    text_features = out["text_features"]
-    negative = text_features[n:].view(n, negatives.shape[1], -1) if negatives is not None else None
-    return Features(out["image_features"], text_features[:n], negative, out["logit_scale"], out.get("logit_bias"))
+def forward_features(model: torch.nn.Module, batch: Batch, wants: Sequence[str] = ()) -> Features:
+    """Embed a batch; hard-negative captions (and every caption, when `wants` — the objective's extras — has
+    caption_features) ride along in the text forward so DDP sees a single forward."""
+    n = batch.text.shape[0]
+    groups = [batch.text, batch.negative_text,
+              batch.captions if "caption_features" in wants and batch.captions is not None else None]
+    out = model(batch.image, torch.cat([g.flatten(0, g.dim() - 2) for g in groups if g is not None]),
+                **text_length_kwargs(model, batch.text_length))
+    parts, start = [], n
+    for g in groups[1:]:  # (b, K, D) views of the extra caption groups, in the order they were appended
+        parts.append(None if g is None else out["text_features"][start:start + g.shape[0] * g.shape[1]].view(
+            n, g.shape[1], -1))
+        start += 0 if g is None else g.shape[0] * g.shape[1]
+    rows = {name: getattr(batch, key) for name, key in ROW_EXTRAS.items()
+            if name in wants and getattr(batch, key) is not None}
+    return Features(out["image_features"], out["text_features"][:n], parts[0], out["logit_scale"],
+                    out.get("logit_bias"), parts[1], rows)
 
 
 def objective_terms(objective: torch.nn.Module, f: Features) -> dict[str, torch.Tensor]:
+    """The objective on `f`, given the extras it declares (hard negatives always: one that does not use them
+    refuses them, rather than silently training without)."""
+    available = {"caption_features": f.captions, **f.rows}
+    extras = {k: v for k, v in available.items() if k in getattr(objective, "extras", ())}
     return objective(f.image, f.text, logit_scale=f.logit_scale, logit_bias=f.logit_bias,
-                     negative_text_features=f.negative_text)
+                     negative_text_features=f.negative_text, **extras)
 
 
 def compute_gradients(model: torch.nn.Module, objective: torch.nn.Module, batch: Batch, micro_batch_size: int,
@@ -63,20 +82,21 @@ def compute_gradients(model: torch.nn.Module, objective: torch.nn.Module, batch:
     A non-finite loss is backpropagated too (its gradients are non-finite): deciding to skip here would make the
     host wait for the loss; the update skips the step on the device instead (`vlp.train.nonfinite`).
     """
+    wants = getattr(objective, "extras", ())  # any module with the objective call signature will do
     if micro_batch_size >= len(batch):
-        f = forward_features(model, batch)
+        f = forward_features(model, batch, wants)
         terms = objective_terms(objective, f)
         accelerator.backward(terms["loss"])
         return StepOutput(_detach_terms(terms), f.detached())
-    return _cached_step(model, objective, batch.split(micro_batch_size), accelerator)
+    return _cached_step(model, objective, batch.split(micro_batch_size), accelerator, wants)
 
 
-def _cached_step(model, objective, chunks: list[Batch], accelerator) -> StepOutput:
+def _cached_step(model, objective, chunks: list[Batch], accelerator, wants: Sequence[str]) -> StepOutput:
     states, cached = [], []
     with torch.no_grad():
         for chunk in chunks:
             states.append(_rng_state())
-            cached.append(forward_features(model, chunk))
+            cached.append(forward_features(model, chunk, wants))
     after = _rng_state()
     full = _leaf(_concat(cached))
     terms = objective_terms(objective, full)
@@ -89,7 +109,7 @@ def _cached_step(model, objective, chunks: list[Batch], accelerator) -> StepOutp
         last = i == len(chunks) - 1
         # DDP reduces gradients once, after the last micro-batch.
         with contextlib.nullcontext() if last else accelerator.no_sync(model):
-            f = forward_features(model, chunk)
+            f = forward_features(model, chunk, wants)
             accelerator.backward(_surrogate(f, full, offsets[i], offsets[i + 1], with_logits=last))
     _set_rng_state(after)
     return StepOutput(_detach_terms(terms), full.detached())
@@ -98,9 +118,11 @@ def _cached_step(model, objective, chunks: list[Batch], accelerator) -> StepOutp
 def _surrogate(f: Features, full: Features, start: int, stop: int, with_logits: bool) -> torch.Tensor:
     """A scalar whose parameter gradient is the chain rule through this micro-batch's embeddings; the logit scale
     and bias are shared by all micro-batches, so their cached gradient is applied once."""
-    total = (f.image * full.image.grad[start:stop]).sum() + (f.text * full.text.grad[start:stop]).sum()
-    if f.negative_text is not None:
-        total = total + (f.negative_text * full.negative_text.grad[start:stop]).sum()
+    total = 0
+    for name in ("image", "text", "negative_text", "captions"):  # an objective may leave some unused (no grad)
+        mine, cached = getattr(f, name), getattr(full, name)
+        if mine is not None and cached.grad is not None:
+            total = total + (mine * cached.grad[start:stop]).sum()
     if with_logits:
         for mine, cached in ((f.logit_scale, full.logit_scale), (f.logit_bias, full.logit_bias)):
             if mine is not None and cached.grad is not None:
@@ -113,12 +135,14 @@ def _concat(parts: list[Features]) -> Features:
         values = [getattr(p, name) for p in parts]
         return None if values[0] is None else torch.cat(values)
     first = parts[0]
-    return Features(cat("image"), cat("text"), cat("negative_text"), first.logit_scale, first.logit_bias)
+    rows = {name: torch.cat([p.rows[name] for p in parts]) for name in first.rows}
+    return Features(cat("image"), cat("text"), cat("negative_text"), first.logit_scale, first.logit_bias,
+                    cat("captions"), rows)
 
 
 def _leaf(f: Features) -> Features:
     return Features(**{x.name: _map(getattr(f, x.name), lambda t: t.detach().float().requires_grad_())
-                       for x in fields(f)})
+                       for x in fields(f) if x.name != "rows"}, rows=f.rows)
 
 
 def _map(value, fn):

@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from vlp.data.batch import Batch
+from vlp.data.device_images import ready_images
 from vlp.data.train_data import prefetch_to
 from vlp.recipe import Recipe
 from vlp.run_dir import RunDir
@@ -96,10 +97,11 @@ def train(recipe: Recipe | str | Path, resume: Optional[str] = None, *, override
     raw_model, tokenizer = build_model(recipe.model, objective.init_logit_scale, objective.init_logit_bias)
     if data is None:
         transform = image_transform(raw_model, train=True, scale=recipe.data.augment_scale,
-                                    ratio=recipe.data.augment_ratio)
+                                    ratio=recipe.data.augment_ratio, decode=recipe.data.decode)
         data = build_train_data(recipe.data, transform, tokenizer, local_batch_size=local_batch, seed=cfg.seed,
                                 rank=rank, world_size=world, pin_memory=acc.device.type == "cuda")
     steps = resolve_steps(recipe, data.samples_per_epoch, source)
+    objective.bind_samples(getattr(data, "num_sample_ids", None))  # per-sample state (isogclr) needs the id range
     if resume_from:
         st.restore_weights(resume_from[0], raw_model)
     if cfg.strategy == "fsdp":  # before the EMA and the optimizer, which then hold this rank's shards only
@@ -114,9 +116,8 @@ def train(recipe: Recipe | str | Path, resume: Optional[str] = None, *, override
     else:
         model, optimizer = acc.prepare(model, optimizer)
     scheduler = build_scheduler(optimizer, recipe.schedule, steps.warmup, steps.total)
-    trainables = st.Trainables(model, optimizer, scheduler, acc, ema)
+    trainables = st.Trainables(model, optimizer, scheduler, acc, ema, objective)
     progress = st.restore(*resume_from, trainables) if resume_from else st.Progress(world_size=world)
-    _note_layout(acc, data, progress)
 
     sink = MetricsSink(run_dir, acc)
     if resume:  # also when --resume latest starts over: a killed run's records are about to be redone
@@ -143,18 +144,21 @@ def train(recipe: Recipe | str | Path, resume: Optional[str] = None, *, override
 
 def _loop(run: Run, preemption: PreemptionSignals) -> dict[str, float]:
     """The steps; on a preemption signal, every process stops after the same step with its checkpoint (`Preempted`)."""
+    from vlp.models import pixel_stats
+
     cfg, acc, steps, progress = run.recipe.train, run.acc, run.steps, run.progress
     bar = _progress_bar(run.recipe, acc, steps.total, progress.step)
     window, logged, local_bad = Window(), {}, {}
     run.model.train()
+    mean, std = pixel_stats(run.raw_model)  # for the uint8 images workers hand over, normalised on the device
     while progress.step < steps.total:
         skip, got_any = progress.batches_in_epoch, False
         fetch_started = time.perf_counter()
-        for batch in prefetch_to(_epoch_batches(run.data, progress, skip), acc.device):
+        for batch in prefetch_to(run.data.batches(progress.epoch, skip=skip), acc.device):
             got_any = True
             data_time = time.perf_counter() - fetch_started
             _add_bad_samples(local_bad, progress.epoch, batch.bad_samples)
-            values = _step(run, batch)
+            values = _step(run, ready_images(batch, mean, std))
             values["data_time"] = data_time
             window.add(values, cfg.batch_size)
             step = progress.step
@@ -190,28 +194,6 @@ def _loop(run: Run, preemption: PreemptionSignals) -> dict[str, float]:
             progress.next_epoch()
     bar.close()
     return logged
-
-
-def _note_layout(acc, data, progress: st.Progress) -> None:
-    """Record how this run reads the data; a resume mid-epoch with another layout continues the epoch."""
-    world, workers = getattr(data, "layout", (acc.num_processes, None))
-    if not progress.read_with(world, workers):
-        return
-    if hasattr(data, "layout"):
-        began = ", ".join(f"{w} x {k} from batch {first}" for w, k, first in progress.layouts[:-1])
-        acc.print(f"continuing epoch {progress.epoch} from batch {progress.batches_in_epoch} with {world} processes x "
-                  f"{workers} data workers (begun with {began})")
-    else:
-        warnings.warn(f"resuming with {world} processes from a checkpoint written by {progress.layouts[-2][0]}: "
-                      "this data object has no `layout`, so the rest of its epoch may repeat or leave out samples",
-                      stacklevel=3)
-
-
-def _epoch_batches(data, progress: st.Progress, skip: int):
-    """The batches of `progress.epoch` from `skip` on, continuing an epoch begun with other layouts."""
-    if len(progress.layouts) > 1 and hasattr(data, "layout"):
-        return data.batches(progress.epoch, skip=skip, layouts=progress.layouts)
-    return data.batches(progress.epoch, skip=skip)
 
 
 def _step(run: Run, batch: Batch) -> Values:

@@ -11,6 +11,7 @@ import torch
 from vlp.recipe import (Duration, Recipe, RecipeError, check_recipe, dump_recipe, load_recipe, recipe_to_dict,
                         redact)
 from vlp.run_dir import RunDir
+from vlp.train.trackers import tracker_list
 
 
 @dataclass
@@ -50,8 +51,8 @@ def make_accelerator(recipe: Recipe, run: RunDir, source: str):
     cpu = not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
     precision = recipe.train.precision
     try:
-        accelerator = Accelerator(cpu=cpu, mixed_precision=precision, log_with=trackers or None,
-                                  project_dir=str(run.trackers))
+        accelerator = Accelerator(cpu=cpu, mixed_precision=precision, log_with=tracker_list(trackers, run) or None,
+                                  project_dir=str(run.root))
         problem = precision_problem(accelerator, precision)
     except ValueError as e:  # accelerate refuses a precision the device lacks
         if precision == "no":

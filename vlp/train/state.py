@@ -38,31 +38,10 @@ class Progress:
     nonfinite_total: int = 0
     bad_samples: dict[str, dict[str, int]] = field(default_factory=dict)  # global skipped samples: epoch → kind → n
     world_size: int = 1
-    # The layouts `epoch` was read with, oldest first: [processes, data workers per process, first position]; the
-    # last is in use. Resuming with another one continues the epoch exactly (vlp.data.continuation). Workers None: not
-    # known (a fresh run before its data says, or a checkpoint from before layouts were recorded).
-    layouts: list[list[Optional[int]]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if not self.layouts:
-            self.layouts = [[self.world_size, None, 0]]
-
-    def read_with(self, world_size: int, workers: Optional[int]) -> bool:
-        """Note the layout this run reads the data with; True when it changes in the middle of the epoch."""
-        last = self.layouts[-1]
-        if last[1] is None:  # taken as unchanged
-            last[1] = workers
-        if self.batches_in_epoch == 0:
-            self.layouts = [[world_size, workers, 0]]
-        elif last[:2] != [world_size, workers]:
-            self.layouts.append([world_size, workers, self.batches_in_epoch])
-            return True
-        return False
 
     def next_epoch(self) -> None:
         self.epoch += 1
         self.batches_in_epoch = 0
-        self.layouts = [[*self.layouts[-1][:2], 0]]
 
 
 class EMA:
@@ -93,6 +72,7 @@ class Trainables:
     scheduler: Any
     accelerator: Any
     ema: Optional[EMA] = None
+    objective: Optional[torch.nn.Module] = None  # its per-sample state (`state_tensors`), if it keeps any
 
 
 def save(run: RunDir, t: Trainables, progress: Progress, keep: int) -> Path:
@@ -107,6 +87,9 @@ def save(run: RunDir, t: Trainables, progress: Progress, keep: int) -> Path:
         begin(tmp)
     acc.wait_for_everyone()
     write_tensors(tmp.rng(acc.process_index), *capture_rng())
+    objective_state = t.objective.state_tensors() if t.objective is not None else {}  # collective: every rank
+    if objective_state and acc.is_main_process:
+        write_tensors(tmp.objective, objective_state)
     if sharded:
         from vlp.train.sharded import save_sharded  # imported on use: it builds on this module's writers
 
@@ -158,10 +141,13 @@ def restore(path: Path, state: dict[str, Any], t: Trainables) -> Progress:
             t.ema.load(read_tensors(files.ema))
         else:
             warnings.warn(f"{path} has no {files.ema.name}; the EMA restarts from the current weights", stacklevel=2)
-    progress = Progress(**state["progress"])
+    if t.objective is not None:  # per-sample state, whole: each rank takes its ids, whatever the world size
+        t.objective.load_state_tensors(read_tensors(files.objective) if files.objective.is_file() else {})
+    # `layouts`: what checkpoints before world-size-invariant data order recorded, needed no more
+    progress = Progress(**{k: v for k, v in state["progress"].items() if k != "layouts"})
     rng_path = files.rng(acc.process_index)
     # From another world size there is no generator state of this process, and none is needed: every step reseeds
-    # (`loop._step_seed`) and the data continues its epoch from the recorded layouts (`Progress.read_with`).
+    # (`loop._step_seed`) and the data's positions are global batch indices on any layout.
     if progress.world_size == acc.num_processes and rng_path.is_file():
         with safe_open(str(rng_path), "pt") as f:
             restore_rng({k: f.get_tensor(k) for k in f.keys()}, f.metadata())

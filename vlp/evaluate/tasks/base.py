@@ -6,9 +6,12 @@ task type. This module stays free of heavy imports: `vlp --help` lists the regis
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Optional
 
 from vlp.recipe.schema import EvalConfig, EvalDatasetConfig
+
+if TYPE_CHECKING:
+    from vlp.evaluate.pictures import Evidence
 
 
 class Task:
@@ -20,6 +23,10 @@ class Task:
     result_name: ClassVar[str]  # the `task` field of the result records
     hub_type: ClassVar[str]  # the model card's model-index `task.type`
     targets: ClassVar[Literal["labels", "captions"]] = "labels"  # what the task reads from a set beside the images
+    # the metrics of its row in the suite table (`vlp.evaluate.table`); none listed: every metric without geometry_
+    main_metrics: ClassVar[tuple[str, ...]] = ()
+    # set by `run` for `vlp.evaluate.pictures`; None: the task draws no pictures
+    evidence: Optional["Evidence"] = None
 
     def __init__(self, cfg: EvalDatasetConfig):
         self.cfg = cfg

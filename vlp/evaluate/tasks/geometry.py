@@ -14,11 +14,14 @@ class PairedTask(Task):
     def run(self, model, preprocess, tokenizer, eval_cfg: EvalConfig, device: str = "cpu",
             progress: bool = True) -> dict[str, float]:
         from vlp.evaluate.geometry import geometry_metrics
+        from vlp.evaluate.pictures import Evidence
 
         eval_set = self.open_set()
         image_emb, targets = self.encode_images(eval_set, model, preprocess, eval_cfg, device, progress)
+        self.picture_inputs: dict = {}  # `score` adds the task's own embeddings for the pictures
         metrics, paired_images, paired_texts = self.score(model, tokenizer, eval_set, image_emb, targets, eval_cfg,
                                                           device, progress)
+        self.evidence = Evidence(eval_set, paired_images, paired_texts, image_emb, **self.picture_inputs)
         return {**metrics, **geometry_metrics(paired_images, paired_texts, eval_cfg.geometry_max_samples)}
 
     def score(self, model, tokenizer, eval_set, image_emb, targets: list, eval_cfg: EvalConfig, device: str,

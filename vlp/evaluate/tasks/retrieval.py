@@ -12,6 +12,7 @@ class Retrieval(PairedTask):
     result_name = "zeroshot_retrieval"  # CLIP_benchmark's task name
     hub_type = "zero-shot-retrieval"
     targets = "captions"
+    main_metrics = ("image_to_text_R@1", "image_to_text_R@5", "text_to_image_R@1", "text_to_image_R@5")
 
     def score(self, model, tokenizer, eval_set, image_emb, targets: list, eval_cfg: EvalConfig, device: str,
               progress: bool):
@@ -25,5 +26,6 @@ class Retrieval(PairedTask):
         text_emb = encode_texts(model, tokenizer, captions, eval_cfg.batch_size, device, progress,
                                 desc=f"{eval_set.name} captions")
         metrics = retrieval_metrics(image_emb, text_emb, text_to_image, eval_cfg.recall_k)
+        self.picture_inputs.update(text_emb=text_emb, captions=captions, text_to_image=text_to_image)
         first_caption = torch.tensor([0] + [len(caps) for caps in targets[:-1]]).cumsum(0)
         return metrics, image_emb, text_emb[first_caption]

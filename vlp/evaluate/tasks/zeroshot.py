@@ -16,6 +16,7 @@ class ZeroShotClassification(PairedTask):
     name = "zeroshot"
     result_name = "zeroshot_classification"  # CLIP_benchmark's task name
     hub_type = "zero-shot-image-classification"
+    main_metrics = ("acc1", "acc5", "mean_per_class_recall", "mean_average_precision")
 
     def open_set(self):
         eval_set = super().open_set()
@@ -50,4 +51,5 @@ class ZeroShotClassification(PairedTask):
             labels = torch.tensor(targets, dtype=torch.long)
             keep = torch.arange(len(labels))
             paired_class = labels
+            self.picture_inputs.update(classes=classes, labels=labels)
         return zeroshot_metrics(image_emb, classes, labels), image_emb[keep], classes[paired_class]

@@ -1,0 +1,27 @@
+"""Helpers for tests that run every registered objective (no tests here): inputs for the extras it declares."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+CAPTIONS = 3  # captions per sample for objectives that take every caption
+
+
+def extra_inputs(objective, batch: int, dim: int, generator: torch.Generator, negatives: int = 2) -> dict:
+    """Tensors for `objective.extras`: labels and caption token ids that repeat (so false-negative masks bite),
+    sample ids (binding the objective's per-sample state to them), all captions' features with some padded."""
+    wanted = getattr(objective, "extras", ())
+    labels = torch.randint(0, max(2, batch // 4), (batch,), generator=generator)
+    mask = torch.rand(batch, CAPTIONS, generator=generator) < 0.6
+    mask[:, 0] = True
+    available = {
+        "labels": labels,
+        "text_tokens": torch.stack([labels, labels % 3], 1),
+        "sample_ids": torch.randperm(batch, generator=generator),
+        "caption_features": F.normalize(torch.randn(batch, CAPTIONS, dim, generator=generator), dim=-1),
+        "caption_mask": mask,
+        "negative_text_features": F.normalize(torch.randn(batch, negatives, dim, generator=generator), dim=-1),
+    }
+    if "sample_ids" in wanted:
+        objective.bind_samples(batch)
+    return {k: v for k, v in available.items() if k in wanted}

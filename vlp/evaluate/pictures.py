@@ -1,0 +1,194 @@
+"""Pictures of one evaluation, drawn from the embeddings the task already computed (nothing is encoded twice).
+
+For an eval set, `draw_pictures(evidence, folder)` writes:
+    modality_gap.png   2-D PCA of paired image and text embeddings, both centroids and the gap vector between them
+                       (the figure of Liang et al. 2022 / Fahim et al. 2024)
+    similarity.png     histograms of the cosine of matched vs unmatched image-text pairs (a text paired with several
+                       images, such as a class embedding, is no unmatched pair for any of them)
+    confusion.png      zero-shot confusion matrix, rows normalised (single-label classification sets)
+    retrieval.png      query caption → its top-5 images, the true image framed green (retrieval sets)
+The scatter and histograms use at most `SAMPLES` pairs and the retrieval grid a gallery of the set's first `GALLERY`
+images, so a picture costs well under a second whatever the set's size.
+"""
+from __future__ import annotations
+
+import itertools
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+SAMPLES = 500  # pairs in the scatter and histograms
+GALLERY = 200  # images the retrieval grid searches
+QUERIES, TOP = 4, 5
+PICTURES = {"modality_gap": "modality_gap.png", "similarity": "similarity.png", "confusion": "confusion.png",
+            "retrieval": "retrieval.png"}
+
+
+@dataclass
+class Evidence:
+    """What a task's run leaves for its pictures: the embeddings (L2-normalised, CPU) it computed anyway."""
+    eval_set: Any
+    paired_images: torch.Tensor  # (N, D), each with one text embedding in
+    paired_texts: torch.Tensor
+    image_emb: Optional[torch.Tensor] = None  # every image of the set, in set order
+    classes: Optional[torch.Tensor] = None  # (C, D) zero-shot class embeddings
+    labels: Optional[torch.Tensor] = None  # (N,) class of each image (single-label sets only)
+    text_emb: Optional[torch.Tensor] = None  # every caption, image by image
+    captions: Optional[list[str]] = None
+    text_to_image: Optional[torch.Tensor] = None
+
+
+def draw_pictures(evidence: Evidence, folder: str | Path, title: str = "") -> list[Path]:
+    """Write the pictures `evidence` allows into `folder`; returns the files written."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    x, y = subsample(evidence.paired_images, evidence.paired_texts, SAMPLES)
+    figures = {"modality_gap": gap_figure(x, y, title), "similarity": similarity_figure(x, y, title)}
+    if evidence.classes is not None and evidence.labels is not None:
+        predicted = torch.cat([(block @ evidence.classes.T).argmax(1) for block in evidence.image_emb.split(4096)])
+        names = evidence.eval_set.classnames or [str(c) for c in range(len(evidence.classes))]
+        figures["confusion"] = confusion_figure(confusion_counts(predicted, evidence.labels, len(names)), names, title)
+    if evidence.text_emb is not None:
+        figures["retrieval"] = retrieval_figure(evidence, title)
+    written = []
+    for name, figure in figures.items():
+        path = folder / PICTURES[name]
+        figure.savefig(path, dpi=80)
+        written.append(path)
+    return written
+
+
+# ---------------------------------------------------------------- the numbers behind the pictures
+
+def subsample(x: torch.Tensor, y: torch.Tensor, limit: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    if len(x) <= limit:
+        return x, y
+    keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:limit]
+    return x[keep], y[keep]
+
+
+def pca_2d(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x in 2-D, y in 2-D, explained-variance ratio of the two axes): one PCA fitted on both modalities together,
+    so the gap between them stays visible."""
+    both = torch.cat([x, y]).double()
+    centered = both - both.mean(0)
+    _, s, vt = torch.linalg.svd(centered, full_matrices=False)
+    projected = centered @ vt[:2].T
+    explained = s.square() / s.square().sum()
+    return projected[:len(x)], projected[len(x):], explained[:2]
+
+
+def matched_unmatched(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cosines of the pairs (x_i, y_i), cosines of every (x_i, y_j) with y_j ≠ y_i). A text paired with several
+    images (a zero-shot class embedding, a repeated caption) matches each of them, so it is no negative for them."""
+    sims = x.double() @ y.double().T
+    _, text_id = torch.unique(y, dim=0, return_inverse=True)
+    return sims.diagonal(), sims[text_id[:, None] != text_id[None, :]]
+
+
+def confusion_counts(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(C, C) counts: row = true class, column = predicted class."""
+    flat = labels.long() * num_classes + predicted.long()
+    return torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def top_images(query_emb: torch.Tensor, image_emb: torch.Tensor, k: int) -> torch.Tensor:
+    """(Q, k) indices of each query's most similar images, best first (stable: earlier images win ties)."""
+    sims = query_emb @ image_emb.T
+    return torch.sort(sims, dim=1, descending=True, stable=True).indices[:, :k]
+
+
+# ---------------------------------------------------------------- figures (matplotlib's object API: no global state)
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def gap_figure(x: torch.Tensor, y: torch.Tensor, title: str):
+    px, py, explained = pca_2d(x, y)
+    fig = _figure(5, 4.2)
+    ax = fig.subplots()
+    ax.scatter(px[:, 0], px[:, 1], s=6, alpha=0.5, c="tab:blue", label="image")
+    ax.scatter(py[:, 0], py[:, 1], s=6, alpha=0.5, c="tab:orange", label="text")
+    cx, cy = px.mean(0), py.mean(0)
+    ax.scatter(*cx, s=120, marker="X", c="navy", edgecolors="white", label="image centroid", zorder=3)
+    ax.scatter(*cy, s=120, marker="X", c="darkred", edgecolors="white", label="text centroid", zorder=3)
+    ax.annotate("", xy=tuple(cy.tolist()), xytext=tuple(cx.tolist()),
+                arrowprops={"arrowstyle": "->", "lw": 2, "color": "black"}, zorder=4)
+    gap = (x.double().mean(0) - y.double().mean(0)).norm().item()
+    ax.set_title(f"{title}\nmodality gap ‖mean(img) − mean(txt)‖ = {gap:.3f} ({len(x)} pairs)", fontsize=9)
+    ax.set_xlabel(f"PC1 ({explained[0]:.0%} of variance)")
+    ax.set_ylabel(f"PC2 ({explained[1]:.0%})")
+    ax.legend(fontsize=7, loc="upper right", framealpha=0.7)  # "best" scans every point: slow
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def similarity_figure(x: torch.Tensor, y: torch.Tensor, title: str):
+    matched, unmatched = matched_unmatched(x, y)
+    fig = _figure(5, 3.4)
+    ax = fig.subplots()
+    bins = torch.linspace(min(matched.min(), unmatched.min()).item(), max(matched.max(), unmatched.max()).item(), 41)
+    ax.hist(unmatched.numpy(), bins=bins.numpy(), density=True, alpha=0.6, color="tab:gray",
+            label=f"unmatched (mean {unmatched.mean():.3f})")
+    ax.hist(matched.numpy(), bins=bins.numpy(), density=True, alpha=0.6, color="tab:green",
+            label=f"matched (mean {matched.mean():.3f})")
+    ax.set_xlabel("cosine similarity image · text")
+    ax.set_ylabel("density")
+    ax.set_title(f"{title}\nmatched vs unmatched pairs ({len(x)} images)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    return fig
+
+
+def confusion_figure(counts: torch.Tensor, classnames: list[str], title: str):
+    rates = counts.double() / counts.sum(1, keepdim=True).clamp(min=1)
+    n = len(classnames)
+    side = min(3 + 0.35 * n, 9)
+    fig = _figure(side + 1, side)
+    ax = fig.subplots()
+    shown = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(shown, ax=ax, shrink=0.8, label="fraction of the true class")
+    if n <= 30:  # beyond that, labels would overlap; the matrix still shows where the errors are
+        ax.set_xticks(range(n), [c[:14] for c in classnames], rotation=90, fontsize=7)
+        ax.set_yticks(range(n), [c[:14] for c in classnames], fontsize=7)
+    accuracy = counts.diagonal().sum().item() / max(counts.sum().item(), 1)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"{title}\nzero-shot confusion (top-1 {accuracy:.1%}, {counts.sum().item()} images)", fontsize=9)
+    return fig
+
+
+def retrieval_figure(evidence: Evidence, title: str):
+    gallery = min(GALLERY, len(evidence.image_emb))
+    owner = evidence.text_to_image
+    candidates = (owner < gallery).nonzero().flatten()
+    picks = candidates[torch.linspace(0, len(candidates) - 1, min(QUERIES, len(candidates))).long()]
+    ranked = top_images(evidence.text_emb[picks], evidence.image_emb[:gallery], TOP)
+    needed = set(ranked.flatten().tolist())
+    images = {i: image for i, (image, _) in enumerate(itertools.islice(evidence.eval_set.samples(), gallery))
+              if i in needed}
+    fig = _figure(1.7 * (TOP + 1.6), 1.9 * len(picks))
+    axes = fig.subplots(len(picks), TOP + 1, squeeze=False, gridspec_kw={"width_ratios": [2.6] + [1] * TOP})
+    for row, (query, found) in enumerate(zip(picks.tolist(), ranked.tolist())):
+        text = axes[row, 0]
+        text.axis("off")
+        text.text(0, 0.5, textwrap.fill(evidence.captions[query], 24), fontsize=10, va="center")
+        for col, index in enumerate(found, start=1):
+            ax = axes[row, col]
+            ax.imshow(images[index])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            hit = index == owner[query].item()
+            for spine in ax.spines.values():
+                spine.set_edgecolor("limegreen" if hit else "lightgray")
+                spine.set_linewidth(4 if hit else 1)
+            ax.set_title(f"#{col}" + (" ✓" if hit else ""), fontsize=7)
+        for ax in axes[row, len(found) + 1:]:  # a gallery smaller than TOP
+            ax.axis("off")
+    fig.suptitle(f"{title}: caption → top-{TOP} of the first {gallery} images (true image framed green)", fontsize=9)
+    return fig

@@ -1,7 +1,10 @@
 """Helpers for tests that run every registered objective (no tests here): inputs for the extras it declares."""
 from __future__ import annotations
 
+import os
+
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 CAPTIONS = 3  # captions per sample for objectives that take every caption
@@ -25,3 +28,15 @@ def extra_inputs(objective, batch: int, dim: int, generator: torch.Generator, ne
     if "sample_ids" in wanted:
         objective.bind_samples(batch)
     return {k: v for k, v in available.items() if k in wanted}
+
+
+def join_gloo(rank: int, port: int, world: int):
+    """Join a `world`-process gloo group on localhost (one thread per process); returns DDP's gradient average."""
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+
+    def ddp_average(grad: torch.Tensor) -> torch.Tensor:
+        dist.all_reduce(grad)
+        return grad / world
+    return ddp_average

@@ -199,6 +199,14 @@ def test_all_captions_main_first_masked_and_bounded(tmp_path):
     assert wide.captions.shape == (10, 5, 1) and wide.caption_mask.sum().item() == 10 + sum(i % 3 for i in range(10))
 
 
+def test_max_captions_without_all_captions_is_refused(tmp_path):
+    from vlp.recipe.errors import ConfigError
+
+    spec = write_shards(tmp_path, 1, 4)
+    with pytest.raises(ConfigError, match="data.max_captions"):
+        load(DataConfig(train=spec, workers=0, max_captions=3), batch=2)
+
+
 def test_per_sample_fields_travel_through_split_map_and_to():
     from vlp.data.batch import Batch
 

@@ -15,6 +15,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import vlp.objectives as objectives
+from objective_inputs import join_gloo
 from vlp.recipe.schema import ObjectiveConfig, RegularizerConfig
 
 WORLD, LOCAL, DIM_IN, DIM, NEGATIVES = 2, 5, 6, 4, 2
@@ -94,14 +95,7 @@ def step(objective, rows, reduce_grads, with_negatives=False):
 
 
 def worker(rank, port, out_dir):
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
-
-    def ddp_average(grad):
-        dist.all_reduce(grad)
-        return grad / WORLD
-
+    ddp_average = join_gloo(rank, port, WORLD)
     try:
         rows = slice(rank * LOCAL, (rank + 1) * LOCAL)
         results = {name: step(objectives.build_from_config(cfg), rows, ddp_average, name in WITH_NEGATIVES) for name, cfg in CASES.items()}

@@ -12,6 +12,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import vlp.objectives as objectives
+from objective_inputs import join_gloo
 from vlp.recipe.schema import ObjectiveConfig
 
 WORLD, LOCAL, DIM_IN, DIM, K, SAMPLES = 2, 5, 6, 4, 3, 17
@@ -83,14 +84,7 @@ def isogclr_steps(rows, reduce_grads, steps, state=None, tiled=False):
 
 
 def worker(rank, port, out_dir):
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
-
-    def ddp_average(grad):
-        dist.all_reduce(grad)
-        return grad / WORLD
-
+    ddp_average = join_gloo(rank, port, WORLD)
     try:
         rows = slice(rank * LOCAL, (rank + 1) * LOCAL)
         results = {name: run(objectives.build_from_config(c), rows, ddp_average) for name, c in CASES.items()}

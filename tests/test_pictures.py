@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vlp.cli import main
-from vlp.evaluate.pictures import PICTURES, confusion_counts, matched_unmatched, pca_2d, top_images
+from vlp.evaluate.pictures import PICTURES, confusion_counts, gap_plane, matched_unmatched, top_images
 from vlp.run_dir import RunDir
 
 matplotlib.use("Agg")
@@ -21,17 +21,27 @@ def _unit(n: int, d: int, seed: int) -> torch.Tensor:
     return F.normalize(torch.randn(n, d, generator=torch.Generator().manual_seed(seed)), dim=-1)
 
 
-def test_pca_matches_sklearn_up_to_sign():
+def test_gap_plane_is_the_gap_direction_and_the_first_component_of_the_rest():
     from sklearn.decomposition import PCA
 
-    x, y = _unit(40, 8, 0) + 0.5, _unit(30, 8, 1) - 0.5  # two clouds apart: PC1 is the gap direction
-    px, py, explained = pca_2d(x, y)
-    reference = PCA(n_components=2).fit(torch.cat([x, y]).double().numpy())
-    expected = reference.transform(torch.cat([x, y]).double().numpy())
+    # the gap (0.3 along one axis) is smaller than the spread along another (x3): a plain PCA would hide it
+    x, y = _unit(40, 8, 0).double(), _unit(30, 8, 1).double()
+    x[:, 0] += 0.3
+    x[:, 1] *= 3
+    y[:, 1] *= 3
+    px, py, explained = gap_plane(x, y)
+    both = torch.cat([x, y]).numpy()
+    gap = x.mean(0).numpy() - y.mean(0).numpy()
+    unit = gap / np.linalg.norm(gap)
+    along = (both - both.mean(0)) @ unit
     got = torch.cat([px, py]).numpy()
-    signs = np.sign((got * expected).sum(0))
-    np.testing.assert_allclose(got * signs, expected, atol=1e-8)
-    np.testing.assert_allclose(explained.numpy(), reference.explained_variance_ratio_, atol=1e-10)
+    np.testing.assert_allclose(got[:, 0], along, atol=1e-10)
+    np.testing.assert_allclose(px[:, 0].mean() - py[:, 0].mean(), np.linalg.norm(gap), atol=1e-10)  # the gap, whole
+    rest = both - np.outer(both @ unit, unit)
+    second = PCA(n_components=1).fit_transform(rest)[:, 0]
+    np.testing.assert_allclose(got[:, 1] * np.sign(got[:, 1] @ second), second, atol=1e-8)
+    total = ((both - both.mean(0)) ** 2).sum()
+    np.testing.assert_allclose(explained.numpy(), (got ** 2).sum(0) / total, atol=1e-12)
 
 
 def test_matched_and_unmatched_cosines_match_a_loop():

@@ -15,6 +15,8 @@ def check(cfg: DataConfig) -> None:
     if cfg.train_weights is not None:
         _check_train_weights(cfg)
     _check_source_types(cfg)
+    if cfg.max_captions is not None and cfg.captions != "all":
+        raise ConfigError("data.max_captions", "applies only with data.captions: all (one caption is drawn otherwise)")
 
 
 def require_training_data(cfg: DataConfig) -> None:

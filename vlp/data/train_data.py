@@ -18,6 +18,8 @@ from vlp.data.pipeline import Plan, WorkerDataset
 from vlp.data.sources import DataError, Source, load_sources
 from vlp.recipe.schema import DataConfig
 
+DEFAULT_MAX_CAPTIONS = 5  # `data.captions: all` keeps the main caption and up to 4 extras unless told otherwise
+
 
 def _epoch_size(cfg: DataConfig, sources: list[Source]) -> Optional[int]:
     if cfg.num_samples is not None:
@@ -179,7 +181,7 @@ def build_train_data(data_cfg: DataConfig, transform: Callable, tokenizer: Calla
                 resampled=data_cfg.resampled, shuffle_buffer=data_cfg.shuffle_buffer, seed=seed, streams=streams,
                 rank=rank, world_size=world_size, workers=max(1, workers), batch_size=global_batch,
                 batches_per_epoch=batches, label_key=data_cfg.label_key,
-                max_captions=data_cfg.max_captions if data_cfg.captions == "all" else None,
+                max_captions=(data_cfg.max_captions or DEFAULT_MAX_CAPTIONS) if data_cfg.captions == "all" else None,
                 id_offsets=_id_offsets(sources))
     return TrainData(plan, transform, tokenizer, workers, pin_memory)
 

@@ -1,7 +1,8 @@
 """Pictures of one evaluation, drawn from the embeddings the task already computed (nothing is encoded twice).
 
 For an eval set, `draw_pictures(evidence, folder)` writes:
-    modality_gap.png   2-D PCA of paired image and text embeddings, both centroids and the gap vector between them
+    modality_gap.png   paired image and text embeddings in the plane of the gap (gap direction × first principal
+                       component of the rest), both centroids and the gap vector between them
                        (the figure of Liang et al. 2022 / Fahim et al. 2024)
     similarity.png     histograms of the cosine of matched vs unmatched image-text pairs (a text paired with several
                        images, such as a class embedding, is no unmatched pair for any of them)
@@ -70,15 +71,21 @@ def subsample(x: torch.Tensor, y: torch.Tensor, limit: int, seed: int = 0) -> tu
     return x[keep], y[keep]
 
 
-def pca_2d(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(x in 2-D, y in 2-D, explained-variance ratio of the two axes): one PCA fitted on both modalities together,
-    so the gap between them stays visible."""
+def gap_plane(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x in 2-D, y in 2-D, share of the total variance along each axis) in the plane of the gap: axis 1 is the
+    direction from the text centroid to the image centroid, axis 2 the first principal component of both modalities
+    once that direction is removed. A plain 2-D PCA often hides the gap: it lies outside the top components (CLIP's
+    gap direction carries little variance), so both centroids would land on top of each other."""
     both = torch.cat([x, y]).double()
     centered = both - both.mean(0)
-    _, s, vt = torch.linalg.svd(centered, full_matrices=False)
-    projected = centered @ vt[:2].T
-    explained = s.square() / s.square().sum()
-    return projected[:len(x)], projected[len(x):], explained[:2]
+    gap = x.double().mean(0) - y.double().mean(0)
+    direction = gap / gap.norm().clamp_min(1e-12)
+    along = centered @ direction
+    rest = centered - along[:, None] * direction
+    _, _, vt = torch.linalg.svd(rest, full_matrices=False)
+    projected = torch.stack([along, rest @ vt[0]], dim=1)
+    explained = projected.square().sum(0) / centered.square().sum()
+    return projected[:len(x)], projected[len(x):], explained
 
 
 def matched_unmatched(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,7 +117,7 @@ def _figure(width: float, height: float):
 
 
 def gap_figure(x: torch.Tensor, y: torch.Tensor, title: str):
-    px, py, explained = pca_2d(x, y)
+    px, py, explained = gap_plane(x, y)
     fig = _figure(5, 4.2)
     ax = fig.subplots()
     ax.scatter(px[:, 0], px[:, 1], s=6, alpha=0.5, c="tab:blue", label="image")
@@ -122,8 +129,8 @@ def gap_figure(x: torch.Tensor, y: torch.Tensor, title: str):
                 arrowprops={"arrowstyle": "->", "lw": 2, "color": "black"}, zorder=4)
     gap = (x.double().mean(0) - y.double().mean(0)).norm().item()
     ax.set_title(f"{title}\nmodality gap ‖mean(img) − mean(txt)‖ = {gap:.3f} ({len(x)} pairs)", fontsize=9)
-    ax.set_xlabel(f"PC1 ({explained[0]:.0%} of variance)")
-    ax.set_ylabel(f"PC2 ({explained[1]:.0%})")
+    ax.set_xlabel(f"gap direction, text → image centroid ({explained[0]:.0%} of variance)")
+    ax.set_ylabel(f"PC1 of the rest ({explained[1]:.0%})")
     ax.legend(fontsize=7, loc="upper right", framealpha=0.7)  # "best" scans every point: slow
     ax.grid(alpha=0.3)
     return fig

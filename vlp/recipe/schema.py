@@ -72,7 +72,8 @@ class DataConfig:
     num_negatives: int = bounded("[1, inf)", 1)  # hard-negative captions used per sample
     label_key: Optional[str] = None  # integer label → Batch.labels: "EXT" ("cls"), a column, or "json:FIELD"
     captions: Literal["one", "all"] = "one"  # one drawn per sample, or all → Batch.captions (b, max_captions, L)
-    max_captions: int = bounded("[1, 64]", 5)  # captions: all — main caption then extras, the rest dropped
+    # captions: all — main caption then extras, the rest dropped (default 5); means nothing with captions: one
+    max_captions: Optional[int] = bounded("[1, 64]", None)
     max_image_pixels: int = bounded("[1, inf)", 4096 * 4096)  # larger images are rejected from their header
     # RandomResizedCrop scale and aspect-ratio ranges [low, high]
     augment_scale: list[float] = bounded("(0, 1]", lambda: [0.9, 1.0], length=2, ascending=True)

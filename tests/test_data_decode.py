@@ -13,7 +13,7 @@ import torchvision.transforms.v2 as T2
 from PIL import Image
 from scipy import stats
 
-from vlp.data.decode import BadSample, SampleKeys, augmented_image, seeded
+from vlp.data.decode import BadSample, SampleKeys, augmented_image
 from vlp.data.device_images import EncodedCrop, normalize_images
 from vlp.data.fast_decode import jpeg_size
 from vlp.models.transforms import TrainCrop
@@ -44,8 +44,7 @@ def boxes_drawn(monkeypatch, transform: TrainCrop, full: tuple[int, int], draws:
     monkeypatch.setattr(transforms, "decode_crop", lambda data, full, box, size: seen.append(box) or
                         np.zeros((*size, 3), np.uint8))
     for seed in range(draws):
-        with seeded(seed):
-            transform.from_jpeg(b"", full)
+        transform.from_jpeg(b"", full, seed)
     return np.array(seen)
 
 
@@ -88,16 +87,23 @@ def test_crop_scale_and_ratio_follow_random_resized_crop(monkeypatch, scale, ful
     assert min(stats.ks_2samp(ours_ratio, wrong_ratio).pvalue, stats.ks_2samp(ours_scale, wrong_scale).pvalue) < 1e-3
 
 
-def test_pil_path_is_torchvision_random_resized_crop():
+def test_pil_path_is_torchvision_resized_crop_of_the_drawn_box(monkeypatch):
+    """The PIL path's pixels are torchvision v2's RandomResizedCrop output for the box drawn (its draw replaced by
+    ours: the distribution is tested above), bitwise."""
+    import random
+
+    from vlp.data.fast_decode import crop_box
+
     image = Image.open(io.BytesIO(photo(333, 250))).convert("RGB")
     reference = T2.Compose([T2.PILToTensor(), T2.RandomResizedCrop(224, scale=(0.5, 1.0), ratio=(0.8, 1.25),
                                                                    interpolation=T.InterpolationMode.BICUBIC)])
     for seed in range(5):
-        with seeded(seed):
-            ours = crop((0.5, 1.0), (0.8, 1.25))(image)
-        with seeded(seed):
-            assert torch.equal(ours, reference(image))
-        assert ours.dtype == torch.uint8
+        box = crop_box(250, 333, (0.5, 1.0), (0.8, 1.25), random.Random(seed))
+        monkeypatch.setattr(T2.RandomResizedCrop, "make_params",
+                            lambda self, flat, box=box: dict(zip(("top", "left", "height", "width"), box)))
+        ours = crop((0.5, 1.0), (0.8, 1.25))(image, seed)
+        assert torch.equal(ours, reference(image)) and ours.dtype == torch.uint8
+    assert len({crop_box(250, 333, (0.5, 1.0), (0.8, 1.25), random.Random(s)) for s in range(5)}) == 5
 
 
 # Measured mean |fast − PIL| per image (0–255 levels), seeds 0–7, scale (0.9, 1), q90: 256×256 0 (full-scale decode:
@@ -114,10 +120,7 @@ def test_fast_path_pixels_within_tolerance_of_pil_path(width, height):
     pil = Image.open(io.BytesIO(data)).convert("RGB")
     transform, diffs = crop(), []
     for seed in range(8):
-        with seeded(seed):
-            fast = transform.from_jpeg(data, jpeg_size(data))
-        with seeded(seed):
-            slow = transform(pil)
+        fast, slow = transform.from_jpeg(data, jpeg_size(data), seed), transform(pil, seed)
         assert fast.shape == slow.shape == (3, 224, 224) and fast.dtype == torch.uint8
         diffs.append((fast.float() - slow.float()).abs().mean().item())
     assert np.mean(diffs) <= MEAN_ABS_BOUND and max(diffs) <= WORST_IMAGE_BOUND, diffs
@@ -127,10 +130,7 @@ def test_fast_path_is_exact_when_the_crop_needs_full_scale():
     data = photo(256, 256)  # a 0.9–1 crop of 256 px cannot shrink by 7/8 and stay ≥ 224
     pil = Image.open(io.BytesIO(data)).convert("RGB")
     for seed in range(4):
-        with seeded(seed):
-            fast = crop().from_jpeg(data, jpeg_size(data))
-        with seeded(seed):
-            assert torch.equal(fast, crop()(pil))
+        assert torch.equal(crop().from_jpeg(data, jpeg_size(data), seed), crop()(pil, seed))
 
 
 def sample(data: bytes) -> dict:
@@ -154,8 +154,7 @@ def test_damaged_and_oversize_jpegs_are_bad_samples_and_cmyk_and_grey_decode(dec
         if decode == "gpu" and mode == "L":
             assert isinstance(out, EncodedCrop)
             continue
-        with seeded(3):
-            pil = crop()(Image.open(io.BytesIO(data)).convert("RGB"))
+        pil = crop()(Image.open(io.BytesIO(data)).convert("RGB"), 3)
         assert (out.float() - pil.float()).abs().mean() <= WORST_IMAGE_BOUND
 
 
@@ -177,14 +176,14 @@ def jpeg_shards(folder, n: int = 12) -> str:
     return writer.spec
 
 
-def batches(spec: str, transform, workers: int = 0) -> list:
+def batches(spec: str, transform, workers: int = 0, skip: int = 0) -> list:
     from vlp.data import build_train_data
     from vlp.recipe.schema import DataConfig
 
     tokenizer = lambda texts: torch.tensor([[int(t.split()[-1])] for t in texts])  # noqa: E731
     data = build_train_data(DataConfig(train=spec, workers=workers, shuffle_buffer=4), transform, tokenizer,
                             local_batch_size=4, seed=0, rank=0, world_size=1)
-    return list(data.batches(0))
+    return list(data.batches(0, skip=skip))
 
 
 def test_uint8_through_the_loader(tmp_path):
@@ -215,10 +214,8 @@ def test_device_decode_path_matches_the_cpu_path(monkeypatch):
     files = [photo(300, 260), photo(640, 480), photo(1000, 700)]
     rows, expected = [], []
     for seed, data in enumerate(files):
-        with seeded(seed):
-            rows.append(on_device.from_jpeg(data, jpeg_size(data)))
-        with seeded(seed):
-            expected.append(pil_path(Image.open(io.BytesIO(data)).convert("RGB")))
+        rows.append(on_device.from_jpeg(data, jpeg_size(data), seed))
+        expected.append(pil_path(Image.open(io.BytesIO(data)).convert("RGB"), seed))
     assert all(isinstance(r, EncodedCrop) for r in rows)
     pixels = torch.randint(0, 256, (3, 224, 224), dtype=torch.uint8)  # a PNG's row, decoded in the worker
     images, jpegs = stack_images([rows[0], pixels, rows[1], rows[2]])
@@ -242,6 +239,11 @@ def test_decode_key_is_validated():
         check(DataConfig(decode="tpu"))
 
 
+class PilOnly(TrainCrop):
+    def from_jpeg(self, data, full, seed):
+        raise ValueError("as if libjpeg-turbo refused it: the PIL path decodes")
+
+
 def test_gpu_decode_batches_through_the_loader_decode_to_the_pil_path(tmp_path, monkeypatch):
     """Workers hand over JPEG bytes and boxes (a batch's `jpegs`); decoded on the CPU device they give exactly the
     batches of the PIL path."""
@@ -249,9 +251,60 @@ def test_gpu_decode_batches_through_the_loader_decode_to_the_pil_path(tmp_path, 
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # TrainCrop keeps decode="gpu"
     spec = jpeg_shards(tmp_path)
-    pil_path = crop(size=32)
     gpu = batches(spec, crop(size=32, decode="gpu"), workers=1)
-    pil = batches(spec, lambda image: pil_path(image), workers=1)  # no from_jpeg: PIL decode
+    pil = batches(spec, PilOnly(32, (0.9, 1.0), (3 / 4, 4 / 3)), workers=1)
     assert all(b.jpegs is not None and len(b.jpegs.rows) == 4 for b in gpu)
     for g, p in zip(gpu, pil, strict=True):
         assert torch.equal(ready_images(g, MEAN, STD).image, normalize_images(p.image, MEAN, STD))
+
+
+def damaged_variants(data: bytes) -> list[bytes]:
+    """Cut short at several points, bytes overwritten inside the entropy-coded data, a zeroed tail."""
+    n = len(data)
+    cuts = [data[: n * k // 10] for k in range(1, 10)]
+    flipped = [data[:i] + bytes(b ^ 0x5A for b in data[i:i + 16]) + data[i + 16:] for i in range(n // 5, n, n // 7)]
+    return cuts + flipped + [data[: n // 2] + b"\x00" * (n - n // 2), b"\xff\xd8\xff" + b"\x00" * 100]
+
+
+def outcome(call) -> str:
+    try:
+        call()
+    except BadSample as bad:
+        return bad.kind
+    return "good"
+
+
+@pytest.mark.parametrize("decode", ["cpu", "gpu"])
+def test_a_resume_check_finds_exactly_the_samples_the_full_decode_finds_bad(decode, monkeypatch):
+    """A resume skips samples with `check_only` (a 1/8-scale decode, no crop): it must call a sample bad exactly when
+    decoding it in full would, or the resumed stream's chunks would shift."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    transform, cases = crop(decode=decode), []
+    for width, height in [(400, 300), (1024, 768)]:
+        data = photo(width, height)
+        cases += [data, photo(width, height, mode="CMYK"), photo(width, height, mode="L"), *damaged_variants(data)]
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(cases[0])).save(buffer, format="PNG")
+    cases += [buffer.getvalue(), buffer.getvalue()[:200]]
+    found = []
+    for seed, data in enumerate(cases):
+        full = outcome(lambda: augmented_image(sample(data), KEYS, transform, seed))
+        checked = outcome(lambda: augmented_image(sample(data), KEYS, transform, seed, check_only=True))
+        assert checked == full, (seed, len(data))
+        found.append(full)
+    assert found.count("good") >= 8 and found.count("corrupt_image") >= 8  # both outcomes are exercised
+
+
+def test_resume_over_damaged_jpegs_gives_the_uninterrupted_batches(tmp_path):
+    from data_tools.writer import ShardWriter
+
+    with ShardWriter(tmp_path, per_shard=7) as writer:
+        for i in range(20):
+            data = photo(300 + 20 * i, 260)
+            writer.write(f"s{i:03d}", {"jpg": data[: len(data) // 3] if i % 4 == 1 else data, "txt": f"sample {i}"})
+    full = batches(writer.spec, crop(size=32), workers=1)
+    assert len(full) == 3 and sum(full[0].bad_samples.values()) + sum(full[1].bad_samples.values()) >= 1
+    for skip in range(1, 3):  # the skipped positions hold damaged JPEGs
+        tail = batches(writer.spec, crop(size=32), workers=1, skip=skip)
+        assert [b.keys for b in tail] == [b.keys for b in full[skip:]]
+        assert all(torch.equal(a.image, b.image) for a, b in zip(tail, full[skip:]))

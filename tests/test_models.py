@@ -183,7 +183,7 @@ def test_image_transform_uses_recipe_crop_ratio():
     model, _ = build_model(ModelConfig(config=TINY))
     train = image_transform(model, train=True, scale=(0.5, 1.0), ratio=(0.9, 1.1))
     assert (train.scale, train.ratio, train.size) == ((0.5, 1.0), (0.9, 1.1), (32, 32))
-    assert train(Image.new("RGB", (64, 48))).dtype == torch.uint8  # normalised by the trainer (test_data_decode)
+    assert train(Image.new("RGB", (64, 48)), 0).dtype == torch.uint8  # normalised by the trainer (test_data_decode)
     image = Image.new("RGB", (64, 48), (200, 10, 10))
     expected = (torch.tensor([200, 10, 10]) / 255 - torch.tensor(open_clip.OPENAI_DATASET_MEAN)) / torch.tensor(
         open_clip.OPENAI_DATASET_STD)

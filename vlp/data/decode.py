@@ -166,12 +166,15 @@ def seeded(seed: int):
         generator.set_state(state)
 
 
-def augmented_image(sample: dict, keys: SampleKeys, transform: Callable, seed: int):
-    """The sample's image through `transform`, its random draws depending on `seed` alone (exact resume). JPEG bytes
-    go to the transform's `from_jpeg(data, (height, width))` when it has one (`vlp.models.TrainCrop`: it decodes only
-    what its crop keeps, and raises ValueError when libjpeg-turbo cannot decode `data`); other formats, PIL images
-    and the JPEGs libjpeg-turbo cannot decode (damaged ones: PIL then decides whether they are bad) go through PIL."""
-    from vlp.data.fast_decode import is_jpeg, jpeg_size
+def augmented_image(sample: dict, keys: SampleKeys, transform: Callable, seed: int, check_only: bool = False):
+    """The sample's image through `transform`, its random draws depending on `seed` alone (exact resume). A transform
+    with `from_jpeg` (`vlp.models.TrainCrop`) draws from `seed` itself: JPEG bytes go to its
+    `from_jpeg(data, (height, width), seed)` (it decodes only what its crop keeps, and raises ValueError when
+    libjpeg-turbo cannot decode `data`), everything else to `transform(image, seed)`; other transforms run with the
+    global torch generator seeded. Other formats, PIL images and the JPEGs libjpeg-turbo cannot decode (damaged ones:
+    PIL then decides whether they are bad) go through PIL. `check_only` (a resume skipping samples): raise BadSample
+    exactly when the full call would, decoding no more than that takes (a 1/8-scale JPEG decode), and return None."""
+    from vlp.data.fast_decode import is_jpeg, jpeg_size, validate_jpeg
 
     data = image_data(sample, keys)
     from_jpeg = getattr(transform, "from_jpeg", None)
@@ -180,12 +183,15 @@ def augmented_image(sample: dict, keys: SampleKeys, transform: Callable, seed: i
         if full[0] * full[1] > keys.max_image_pixels:
             raise BadSample("oversize_image")
         try:
-            with seeded(seed):
-                return from_jpeg(data, full)
+            return validate_jpeg(data) if check_only else from_jpeg(data, full, seed)
         except ValueError:
             pass
     image = open_image(data, keys)
-    with seeded(seed):  # the same draws as `from_jpeg` would have made
+    if check_only:
+        return None
+    if from_jpeg is not None:
+        return transform(image, seed)
+    with seeded(seed):
         return transform(image)
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
 import torch
+from torch.utils.data import default_collate
 
 from vlp.data.batch import Batch
 from vlp.data.fast_decode import Box
@@ -31,8 +32,8 @@ class DeviceJpegs:
 def stack_images(images: Sequence) -> tuple[torch.Tensor, Optional[DeviceJpegs]]:
     """(b, 3, H, W) uint8 from decoded rows and `EncodedCrop`s (zero rows, listed in the DeviceJpegs)."""
     encoded = [i for i, image in enumerate(images) if isinstance(image, EncodedCrop)]
-    if not encoded:
-        return torch.stack(list(images)), None
+    if not encoded:  # in a DataLoader worker, default_collate stacks straight into shared memory: no copy to send
+        return default_collate(list(images)), None
     h, w = images[encoded[0]].size
     rows = [torch.zeros(3, h, w, dtype=torch.uint8) if isinstance(image, EncodedCrop) else image for image in images]
     return torch.stack(rows), DeviceJpegs(encoded, [images[i].data for i in encoded], [images[i].box for i in encoded])

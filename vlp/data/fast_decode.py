@@ -1,10 +1,12 @@
 """JPEG → the pixels of one RandomResizedCrop, decoding no more than the crop needs.
 
 libjpeg-turbo can scale by M/8 (M = 1..16) inside the inverse DCT, which skips most of the decode work for images
-larger than the crop's output. The crop box is drawn first, on the full-size dimensions read from the header, with
-torchvision's own `RandomResizedCrop.get_params` (so the augmentation distribution is torchvision's); the image is then
-decoded at the smallest M/8 scale that keeps the crop at least the output size, and only the crop region is resampled,
-with torchvision's tensor resize (its native uint8 bicubic kernel, ~2.5× faster than PIL's on one core).
+larger than the crop's output. The crop box is drawn first, on the full-size dimensions read from the header, by
+torchvision's `RandomResizedCrop.get_params` algorithm (the same distribution) from a Python RNG seeded per sample —
+torchvision's own draw costs ~0.1 ms a box in torch calls, a quarter of decoding a 256-px JPEG; the image is then
+decoded at the smallest M/8 scale that keeps the crop at least the output size, and only the crop region is
+resampled, with torch's native uint8 bicubic antialiased kernel (torchvision's tensor resize; ~2.5× faster than
+PIL's on one core).
 
 simplejpeg does the decode: it exposes libjpeg-turbo's M/8 factors through `min_height/min_width` and ships its own
 libjpeg-turbo in the wheel. PIL's `draft` offers only 1/2, 1/4 and 1/8, so it often decodes larger than needed;
@@ -14,12 +16,12 @@ per-image timings of PIL, PIL draft and simplejpeg on its shard sets.
 from __future__ import annotations
 
 import math
+import random
 from typing import Optional
 
 import numpy as np
 import simplejpeg
 import torch
-from torchvision.transforms import RandomResizedCrop
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 
@@ -39,20 +41,35 @@ def jpeg_size(data: bytes) -> Optional[tuple[int, int]]:
     return height, width
 
 
-def crop_box(height: int, width: int, scale, ratio) -> Box:
-    """torchvision's RandomResizedCrop draw for an image of this size, from the global torch generator."""
-    dims = torch.empty((1, 1, 1), dtype=torch.uint8).expand(1, height, width)  # shape only: no pixels
-    return tuple(RandomResizedCrop.get_params(dims, list(scale), list(ratio)))
+def crop_box(height: int, width: int, scale, ratio, rng: random.Random) -> Box:
+    """A RandomResizedCrop box for an image of this size, drawn as torchvision's `get_params` draws it (area share
+    uniform in `scale`, log aspect ratio uniform in log `ratio`, up to 10 tries, then the whole image clamped to the
+    ratio range, centred), from `rng`."""
+    area, log_ratio = height * width, (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target, aspect = area * rng.uniform(*scale), math.exp(rng.uniform(*log_ratio))
+        w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            return rng.randint(0, height - h), rng.randint(0, width - w), h, w
+    if width / height < min(ratio):
+        w, h = width, round(width / min(ratio))
+    elif width / height > max(ratio):
+        w, h = round(height * max(ratio)), height
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
 
 
 def resized_crop(pixels: np.ndarray, box: Box, size: tuple[int, int]) -> torch.Tensor:
-    """The crop `box` of (h, w, 3) uint8 `pixels` resized to `size` (h, w): torchvision's tensor RandomResizedCrop
-    arithmetic (bicubic, antialiased; on the CPU its native uint8 kernel), as a uint8 (3, h, w) tensor."""
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms.v2.functional import resized_crop as crop_and_resize
-
-    image = torch.from_numpy(pixels).permute(2, 0, 1)  # a view: channels-last, as the uint8 kernel prefers
-    return crop_and_resize(image, *box, list(size), InterpolationMode.BICUBIC, antialias=True)
+    """The crop `box` of (h, w, 3) uint8 `pixels` resized to `size` (h, w), as a uint8 (3, h, w) tensor: what
+    torchvision's tensor `resized_crop` (bicubic, antialiased) computes on the CPU — the same native uint8 kernel,
+    called without its wrapper (~0.04 ms a crop; `tests/test_data_decode.py` checks the pixels bitwise)."""
+    top, left, h, w = box
+    crop = torch.from_numpy(pixels[top:top + h, left:left + w]).permute(2, 0, 1)  # a channels-last view
+    if (h, w) == tuple(size):
+        return crop
+    return torch.nn.functional.interpolate(crop[None], size=list(size), mode="bicubic", align_corners=False,
+                                           antialias=True)[0]
 
 
 def decode_crop(data: bytes, full: tuple[int, int], box: Box, size: tuple[int, int]) -> torch.Tensor:

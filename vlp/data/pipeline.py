@@ -7,9 +7,10 @@ n DataLoader workers each read a contiguous block of those. Each worker yields e
 streams' chunks, or an end marker when one of them ran dry (every stream still tries, so damage is met at the same
 position on every layout). The loader's round-robin hands them over in (position, worker) order and
 `vlp.data.train_data` joins each position's items in worker (= stream) order. So a position is the global batch
-index on every layout and a resume point (`skip`): resuming reads and checks the skipped samples without collating
-them. Every item carries the bad-sample counts its streams met since the previous one and the shards found to differ
-from sizes.json (see `vlp.data.epoch`); a batch carries its samples' keys, and ids, labels and all captions when asked.
+index on every layout and a resume point (`skip`): resuming reads and checks the skipped samples (a 1/8-scale decode
+tells a damaged JPEG) without augmenting or collating them. Every item carries the bad-sample counts its streams met
+since the previous one and the shards found to differ from sizes.json (see `vlp.data.epoch`); a batch carries its
+samples' keys, and ids, labels and all captions when asked.
 """
 from __future__ import annotations
 
@@ -80,16 +81,16 @@ class StreamWorker:
     def _keys(self, sample: dict) -> SampleKeys:
         return self.plan.keys[sample.get("__source__", 0)]
 
-    def _check(self, sample: dict, rng: random.Random, seed: int, stream: int):
+    def _check(self, sample: dict, rng: random.Random, seed: int, stream: int, skipped: bool):
         """(caption, negatives, augmented image, fields) or None for a bad sample (counted); `seed` seeds the
-        augmentation."""
+        augmentation. A `skipped` sample (before a resume point) is only checked: its image is None."""
         keys = self._keys(sample)
         try:
             caption, negatives = check_text(sample, keys, rng)
             fields = self._fields(sample, keys)
             if fields.captions is not None:
                 caption = fields.captions[0]  # `captions: all`: the text is the main caption
-            image = augmented_image(sample, keys, self.transform, seed)
+            image = augmented_image(sample, keys, self.transform, seed, check_only=skipped)
         except BadSample as bad:
             self.counts[bad.kind] += 1
             self.bad_in_a_row[stream] += 1
@@ -152,14 +153,15 @@ class StreamWorker:
                              plan.shuffle_buffer, self.counts, self.findings)
         base = rng_for(plan.seed, plan.epoch, stream, "augment").getrandbits(62)
         rows: list = []
+        chunks = 0
         for index, sample in enumerate(samples):
-            good = self._check(sample, rng_for(base, index), base + index, stream)
+            good = self._check(sample, rng_for(base, index), base + index, stream, skipped=chunks < plan.skip)
             if good is not None:
                 caption, negatives, image, fields = good
                 rows.append(((caption, negatives, image, base + index, sample["__key__"]), fields))
                 if len(rows) == plan.chunk:
                     yield rows
-                    rows = []
+                    rows, chunks = [], chunks + 1
 
     def _items(self) -> Iterator[Item]:
         plan = self.plan

@@ -7,6 +7,7 @@ from JPEG bytes (`vlp.data.fast_decode`).
 """
 from __future__ import annotations
 
+import random
 import warnings
 from typing import Callable, Sequence
 
@@ -37,14 +38,16 @@ class TrainCrop:
             decode = "cpu"
         self.decode = decode
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        """The PIL path (PNG, WebP, PIL inputs): torchvision's tensor RandomResizedCrop of the decoded image."""
-        box = crop_box(image.height, image.width, self.scale, self.ratio)
+    def __call__(self, image: Image.Image, seed: int) -> torch.Tensor:
+        """The PIL path (PNG, WebP, PIL inputs): torchvision's tensor RandomResizedCrop of the decoded image, its box
+        drawn from `seed` alone."""
+        box = crop_box(image.height, image.width, self.scale, self.ratio, random.Random(seed))
         return resized_crop(np.array(image.convert("RGB")), box, self.size)
 
-    def from_jpeg(self, data: bytes, full: tuple[int, int]):
-        """The same crop (same draws) from JPEG bytes of full size (height, width); ValueError if undecodable."""
-        box = crop_box(*full, self.scale, self.ratio)
+    def from_jpeg(self, data: bytes, full: tuple[int, int], seed: int):
+        """The same crop (same box for the same seed) from JPEG bytes of full size (height, width); ValueError if
+        libjpeg-turbo cannot decode them."""
+        box = crop_box(*full, self.scale, self.ratio, random.Random(seed))
         if self.decode == "gpu" and device_decodable(data):
             validate_jpeg(data)
             return EncodedCrop(bytes(data), box, self.size)

@@ -91,6 +91,24 @@ def test_isogclr_state_round_trip_and_refusals():
         objectives.build("softmax").load_state_tensors(saved)
 
 
+def test_isogclr_keeps_a_steps_state_update_only_if_the_step_was_applied():
+    """The trainer reports each optimizer step (`step_applied`); a step skipped as non-finite leaves the per-sample
+    state as it was before that step, an applied one keeps the update."""
+    objective = objectives.build("isogclr", **PARAMS)
+    objective.bind_samples(N_SAMPLES)
+    for step in range(3):
+        x, y = features(step)
+        before = objective.state_tensors()
+        objective(x, y, 1.0, sample_ids=batch_ids(step))
+        updated = objective.state_tensors()
+        assert any(not torch.equal(before[k], updated[k]) for k in before)
+        applied = step != 1
+        objective.step_applied(torch.tensor(applied))
+        after = objective.state_tensors()
+        for key in before:
+            assert torch.equal(after[key], updated[key] if applied else before[key]), (step, key)
+
+
 K = 3
 CAPTION_MASK = torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1], [1, 0, 1], [1, 1, 0], [1, 0, 0]], dtype=torch.bool)
 

@@ -89,3 +89,34 @@ def test_isogclr_stop_and_resume_is_exact(digits):
         assert torch.equal(state[key], want_state[key]), key
     step4 = load_file(sorted((whole.run_dir / "checkpoints").glob("step_*"))[0] / "objective.safetensors")
     assert not torch.equal(step4["image_tau"], want_state["image_tau"])  # the state moved after step 4
+
+
+def test_isogclr_state_does_not_move_on_a_step_skipped_as_non_finite(digits, monkeypatch):
+    """Step 3's loss is made NaN after the objective ran (so its state update happened): the trainer skips the step
+    and the per-sample state stays as after step 2; step 4 moves it again."""
+    import warnings
+
+    import vlp.train.gradcache as gradcache
+    import vlp.train.loop as loop
+
+    real_terms, real_update, calls, seen = gradcache.objective_terms, loop._update, {"n": 0}, {}
+
+    def poisoned(objective, features):
+        terms = real_terms(objective, features)
+        calls["n"] += 1
+        return {**terms, "loss": terms["loss"] * float("nan")} if calls["n"] == 3 else terms
+
+    def spy(run, *args):
+        out = real_update(run, *args)
+        seen[run.progress.step + 1] = run.objective.state_tensors()  # the step counter moves after the update
+        return out
+
+    monkeypatch.setattr(gradcache, "objective_terms", poisoned)
+    monkeypatch.setattr(loop, "_update", spy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = train(recipe(digits, "iso_nan", {"name": "isogclr"}, {}, {"duration": "4 steps"}))
+    assert result.nonfinite_steps == 1 and sorted(seen) == [1, 2, 3, 4]
+    assert all(torch.equal(seen[3][k], seen[2][k]) for k in seen[2])
+    assert not all(torch.equal(seen[4][k], seen[3][k]) for k in seen[3])
+    assert not all(torch.equal(seen[2][k], seen[1][k]) for k in seen[1])

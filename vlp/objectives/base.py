@@ -68,6 +68,10 @@ class Objective(nn.Module):
             raise ValueError(f"{type(self).__name__} keeps no per-sample state, but the checkpoint has "
                              f"{', '.join(sorted(tensors))}")
 
+    def step_applied(self, applied: torch.Tensor) -> None:
+        """Called after every optimizer step with `applied`, a 0-d bool device tensor (False: the trainer skipped the
+        step as non-finite); per-sample state keeps that step's update only if it was applied."""
+
 
 def check_execution(cls: type[Objective], gather: str, tiled: bool, tile_size: int) -> None:
     """Whether objective class `cls` supports the execution options (the recipe keys objective.gather / tiled /

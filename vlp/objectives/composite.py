@@ -60,6 +60,10 @@ class Composite(Objective):
         else:
             super().load_state_tensors(tensors)
 
+    def step_applied(self, applied):
+        if self.base is not None:
+            self.base.step_applied(applied)
+
     def compute(self, x, y, t, b=None, **extras):
         if self.base is not None:
             terms = self.base.compute(x, y, t, b, **extras)

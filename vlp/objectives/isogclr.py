@@ -51,6 +51,7 @@ class ISogCLRLoss(Objective):
         self.tau_init, self.tau_range = tau_init, (tau_min, tau_max)
         self.num_samples: Optional[int] = None
         self.register_buffer("table", torch.empty(len(FIELDS), 0), persistent=False)  # this rank's ids
+        self._undo: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # the last step's columns and their old state
 
     # ---- per-sample state ----
 
@@ -106,7 +107,16 @@ class ISogCLRLoss(Objective):
         return fetched
 
     def _store(self, ids: torch.Tensor, values: torch.Tensor) -> None:
-        self.table[:, self._columns(ids)] = values
+        columns = self._columns(ids)
+        self._undo = (columns, self.table[:, columns].clone())  # until the trainer says whether the step was applied
+        self.table[:, columns] = values
+
+    def step_applied(self, applied: torch.Tensor) -> None:
+        """Undo the last step's state update if the trainer skipped the step (on the device: no host sync)."""
+        if self._undo is not None:
+            columns, before = self._undo
+            self.table[:, columns] = torch.where(applied, self.table[:, columns], before)
+            self._undo = None
 
     def _columns(self, ids: torch.Tensor) -> torch.Tensor:
         """Columns of this rank's table for `ids`: its own ids' columns, the spare last column for the others."""

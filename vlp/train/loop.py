@@ -232,12 +232,14 @@ def _update(run: Run, loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     else:  # the norm alone, for logging and the finiteness check: no pass rescaling every gradient by 1.0
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
     grad_norm = replicated(grad_norm)  # under fsdp a replicated DTensor: the norm over all ranks' shards
+    finite = step_is_finite(loss, torch.as_tensor(grad_norm, device=loss.device))
     if acc.scaler is not None:  # fp16's scaler skips overflowing steps itself (on the host) and lowers the scale
         ok = step_is_finite(loss)
         t.optimizer.step()
     else:
-        ok = step_is_finite(loss, torch.as_tensor(grad_norm, device=loss.device))
+        ok = finite
         step_unless_skipped(t.optimizer, ok)
+    run.objective.step_applied(finite)  # the scaler skips exactly the steps with a non-finite (unscaled) norm
     t.optimizer.zero_grad(set_to_none=True)
     with warnings.catch_warnings():  # a skipped first step makes torch warn about the call order; that is intended
         warnings.simplefilter("ignore", UserWarning)

@@ -18,7 +18,7 @@ import itertools
 import random
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Iterator, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
@@ -71,6 +71,15 @@ class Fields(NamedTuple):
     captions: Optional[list[str]]
 
 
+class Row(NamedTuple):
+    """A good sample, checked and augmented (its image None before a resume point: only checked)."""
+    caption: str
+    negatives: list[str]
+    image: Any
+    key: str
+    fields: Fields
+
+
 class StreamWorker:
     def __init__(self, plan: Plan, worker: int, transform: Optional[Callable], tokenizer: Optional[Callable]):
         self.plan, self.worker, self.transform, self.tokenizer = plan, worker, transform, tokenizer
@@ -81,9 +90,9 @@ class StreamWorker:
     def _keys(self, sample: dict) -> SampleKeys:
         return self.plan.keys[sample.get("__source__", 0)]
 
-    def _check(self, sample: dict, rng: random.Random, seed: int, stream: int, skipped: bool):
-        """(caption, negatives, augmented image, fields) or None for a bad sample (counted); `seed` seeds the
-        augmentation. A `skipped` sample (before a resume point) is only checked: its image is None."""
+    def _check(self, sample: dict, rng: random.Random, seed: int, stream: int, skipped: bool) -> Optional[Row]:
+        """The sample's row, or None for a bad sample (counted); `seed` seeds the augmentation. A `skipped` sample
+        (before a resume point) is only checked."""
         keys = self._keys(sample)
         try:
             caption, negatives = check_text(sample, keys, rng)
@@ -99,7 +108,7 @@ class StreamWorker:
                                 f"{sample.get('__url__')}); skipped: {dict(self.counts)}") from None
             return None
         self.bad_in_a_row[stream] = 0
-        return caption, negatives, image, fields
+        return Row(caption, negatives, image, sample["__key__"], fields)
 
     def _fields(self, sample: dict, keys: SampleKeys) -> Fields:
         plan, source, shard = self.plan, sample["__source__"], sample["__shard__"]
@@ -119,15 +128,14 @@ class StreamWorker:
         self.findings.clear()
         return item
 
-    def _collate(self, rows: list, position: int) -> Item:
-        checked = [entry for entry, _ in rows]
-        captions = [c for c, _, _, _, _ in checked]
-        images, jpegs = stack_images([image for _, _, image, _, _ in checked])
-        batch = Batch(images, self.tokenizer(captions), keys=[key for *_, key in checked], jpegs=jpegs)
+    def _collate(self, rows: list[Row], position: int) -> Item:
+        images, jpegs = stack_images([row.image for row in rows])
+        batch = Batch(images, self.tokenizer([row.caption for row in rows]), keys=[row.key for row in rows],
+                      jpegs=jpegs)
         if self.plan.keys[0].negative:
-            flat = [n for _, negatives, _, _, _ in checked for n in negatives]
-            batch.negative_text = self.tokenizer(flat).view(len(checked), -1, batch.text.shape[-1])
-        self._add_fields(batch, [fields for _, fields in rows])
+            flat = [n for row in rows for n in row.negatives]
+            batch.negative_text = self.tokenizer(flat).view(len(rows), -1, batch.text.shape[-1])
+        self._add_fields(batch, [row.fields for row in rows])
         return self._item(position, batch.measured())  # here, in the worker, not in the trainer's step
 
     def _add_fields(self, batch: Batch, fields: list[Fields]) -> None:
@@ -145,20 +153,19 @@ class StreamWorker:
             batch.caption_mask = torch.zeros(len(fields), plan.max_captions, dtype=torch.bool)
             batch.caption_mask[rows, places] = True
 
-    def _chunks(self, stream: int, pieces: Optional[Sequence]) -> Iterator[list]:
-        """Stream `stream`'s chunks of B/S good samples, as ((caption, negatives, augmented image, augmentation seed,
-        key), fields) rows; caption draws and augmentation are seeded by (seed, epoch, stream, index in the stream)."""
+    def _chunks(self, stream: int, pieces: Optional[Sequence]) -> Iterator[list[Row]]:
+        """Stream `stream`'s chunks of B/S good samples' rows; caption draws and augmentation are seeded by (seed,
+        epoch, stream, index in the stream)."""
         plan = self.plan
         samples = raw_stream(plan.sources, pieces, plan.resampled, plan.seed, plan.epoch, stream,
                              plan.shuffle_buffer, self.counts, self.findings)
         base = rng_for(plan.seed, plan.epoch, stream, "augment").getrandbits(62)
-        rows: list = []
+        rows: list[Row] = []
         chunks = 0
         for index, sample in enumerate(samples):
-            good = self._check(sample, rng_for(base, index), base + index, stream, skipped=chunks < plan.skip)
-            if good is not None:
-                caption, negatives, image, fields = good
-                rows.append(((caption, negatives, image, base + index, sample["__key__"]), fields))
+            row = self._check(sample, rng_for(base, index), base + index, stream, skipped=chunks < plan.skip)
+            if row is not None:
+                rows.append(row)
                 if len(rows) == plan.chunk:
                     yield rows
                     rows, chunks = [], chunks + 1

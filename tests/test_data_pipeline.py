@@ -124,11 +124,14 @@ def test_weights_without_resampling_are_rejected(spec):
 
 
 def test_unknown_epoch_size_is_a_clear_error(tmp_path):
+    """Local tars need no sizes.json (their census counts them); shards only a read can count need one."""
     spec = write_shards(tmp_path, 10, 10)
     (tmp_path / "sizes.json").unlink()
+    assert load(DataConfig(train=spec)).samples_per_epoch == 10
+    piped = f"pipe:cat {tmp_path}/00000.tar"
     with pytest.raises(DataError, match="num_samples"):
-        load(DataConfig(train=spec))
-    assert load(DataConfig(train=spec, num_samples=10, workers=0)).samples_per_epoch == 10
+        load(DataConfig(train=piped))
+    assert load(DataConfig(train=piped, num_samples=10, workers=0)).samples_per_epoch == 10
 
 
 def test_extra_captions_and_negatives(tmp_path):
@@ -166,7 +169,9 @@ def test_sample_ids_are_dense_stable_and_none_without_sizes(tmp_path):
         assert got == {**{i: i for i in range(40)}, **{i: 40 + i - 1000 for i in range(1000, 1020)}}
         assert all(batch.sample_ids.dtype == torch.int64 for batch in batches)
     (tmp_path / "b" / "sizes.json").unlink()
-    unknown = load(DataConfig(train=f"{a}::{b}", workers=0, num_samples=60), batch=6)
+    assert load(DataConfig(train=f"{a}::{b}", workers=0), batch=6).num_sample_ids == 60  # the census counts b
+    piped = f"pipe:cat {tmp_path}/b/{{00000..00002}}.tar"  # only a read can count these
+    unknown = load(DataConfig(train=f"{a}::{piped}", workers=0, num_samples=60), batch=6)
     assert unknown.num_sample_ids is None and next(iter(unknown.batches(0))).sample_ids is None
 
 

@@ -41,6 +41,7 @@ class Batch:
     bad_samples: dict[str, int] = field(default_factory=dict)  # skipped since the previous batch, by kind
     resume_skip: Optional[int] = None  # `batches(epoch, skip=resume_skip)` continues right after this batch
     position: Optional[int] = None  # this batch's global batch index in its epoch (the same on every rank)
+    tail_start: Optional[int] = None  # where the epoch's tail starts, once known (`vlp.data.epoch`): resume with it
     # Token positions (text and negatives) the text tower needs, bucketed: measured on the CPU, where it costs no
     # device sync (`text_length`); None until collated or moved.
     text_length: Optional[int] = None
@@ -77,10 +78,21 @@ class Batch:
         return replace(self, **{name: apply(getattr(self, name)) for name in ROW_TENSORS})
 
     def split(self, size: int) -> list["Batch"]:
-        """Micro-batches of `size` samples (the last may be smaller); the bookkeeping stays with the whole batch."""
+        """Micro-batches of `size` samples (the last may be smaller), with their keys and still-encoded images; the
+        bookkeeping stays with the whole batch."""
         # the whole batch's text length: exact for every part, and one text shape for all of them
-        return [Batch(**{name: None if t is None else t[start:start + size] for name, t in self._rows().items()},
-                      text_length=self.text_length) for start in range(0, len(self), size)]
+        return [replace(self.take(range(start, min(start + size, len(self)))), text_length=self.text_length)
+                for start in range(0, len(self), size)]
+
+    def take(self, rows: Sequence[int]) -> "Batch":
+        """The listed rows, in that order, with their keys and still-encoded images; bookkeeping and the text length
+        are the caller's."""
+        # a run of rows is a view (micro-batches cost no copy)
+        index = (slice(rows.start, rows.stop) if isinstance(rows, range) and rows.step == 1
+                 else torch.as_tensor(list(rows), dtype=torch.int64))
+        tensors = {name: None if t is None else t[index] for name, t in self._rows().items()}
+        return Batch(**tensors, keys=None if self.keys is None else [self.keys[r] for r in rows],
+                     jpegs=_taken_jpegs(self.jpegs, rows))
 
     def _rows(self) -> dict[str, Optional[torch.Tensor]]:
         return {name: getattr(self, name) for name in ROW_TENSORS}
@@ -123,12 +135,27 @@ def _joined_jpegs(parts: Sequence[Batch]):
                    boxes=[b for jpegs, _ in found for b in jpegs.boxes])
 
 
+def _taken_jpegs(jpegs, rows: Sequence[int]):
+    if jpegs is None:
+        return None
+    where = {row: i for i, row in enumerate(jpegs.rows)}
+    kept = [(new, where[old]) for new, old in enumerate(rows) if old in where]
+    if not kept:
+        return None
+    return replace(jpegs, rows=[new for new, _ in kept], data=[jpegs.data[i] for _, i in kept],
+                   boxes=[jpegs.boxes[i] for _, i in kept])
+
+
 @dataclass
 class Item:
-    """What a worker produces at one position of its epoch: a batch, or (batch None) the end of its data, or an
-    error; with the bad samples met since its previous item and the shards found to differ from sizes.json."""
+    """What a worker produces at one position of its epoch: its rows of the batch, or its tail, or an error; with
+    the bad samples met since its previous item and the shards found to differ from sizes.json."""
     position: int = -1
     batch: Optional[Batch] = None
     bad_samples: dict[str, int] = field(default_factory=dict)
     shards: Findings = field(default_factory=dict)
     error: Optional[str] = None
+    streams: tuple[int, ...] = ()  # the worker's streams, whose rows the batch holds in this order
+    # None: a chunk of every stream. Else the worker's tail (`vlp.data.epoch`): all its streams' rows left, this
+    # many of each, and the worker's last item
+    tail: Optional[tuple[int, ...]] = None

@@ -3,13 +3,14 @@ its rows of every global batch.
 
 Global batch p is the concatenation, in stream order, of every stream's p-th chunk of B/S good samples (S =
 `data.streams`, `vlp.data.streams`). Rank r of W reads streams [rS/W, (r+1)S/W), its rows of the global batch; its
-n DataLoader workers each read a contiguous block of those. Each worker yields exactly one item per position: its
-streams' chunks, or an end marker when one of them ran dry (every stream still tries, so damage is met at the same
-position on every layout). The loader's round-robin hands them over in (position, worker) order and
-`vlp.data.train_data` joins each position's items in worker (= stream) order. So a position is the global batch
-index on every layout and a resume point (`skip`): resuming reads and checks the skipped samples (a 1/8-scale decode
-tells a damaged JPEG) without augmenting or collating them. Every item carries the bad-sample counts its streams met
-since the previous one and the shards found to differ from sizes.json (see `vlp.data.epoch`); a batch carries its
+n DataLoader workers each read a contiguous block of those. Each worker yields one item per position while each
+of its streams fills its chunk, then one tail item with every row its streams have left (every stream still tries,
+so damage is met at the same position on every layout; `vlp.data.epoch` deals the tail out in whole global batches,
+so a damaged shard costs no other shard a sample). The loader's round-robin hands them over in (position, worker)
+order and `vlp.data.train_data` joins each position's items in worker (= stream) order. So a position is the global
+batch index on every layout and a resume point (`skip`): resuming reads and checks the skipped samples (a 1/8-scale
+decode tells a damaged JPEG) without augmenting or collating them. Every item carries the bad-sample counts its
+streams met since the previous one and the shards found to differ from sizes.json (see `vlp.data.epoch`); a batch carries its
 samples' keys, and ids, labels and all captions when asked.
 """
 from __future__ import annotations
@@ -48,8 +49,15 @@ class Plan:
     label_key: Optional[str] = None  # `data.label_key`
     max_captions: Optional[int] = None  # `data.captions: all`: every caption, at most this many; None: one drawn
     id_offsets: Optional[tuple[tuple[int, ...], ...]] = None  # per source and shard: its first sample id
+    census_damage: tuple[tuple[str, int], ...] = ()  # damaged shards the census found, by kind: counted each epoch
     epoch: int = 0
     skip: int = 0  # positions of the epoch already consumed
+    tail_start: Optional[int] = None  # where the epoch's tail starts, when a resumed run knows it (`vlp.data.epoch`)
+
+    @property
+    def first_position(self) -> int:
+        """The first position whose rows are handed over: `skip`, or the tail's start if that is earlier."""
+        return self.skip if self.tail_start is None else min(self.skip, self.tail_start)
 
     @property
     def chunk(self) -> int:
@@ -121,14 +129,16 @@ class StreamWorker:
         captions = caption_pool(sample, keys)[:plan.max_captions] if plan.max_captions is not None else None
         return Fields(sample_id, label, captions)
 
-    def _item(self, position: int, batch: Optional[Batch] = None) -> Item:
+    def _item(self, position: int, batch: Optional[Batch], streams: range, tail: Optional[tuple[int, ...]]) -> Item:
         """This worker's item at `position`, with what its streams met since the previous item."""
-        item = Item(position, batch, dict(self.counts), dict(self.findings))
+        item = Item(position, batch, dict(self.counts), dict(self.findings), streams=tuple(streams), tail=tail)
         self.counts.clear()
         self.findings.clear()
         return item
 
-    def _collate(self, rows: list[Row], position: int) -> Item:
+    def _collate(self, rows: list[Row], position: int, streams: range, tail: Optional[tuple[int, ...]] = None) -> Item:
+        if not rows:
+            return self._item(position, None, streams, tail)
         images, jpegs = stack_images([row.image for row in rows])
         batch = Batch(images, self.tokenizer([row.caption for row in rows]), keys=[row.key for row in rows],
                       jpegs=jpegs)
@@ -136,7 +146,7 @@ class StreamWorker:
             flat = [n for row in rows for n in row.negatives]
             batch.negative_text = self.tokenizer(flat).view(len(rows), -1, batch.text.shape[-1])
         self._add_fields(batch, [row.fields for row in rows])
-        return self._item(position, batch.measured())  # here, in the worker, not in the trainer's step
+        return self._item(position, batch.measured(), streams, tail)  # measured here, not in the trainer's step
 
     def _add_fields(self, batch: Batch, fields: list[Fields]) -> None:
         plan = self.plan
@@ -153,40 +163,48 @@ class StreamWorker:
             batch.caption_mask = torch.zeros(len(fields), plan.max_captions, dtype=torch.bool)
             batch.caption_mask[rows, places] = True
 
-    def _chunks(self, stream: int, pieces: Optional[Sequence]) -> Iterator[list[Row]]:
-        """Stream `stream`'s chunks of B/S good samples' rows; caption draws and augmentation are seeded by (seed,
-        epoch, stream, index in the stream)."""
+    def _rows(self, stream: int, pieces: Optional[Sequence]) -> Iterator[Row]:
+        """Stream `stream`'s good samples' rows, in order; caption draws and augmentation are seeded by (seed, epoch,
+        stream, index in the stream). Rows the resumed run has already trained (before position `skip`, and before
+        the tail, which is decoded whole) are only checked."""
         plan = self.plan
         samples = raw_stream(plan.sources, pieces, plan.resampled, plan.seed, plan.epoch, stream,
                              plan.shuffle_buffer, self.counts, self.findings)
         base = rng_for(plan.seed, plan.epoch, stream, "augment").getrandbits(62)
-        rows: list[Row] = []
-        chunks = 0
+        checked_only = plan.chunk * plan.first_position
+        good = 0
         for index, sample in enumerate(samples):
-            row = self._check(sample, rng_for(base, index), base + index, stream, skipped=chunks < plan.skip)
+            row = self._check(sample, rng_for(base, index), base + index, stream, skipped=good < checked_only)
             if row is not None:
-                rows.append(row)
-                if len(rows) == plan.chunk:
-                    yield rows
-                    rows, chunks = [], chunks + 1
+                good += 1
+                yield row
 
     def _items(self) -> Iterator[Item]:
+        """One item per position while each of this worker's streams fills its chunk, then one tail item with every
+        row its streams have left (`vlp.data.epoch` deals the tail out). Positions stop at the epoch's size only
+        where that size is not the data's own (resampled, or shard sizes unknown)."""
         plan = self.plan
-        pieces = None if plan.resampled else epoch_pieces(
-            plan.sources, plan.seed, plan.epoch, plan.streams,
-            stream_quotas(plan.sources, plan.streams, plan.batch_size))
-        chunks = [self._chunks(s, None if pieces is None else pieces[s]) for s in plan.worker_streams(self.worker)]
-        positions = itertools.count() if plan.batches_per_epoch is None else range(plan.batches_per_epoch)
-        for position in positions:
-            filled = [next(stream, None) for stream in chunks]  # every one, even after another has run dry
-            if any(rows is None for rows in filled):
-                if position >= plan.skip:  # hand over what was met after the last batch
-                    yield self._item(position)
+        quotas = None if plan.resampled else stream_quotas(plan.sources, plan.streams, plan.batch_size)
+        pieces = None if plan.resampled else epoch_pieces(plan.sources, plan.seed, plan.epoch, plan.streams, quotas)
+        streams = plan.worker_streams(self.worker)
+        rows = [self._rows(s, None if pieces is None else pieces[s]) for s in streams]
+        capped = plan.batches_per_epoch is not None and (plan.resampled or quotas is None)
+        if streams.start == 0:
+            self.counts.update(dict(plan.census_damage))  # damage the census found, once per epoch, by stream 0
+        for position in itertools.count():
+            if capped and position >= plan.batches_per_epoch:
                 return
-            if position >= plan.skip:
-                yield self._collate([row for rows in filled for row in rows], position)
-            else:
-                self.counts.clear()  # reported with this batch by the run being resumed
+            taken = [list(itertools.islice(stream, plan.chunk)) for stream in rows]  # every one, even if one ran dry
+            if all(len(chunk) == plan.chunk for chunk in taken) and position != plan.tail_start:
+                if position >= plan.first_position:
+                    yield self._collate([row for chunk in taken for row in chunk], position, streams)
+                else:
+                    self.counts.clear()  # reported with this batch by the run being resumed
+                continue
+            left = [chunk + list(stream) for chunk, stream in zip(taken, rows)]
+            yield self._collate([row for chunk in left for row in chunk], position, streams,
+                                tail=tuple(len(chunk) for chunk in left))
+            return
 
     def items(self) -> Iterator[Item]:
         try:

@@ -18,6 +18,7 @@ from vlp.recipe.schema import DataConfig, SourceConfig
 
 if TYPE_CHECKING:
     from vlp.data.decode import SampleKeys
+    from vlp.data.reader import ShardRead
 
 Findings = dict[str, tuple[int, int]]  # shard → (samples readable, samples its recorded size promises)
 BUILTIN = {"webdataset": "vlp.data.wds", "wds": "vlp.data.wds", "hf": "vlp.data.hf"}  # type → module with READER
@@ -48,6 +49,8 @@ class Source:
     sizes: Optional[tuple[int, ...]]  # samples per shard, None when unknown
     config: SourceConfig
     reader: "SourceReader"  # travels with the source into DataLoader workers: no registry lookup there
+    # per shard, the damage its census found (None: none; empty tuple: no census), already counted for each epoch
+    damage: tuple[Optional[str], ...] = ()
 
     @property
     def num_samples(self) -> Optional[int]:
@@ -66,6 +69,11 @@ class SourceReader(ABC):
     def read(self, source: Source, piece: Piece, counts: Counter, findings: Findings) -> Iterator[dict]:
         """The raw samples of `piece` (those `piece.takes(index)`), in shard order. Damage that loses samples is
         counted by kind in `counts`; a shard whose readable count differs from its size goes in `findings`."""
+
+    def census(self, source: Source) -> tuple[Optional["ShardRead"], ...]:
+        """Per shard, what a cheap look (no sample decoded) finds it holds, or None where only a read can tell;
+        the epoch is then planned on what is readable rather than on recorded sizes. By default: no look."""
+        return (None,) * len(source.shards)
 
     def sample_keys(self, data: DataConfig, cfg: SourceConfig) -> "SampleKeys":
         """Where a raw sample keeps its image and caption: by default the recipe's data.image_key / caption_key."""

@@ -12,9 +12,9 @@ from typing import Callable, Iterable, Iterator, Optional
 import torch
 from torch.utils.data import DataLoader
 
-from vlp.data.batch import Batch, Item, joined
-from vlp.data.epoch import Agree, agree_over_processes, cpu_group, used_batches, warn_about_sizes
-from vlp.data.pipeline import Plan, WorkerDataset
+from vlp.data.batch import Batch, Item
+from vlp.data.epoch import Layout, Peers, agree_over_processes, cpu_group, epoch_batches, warn_about_sizes
+from vlp.data.pipeline import Plan, StreamWorker, WorkerDataset
 from vlp.data.sources import DataError, Source, load_sources
 from vlp.recipe.schema import DataConfig
 
@@ -76,9 +76,11 @@ def _id_offsets(sources: list[Source]) -> Optional[tuple[tuple[int, ...], ...]]:
 
 class TrainData:
     """Batches for one rank: its rows of each global batch, which depend on (seed, epoch, global batch, streams,
-    data) only (`vlp.data.pipeline`). `samples_per_epoch` is global and already rounded down to whole global batches;
-    it is what sizes.json (or data.num_samples) promises: an epoch holds fewer when shards are damaged
-    (`vlp.data.epoch`). `num_sample_ids`: the range of `Batch.sample_ids` (None when shard sizes are unknown)."""
+    data) only (`vlp.data.pipeline`, `vlp.data.epoch`). `samples_per_epoch` is global and already rounded down to
+    whole global batches: what the shards hold (their census, else sizes.json or data.num_samples); bad samples found
+    while reading make an epoch shorter by what they cost, never by another shard's samples.
+    `num_sample_ids`: the range of `Batch.sample_ids` (None when shard sizes are unknown). `left_over`: the keys of
+    the last epoch's rows that filled no whole global batch (fewer than one)."""
 
     def __init__(self, plan: Plan, transform: Callable, tokenizer: Callable, loader_workers: int,
                  pin_memory: bool = False):
@@ -92,15 +94,16 @@ class TrainData:
         self.num_sample_ids: Optional[int] = (None if plan.id_offsets is None
                                               else sum(s.num_samples for s in plan.sources))
         self.bad_sample_totals: Counter = Counter()  # over every batch yielded so far (skipped batches excluded)
+        self.left_over: list[Optional[str]] = []
         self._warned: set[str] = set()  # shards already named in a sizes.json warning
 
-    def batches(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
+    def batches(self, epoch: int, skip: int = 0, tail_start: Optional[int] = None) -> Iterator[Batch]:
         """This rank's batches of `epoch` from position `skip` on: exactly those `batches(epoch)` yields after the
-        batch whose `resume_skip` is `skip`, on any number of processes and workers (positions are global batch
-        indices)."""
+        batch whose `resume_skip` is `skip` (and `tail_start` its `tail_start`), on any number of processes and
+        workers (positions are global batch indices)."""
         if skip < 0:
             raise ValueError(f"skip must be >= 0, got {skip}")
-        plan = replace(self._plan, epoch=epoch, skip=skip)
+        plan = replace(self._plan, epoch=epoch, skip=skip, tail_start=tail_start)
         loader = DataLoader(WorkerDataset(plan, self._transform, self._tokenizer), batch_size=None,
                             num_workers=self._loader_workers, persistent_workers=False,
                             # each item is 1/workers of a batch: 4 batches ahead per worker, as before streams
@@ -109,9 +112,13 @@ class TrainData:
         findings: dict[str, tuple[int, int]] = {}
         met: Counter = Counter()
         yielded = False
-        items = _positions(iter(loader), max(1, self._loader_workers), self._pin_memory)
+        group = self._group
+        layout = Layout(plan.batch_size, plan.rank, plan.world_size, max(1, self._loader_workers), skip,
+                        self._pin_memory, group, _peers(plan, self._transform, self._tokenizer, group))
+        agree = None if group is False or plan.resampled else partial(agree_over_processes, group=group)
         try:
-            for batch in used_batches(_noting(items, findings, met), self.batches_per_epoch, self._agree, epoch):
+            for batch in epoch_batches(_noting(iter(loader), findings, met), layout, agree, tail_start,
+                                       self.left_over):
                 self.bad_sample_totals.update(batch.bad_samples)
                 yielded = True
                 yield batch
@@ -119,46 +126,69 @@ class TrainData:
             warn_about_sizes({url: found for url, found in findings.items() if url not in self._warned}, epoch)
             self._warned.update(findings)
         if not yielded and skip == 0:
-            plan = self._plan
             raise DataError(f"epoch {epoch}: no readable samples for a batch of {plan.batch_size} in "
                             f"{', '.join(repr(s.name) for s in plan.sources)} (skipped: {dict(met)})")
 
     @cached_property
-    def _agree(self) -> Optional[Agree]:
-        """How ranks keep in step: only epoch mode can leave a rank short, and only a process group can agree.
-        Made once, on the first `batches` call, which every rank makes at the same point."""
+    def _group(self):
+        """The CPU process group over which ranks agree where the tail starts and deal it out (False: one process,
+        or no process group). Made once, on the first `batches` call, which every rank makes at the same point."""
         import torch.distributed as dist
 
         in_group = self._plan.world_size > 1 and dist.is_available() and dist.is_initialized()
-        return partial(agree_over_processes, group=cpu_group()) if in_group and not self._plan.resampled else None
+        return cpu_group() if in_group else False
 
 
-def _positions(items: Iterator[Item], workers: int, pin: bool) -> Iterator[Item]:
-    """One item per position: the `workers` items the loader hands over in a row (one per worker, in worker order),
-    joined in stream order; after an end marker or an error, nothing (the loader would skip ended workers)."""
-    while True:
-        group = list(itertools.islice(items, workers))
-        if not group:
-            return
-        met: Counter = Counter()
-        shards: dict = {}
-        for item in group:
-            met.update(item.bad_samples)
-            shards.update(item.shards)
-        error = next((item.error for item in group if item.error is not None), None)
-        ended = error is not None or any(item.batch is None for item in group)
-        batch = None if ended else joined([item.batch for item in group], pin)
-        yield Item(group[0].position, batch, dict(met), shards, error)
-        if ended:
-            return
+def _peers(plan: Plan, transform: Callable, tokenizer: Callable, group) -> Optional[Peers]:
+    """Without a process group, the other ranks' workers run here too, one after another (`Peers`)."""
+    if group is not False or plan.world_size == 1 or plan.resampled:
+        return None
+    others = [replace(plan, rank=r) for r in range(plan.world_size) if r != plan.rank]
+    return Peers([_round_robin([StreamWorker(p, w, transform, tokenizer).items() for w in range(p.workers)])
+                  for p in others], plan.workers)
 
 
-def _noting(items: Iterator[Item], findings: dict, met: Counter) -> Iterator[Item]:
+def _round_robin(iterators: list[Iterator[Item]]) -> Iterator[Item]:
+    """One item of each in turn, leaving out those that ended: the order a DataLoader hands its workers' items over."""
+    live = list(iterators)
+    while live:
+        for it in list(live):
+            item = next(it, None)
+            if item is None:
+                live.remove(it)
+            else:
+                yield item
+
+
+def _noting(items: Iterable[Item], findings: dict[str, tuple[int, int]], met: Counter) -> Iterator[Item]:
     """The workers' items, noting every shard finding and bad-sample count (those of unused items too)."""
     for item in items:
         findings.update(item.shards)
         met.update(item.bad_samples)
         yield item
+
+
+def _censused(sources: list[Source]) -> tuple[list[Source], dict[str, tuple[int, int]], Counter]:
+    """The sources with each shard's size taken from its census where it has one (what is readable: a missing
+    shard holds 0, a cut one what survives, an overfull one all it holds), the shards that differ from their
+    recorded size, and the census's damage by kind (counted once per epoch)."""
+    out, differ, damage = [], {}, Counter()
+    for source in sources:
+        found = source.reader.census(source)
+        if all(f is None for f in found):
+            out.append(source)
+            continue
+        recorded = source.sizes
+        sizes = []
+        for i, (url, f) in enumerate(zip(source.shards, found)):
+            sizes.append(f.samples if f is not None else None if recorded is None else recorded[i])
+            if f is not None and f.damage:
+                damage[f.damage] += 1
+            if f is not None and recorded is not None and f.samples != recorded[i]:
+                differ[url] = (f.samples, recorded[i])
+        known = None if None in sizes else tuple(sizes)
+        out.append(replace(source, sizes=known, damage=tuple(None if f is None else f.damage for f in found)))
+    return out, differ, damage
 
 
 def build_train_data(data_cfg: DataConfig, transform: Callable, tokenizer: Callable, *, local_batch_size: int,
@@ -167,7 +197,7 @@ def build_train_data(data_cfg: DataConfig, transform: Callable, tokenizer: Calla
     hand over page-locked batches. Raises DataError for unusable configuration."""
     if local_batch_size < 1:
         raise DataError(f"local batch size must be >= 1, got {local_batch_size}")
-    sources = load_sources(data_cfg)
+    sources, differ, damage = _censused(load_sources(data_cfg))
     size = _epoch_size(data_cfg, sources)
     _check(data_cfg, sources, size)
     global_batch = local_batch_size * world_size
@@ -182,7 +212,9 @@ def build_train_data(data_cfg: DataConfig, transform: Callable, tokenizer: Calla
                 rank=rank, world_size=world_size, workers=max(1, workers), batch_size=global_batch,
                 batches_per_epoch=batches, label_key=data_cfg.label_key,
                 max_captions=(data_cfg.max_captions or DEFAULT_MAX_CAPTIONS) if data_cfg.captions == "all" else None,
-                id_offsets=_id_offsets(sources))
+                id_offsets=_id_offsets(sources), census_damage=tuple(sorted(damage.items())))
+    if differ:
+        warn_about_sizes(differ, None)
     return TrainData(plan, transform, tokenizer, workers, pin_memory)
 
 

@@ -7,7 +7,7 @@ from typing import Iterator, Optional
 
 import braceexpand
 
-from vlp.data.reader import ShardRead, tar_samples
+from vlp.data.reader import ShardRead, census, tar_samples
 from vlp.data.sizes import read_shard_sizes
 from vlp.data.sources import DataError, Findings, Piece, Source, SourceReader
 from vlp.recipe.schema import SourceConfig
@@ -26,6 +26,9 @@ class WebDatasetReader(SourceReader):
         urls = expand_shards(cfg.shards)
         return urls, read_shard_sizes(urls)
 
+    def census(self, source: Source) -> tuple[Optional[ShardRead], ...]:
+        return tuple(census(url) for url in source.shards)
+
     def read(self, source: Source, piece: Piece, counts: Counter, findings: Findings) -> Iterator[dict]:
         url = source.shards[piece.shard]
         read = ShardRead()
@@ -36,8 +39,8 @@ class WebDatasetReader(SourceReader):
                 yield sample
         # The shard ended here (cleanly or not) after `read.samples` samples: the piece owning that index reports it.
         if piece.takes(read.samples):
-            if read.damage:
-                counts[read.damage] += 1
+            if read.damage and (not source.damage or source.damage[piece.shard] != read.damage):
+                counts[read.damage] += 1  # not found by the census, which counts its findings itself
             expected = source.sizes[piece.shard] if source.sizes is not None else None
             if expected is not None and read.samples != expected:
                 findings[url] = (read.samples, expected)

@@ -154,7 +154,7 @@ def _loop(run: Run, preemption: PreemptionSignals) -> dict[str, float]:
     while progress.step < steps.total:
         skip, got_any = progress.batches_in_epoch, False
         fetch_started = time.perf_counter()
-        for batch in prefetch_to(run.data.batches(progress.epoch, skip=skip), acc.device):
+        for batch in prefetch_to(_epoch_batches(run.data, progress), acc.device):
             got_any = True
             data_time = time.perf_counter() - fetch_started
             _add_bad_samples(local_bad, progress.epoch, batch.bad_samples)
@@ -196,6 +196,13 @@ def _loop(run: Run, preemption: PreemptionSignals) -> dict[str, float]:
     return logged
 
 
+def _epoch_batches(data, progress: st.Progress):
+    """The epoch's batches from where `progress` stands (a data source without a tail takes no `tail_start`)."""
+    if progress.tail_start is None:
+        return data.batches(progress.epoch, skip=progress.batches_in_epoch)
+    return data.batches(progress.epoch, skip=progress.batches_in_epoch, tail_start=progress.tail_start)
+
+
 def _step(run: Run, batch: Batch) -> Values:
     """One optimizer iteration on this process's local batch (already on the device); returns the step's metrics.
 
@@ -214,6 +221,7 @@ def _step(run: Run, batch: Batch) -> Values:
     run.nonfinite.add(ok)
     progress.step += 1
     progress.batches_in_epoch = int(resume_skip)
+    progress.tail_start = batch.tail_start
     progress.samples_seen += cfg.batch_size
     values: Values = {k if k == "loss" else f"objective/{k}": v for k, v in out.terms.items()}
     values.update(logit_stats(out.features))

@@ -33,6 +33,7 @@ class Progress:
     step: int = 0  # optimizer iterations done (skipped non-finite steps included)
     epoch: int = 0
     batches_in_epoch: int = 0  # batches of `epoch` already consumed: data.batches(epoch, skip=this) resumes
+    tail_start: Optional[int] = None  # where `epoch`'s tail starts, once a batch told (`vlp.data.epoch`)
     samples_seen: int = 0  # global samples
     nonfinite_in_row: int = 0
     nonfinite_total: int = 0
@@ -42,6 +43,7 @@ class Progress:
     def next_epoch(self) -> None:
         self.epoch += 1
         self.batches_in_epoch = 0
+        self.tail_start = None
 
 
 class EMA:

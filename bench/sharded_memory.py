@@ -2,7 +2,7 @@
 
 Both sides train the same open_clip CLIP (default: ViT-B-16 towers, fp32, random init: no weights are downloaded)
 for one step on a small batch with vlp's softmax objective. DDP is torch's DistributedDataParallel (what accelerate
-wraps a model in on CPU); FSDP is `vlp.train.sharding.shard_model` (FSDP2 per transformer block + root), the
+wraps a model in on CPU); FSDP is `vlp.train.fsdp_wrap.shard_model` (FSDP2 per transformer block + root), the
 `train.strategy: fsdp` path. Each side runs under its own `torchrun --standalone`, so the RSS peaks are its own.
 
 Measured per rank: the bytes of the tensors the rank holds (a DTensor's local shard only) in parameters, gradients
@@ -18,7 +18,7 @@ under FSDP, the transiently all-gathered block and the whole model each rank bui
 The leftovers are the 0-d logit scale/bias that FSDP cannot shard (replicated, as DDP keeps everything).
 
     python bench/sharded_memory.py             # ViT-B-16, 2 processes: ~2 min on 2 CPU cores
-    python bench/sharded_memory.py --smoke     # tiny model, seconds (tests/test_bench_sharded_memory.py)
+    python bench/sharded_memory.py --smoke     # tiny model, seconds (tests/bench/test_bench_sharded_memory.py)
 """
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def worker(strategy: str, model_name: str, batch: int, out_dir: Path) -> None:
     from torch.distributed.tensor import DTensor
 
     import vlp.objectives
-    from vlp.train.sharding import shard_model, transformer_blocks
+    from vlp.train.fsdp_wrap import shard_model, transformer_blocks
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo")

@@ -14,7 +14,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def trained_digits(tmp_path_factory):
     """(run dir, `build_digits` paths): the trainer tests' tiny CLIP after 200 steps on the bundled scikit-learn
     digits, well above chance (~70% zero-shot top-1) on the held-out CLIP_benchmark-layout sets; ~10 s on 2 cores."""
-    from test_train_support import recipe_dict, write_recipe
+    from helpers.train_support import recipe_dict, write_recipe
 
     from data_tools.bundled import build_digits
     from vlp.train import train
@@ -30,7 +30,7 @@ def evaluated_digits(tmp_path_factory):
     """(run dir, `build_digits` paths): a tiny CLIP trained 60 steps on the bundled digits, evaluated (zero-shot and
     retrieval on 200 held-out images, with pictures) at steps 30 and 60, tracked by TensorBoard and exported to
     RUN_DIR/export; ~25 s on 2 busy cores."""
-    from test_train_support import recipe_dict, write_recipe
+    from helpers.train_support import recipe_dict, write_recipe
 
     from data_tools.bundled import build_digits
     from vlp.train import train

@@ -63,7 +63,7 @@ def crop_box(height: int, width: int, scale, ratio, rng: random.Random) -> Box:
 def resized_crop(pixels: np.ndarray, box: Box, size: tuple[int, int]) -> torch.Tensor:
     """The crop `box` of (h, w, 3) uint8 `pixels` resized to `size` (h, w), as a uint8 (3, h, w) tensor: what
     torchvision's tensor `resized_crop` (bicubic, antialiased) computes on the CPU — the same native uint8 kernel,
-    called without its wrapper (~0.04 ms a crop; `tests/test_data_decode.py` checks the pixels bitwise)."""
+    called without its wrapper (~0.04 ms a crop; `tests/data/test_data_decode.py` checks the pixels bitwise)."""
     top, left, h, w = box
     crop = torch.from_numpy(pixels[top:top + h, left:left + w]).permute(2, 0, 1)  # a channels-last view
     if (h, w) == tuple(size):

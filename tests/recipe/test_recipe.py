@@ -132,7 +132,7 @@ BAD_RECIPES = [
     ("objective: {name: softmax, params: {temperature: 2}}", [],
      "objective.params: objective 'softmax' has no parameter 'temperature'"),
     ("data: {workers: 2}", ["data.worker=4"], "data.worker: unknown key (did you mean 'workers'?)"),
-    ("", ["optim.lr"], "optim.lr: --set expects KEY=VALUE, got 'optim.lr'"),
+    ("", ["optim.lr"], "optim.lr: expected KEY=VALUE, got 'optim.lr'"),
     ("data: [a, b]", [], "data: expected a section (mapping), got list ['a', 'b']"),
     ("objective: {name: hard_negative, tiled: true}", [], "objective.tiled: 'hard_negative' has no tiled form; tiled exists for debiased, isogclr, macl, masked_softmax, multi_caption, sigmoid, softmax, supcon"),
     ("logging: {trackers: [tensorbord]}", [],
@@ -146,7 +146,8 @@ def test_bad_recipe_gives_one_clear_line_and_exit_2(tmp_path, capsys, body, over
     argv = ["recipe", "show", str(path)] + [a for o in overrides for a in ("--set", o)]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"error: {path}: {expected}")
+    source = f"--set {overrides[-1]}" if overrides else path  # an override's error names the --set at fault
+    assert err.startswith(f"error: {source}: {expected}")
     assert "\n" not in err
 
 
@@ -233,7 +234,7 @@ def test_out_of_range_value_stops_vlp_train_before_any_work(tmp_path, base, caps
     runs = tmp_path / "runs"
     assert main(["train", str(base), "--set", f"train.output_dir={runs}", "--set", override]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"error: {base}: {expected}"
+    assert err == f"error: --set {override}: {expected}"
     assert not runs.exists()  # nothing was started: no run directory
 
 
@@ -244,7 +245,7 @@ def test_train_weights_are_numbers_in_range_and_exclusive_with_sources(tmp_path,
              "data.sources=[{shards: c.tar}]": "data.sources: set either data.train or data.sources, not both"}
     for override, expected in cases.items():
         assert main(["recipe", "show", str(base), *two, "--set", override]) == 2
-        assert capsys.readouterr().err.strip() == f"error: {base}: {expected}"
+        assert capsys.readouterr().err.strip() == f"error: --set {override}: {expected}"
     assert main(["recipe", "show", str(base), *two, "--set", "data.train_weights=3::1"]) == 0
 
 

@@ -1,7 +1,8 @@
-"""`vlp recipe show RECIPE [--set KEY=VALUE ...]`: print the fully resolved recipe."""
+"""`vlp recipe show RECIPE [--set KEY=VALUE ...]`: print the fully resolved recipe, headed by what in it runs code."""
 from __future__ import annotations
 
 from vlp.recipe.loader import dump_recipe, load_recipe
+from vlp.recipe.runs_code import code_it_runs
 
 
 def add_recipe_arguments(parser, default: str | None = None) -> None:
@@ -23,5 +24,9 @@ def register(subparsers) -> None:
 
 
 def _show(args) -> int:
-    print(dump_recipe(load_recipe(args.recipe, args.overrides)), end="")
+    recipe = load_recipe(args.recipe, args.overrides)
+    code = code_it_runs(recipe)
+    if code:  # a YAML comment, so that the output still loads as a recipe
+        print(f"# runs code on this machine: {'; '.join(code)}")
+    print(dump_recipe(recipe), end="")
     return 0

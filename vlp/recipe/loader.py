@@ -17,6 +17,7 @@ from vlp.recipe.bounds import without_none
 from vlp.recipe.check import check_recipe
 from vlp.recipe.duration import Duration
 from vlp.recipe.errors import RecipeError, describe, did_you_mean
+from vlp.recipe.redact import redact_text
 from vlp.recipe.schema import REQUIRED, Recipe
 
 
@@ -24,11 +25,24 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = (), for_training: b
     """Read `path` (following `base:`), apply `key.path=value` overrides, check everything, return the Recipe."""
     path = Path(path)
     raw = _read_with_bases(path, chain=())
-    for item in overrides:
-        _apply_override(raw, item, path)
-    recipe = _build(Recipe, raw, "", path)
-    check_recipe(recipe, path, for_training)
+    overrides = list(overrides)
+    try:
+        for item in overrides:
+            _apply_override(raw, item, path)
+        recipe = _build(Recipe, raw, "", path)
+        check_recipe(recipe, path, for_training)
+    except RecipeError as e:
+        raise _blamed(e, overrides) from None
     return recipe
+
+
+def _blamed(error: RecipeError, overrides: list[str]) -> RecipeError:
+    """`error` charged to the last `--set` that wrote its key (or a section above it), else to the recipe file."""
+    for item in reversed(overrides):
+        key = item.partition("=")[0].strip()
+        if key and (error.key == key or error.key.startswith((f"{key}.", f"{key}["))):
+            return RecipeError(f"--set {redact_text(item)}", error.key, error.message)
+    return error
 
 
 def recipe_to_dict(recipe: Recipe) -> dict:
@@ -114,7 +128,7 @@ def _apply_override(raw: dict, item: str, path: Path) -> None:
     key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise RecipeError(path, key or item, f"--set expects KEY=VALUE, got {item!r}")
+        raise RecipeError(path, key or item, f"expected KEY=VALUE, got {item!r}")
     try:
         value = yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError:
@@ -127,7 +141,7 @@ def _apply_override(raw: dict, item: str, path: Path) -> None:
             node = node[_list_index(node, part, where, path)]
             continue
         if not isinstance(node.get(part, {}), (dict, list)):
-            raise RecipeError(path, where, "--set goes through a value that is not a section")
+            raise RecipeError(path, where, "goes through a value that is not a section")
         node = node.setdefault(part, {})
     if isinstance(node, list):
         node[_list_index(node, parts[-1], key, path)] = value

@@ -45,3 +45,15 @@ def evaluated_digits(tmp_path_factory):
     recipe["logging"]["trackers"] = ["tensorboard"]
     recipe["export"] = {"formats": ["open_clip"]}
     return train(write_recipe(root / "run.yaml", recipe)).run_dir, paths
+
+
+def pytest_collection_modifyitems(config, items):
+    """`cuda` tests need a CUDA device: without one they are skipped, with the reason, rather than failing."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

@@ -263,6 +263,7 @@ def _rank_batches(rank: int, world: int, cfg: DataConfig, folder) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.distributed
 @pytest.mark.parametrize("workers", [0, 2])
 def test_a_damaged_epoch_trains_every_good_sample_once_on_two_processes(damaged, tmp_path, workers):
     """The damage leaves one process's streams short long before the other's; still, two processes train exactly

@@ -18,6 +18,8 @@ import vlp.objectives as objectives
 from helpers.objective_inputs import join_gloo
 from vlp.recipe.schema import ObjectiveConfig, RegularizerConfig
 
+pytestmark = pytest.mark.distributed
+
 WORLD, LOCAL, DIM_IN, DIM, NEGATIVES = 2, 5, 6, 4, 2
 
 

@@ -15,6 +15,8 @@ import vlp.objectives as objectives
 from helpers.objective_inputs import join_gloo
 from vlp.recipe.schema import ObjectiveConfig
 
+pytestmark = pytest.mark.distributed
+
 WORLD, LOCAL, DIM_IN, DIM, K, SAMPLES = 2, 5, 6, 4, 3, 17
 ISOGCLR = dict(gamma=0.7, rho=0.5, tau_init=0.2, eta=0.1, beta=0.6)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -18,6 +19,8 @@ from helpers.processes import child_env, free_port
 from helpers.train_support import make_shards, recipe_dict, write_recipe
 from vlp.data.batch import Batch
 from vlp.recipe import load_recipe
+
+pytestmark = pytest.mark.distributed
 
 torch.set_num_threads(1)
 

@@ -80,6 +80,7 @@ def _assert_same_training(root: Path, name: str, steps: int, files=("model.safet
     assert json.loads((root / f"{name}_ddp.rank1.json").read_text())["sharded"] is False
 
 
+@pytest.mark.distributed
 def test_fsdp_trains_like_ddp_for_20_steps_with_half_the_state_per_rank(runs):
     _assert_same_training(runs, "plain", 20, files=("model.safetensors", "ema.safetensors"))
     initial_loss, final_loss = _losses(runs / "runs/plain_fsdp")[0], _losses(runs / "runs/plain_fsdp")[-1]
@@ -92,10 +93,12 @@ def test_fsdp_trains_like_ddp_for_20_steps_with_half_the_state_per_rank(runs):
         assert 0.49 < fsdp["local"] / fsdp["full"] < 0.51  # parameters + Adam moments: 1/W of each per rank
 
 
+@pytest.mark.distributed
 def test_fsdp_tiled_objective_with_locked_image_tower_matches_ddp(runs):
     _assert_same_training(runs, "tiled", 3)
 
 
+@pytest.mark.distributed
 def test_fsdp_gradcache_micro_batches_match_ddp(runs):
     _assert_same_training(runs, "gradcache", 3)
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from helpers.processes import accelerate_launch, wait_all
 from helpers.processes import free_port
 from helpers.train_support import make_shards, recipe_dict, state_dicts_equal, write_recipe
+
+pytestmark = pytest.mark.distributed
 
 torch.set_num_threads(1)
 

@@ -2,7 +2,8 @@
 
 A tiny model (two Linear blocks with 63 and 1 output rows, so torch.chunk gives ranks 32/31 rows and 1/0 rows, plus a
 0-d scale that FSDP2 leaves replicated) is sharded with `fully_shard` per block and at the root, takes AdamW steps
-and is checkpointed with `vlp.train.state.save` (which writes it with `vlp.train.sharded`). One spawn saves it on a
+and is checkpointed by `vlp.train.state.Checkpointer` (which writes its shards with `vlp.train.sharded_checkpoint`),
+registered as the trainer registers it: weights, EMA, optimizer, schedule, progress, generators. One spawn saves it on a
 1-process mesh; a 2-process gloo spawn saves it on 2 ranks (steps 1 and 2) and loads both runs back on 2 ranks.
 The tests compare what the workers wrote; this process loads the checkpoints with no process group at all.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import warnings
 from contextlib import ExitStack
 from pathlib import Path
 from unittest import mock
@@ -25,8 +25,10 @@ from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_op
 from torch.distributed.tensor import DTensor
 
 from vlp.run_dir import Checkpoint, CheckpointError, RunDir, find_checkpoint
-from vlp.train import state as st
-from vlp.train.sharded import load_sharded
+from vlp.train import components as c
+from vlp.train.state import Checkpointer
+
+pytestmark = pytest.mark.distributed
 
 torch.set_num_threads(1)
 
@@ -42,7 +44,7 @@ class Tiny(torch.nn.Module):
 
 
 class GroupAccelerator:
-    """The accelerate calls state.save/restore make, over the test's own process group (or none: one process)."""
+    """The accelerate calls the checkpointer makes, over the test's own process group (or none: one process)."""
     scaler = None
 
     def __init__(self):
@@ -53,22 +55,31 @@ class GroupAccelerator:
         self.wait_for_everyone = dist.barrier if grouped else (lambda: None)
 
 
-def fresh(seed: int, shard: bool):
-    """A model (sharded over the process group when `shard`), its AdamW and EMA."""
-    from torch.distributed.fsdp import fully_shard
+class Trainables:
+    """A model (sharded over the process group when `shard`), its AdamW and EMA, and the components of their state."""
 
-    torch.manual_seed(seed)
-    model = Tiny()
-    if shard:
-        for block in model.blocks:
-            fully_shard(block)
-        fully_shard(model, ignored_params={model.scale})
-    optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
-    return st.Trainables(model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0),
-                         GroupAccelerator(), st.EMA(model, 0.9))
+    def __init__(self, seed: int, shard: bool):
+        from torch.distributed.fsdp import fully_shard
+
+        torch.manual_seed(seed)
+        self.model = Tiny()
+        if shard:
+            for block in self.model.blocks:
+                fully_shard(block)
+            fully_shard(self.model, ignored_params={self.model.scale})
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=0.01)
+        self.ema, self.accelerator = c.EMA(self.model, 0.9), GroupAccelerator()
+        scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: 1.0)
+        self.progress = c.Progress(world_size=self.accelerator.num_processes)
+        self.components = {"model": c.ModelWeights(self.model), "ema": self.ema,
+                           "optimizer": c.OptimizerState(self.model, self.optimizer),
+                           "scheduler": c.SchedulerState(scheduler), "progress": self.progress, "rng": c.Generators()}
+
+    def checkpointer(self, run: Path) -> Checkpointer:
+        return Checkpointer(RunDir(run), self.accelerator, self.components, keep=2)
 
 
-def train_step(t: st.Trainables, step: int) -> None:
+def train_step(t: Trainables, step: int) -> None:
     torch.manual_seed(100 + step)  # the same batch on every rank
     t.model(torch.randn(4, 256)).backward()
     t.optimizer.step()
@@ -76,9 +87,9 @@ def train_step(t: st.Trainables, step: int) -> None:
     t.ema.update(t.model)
 
 
-def states(t: st.Trainables, view) -> dict[str, torch.Tensor]:
+def states(t: Trainables, view) -> dict[str, torch.Tensor]:
     """Model, optimizer (keyed by parameter name) and EMA tensors, each passed through `view`."""
-    optimizer, _ = st.optimizer_to_flat(get_optimizer_state_dict(t.model, t.optimizer))
+    optimizer, _ = c.optimizer_to_flat(get_optimizer_state_dict(t.model, t.optimizer))
     groups = {"model": get_model_state_dict(t.model), "optimizer": optimizer, "ema": t.ema.weights}
     return {f"{g}/{k}": view(v).detach().clone() for g, tensors in groups.items() for k, v in tensors.items()}
 
@@ -91,19 +102,18 @@ def full(value):
     return value.full_tensor() if isinstance(value, DTensor) else value
 
 
-def save(t: st.Trainables, run: Path, step: int, out: Path) -> None:
-    st.save(RunDir(run), t, st.Progress(step=step, world_size=t.accelerator.num_processes), keep=2)
+def save(t: Trainables, run: Path, step: int, out: Path) -> None:
+    t.progress.step = step
+    t.checkpointer(run).save(step)
     tensors = states(t, full)  # collective
     if t.accelerator.is_main_process:
         save_file(tensors, str(out / f"{run.name}-step{step}-full.safetensors"))
 
 
-def load(run: Path, step: int) -> st.Trainables:
-    t = fresh(seed=7, shard=True)
-    path, state = find_checkpoint(RunDir(run).checkpoint(step).path)
-    with warnings.catch_warnings():  # 1 → 2 ranks: "the random draws differ"
-        warnings.simplefilter("ignore")
-        st.restore(path, state, t)
+def load(run: Path, step: int, shard: bool = True) -> Trainables:
+    t = Trainables(seed=7, shard=shard)
+    t.checkpointer(run).restore(*find_checkpoint(RunDir(run).checkpoint(step).path))
+    assert t.progress.step == step
     return t
 
 
@@ -113,7 +123,7 @@ def worker(rank: int, world: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world)
     out_dir = Path(out)
     try:
-        t = fresh(seed=0, shard=True)
+        t = Trainables(seed=0, shard=True)
         run = out_dir / f"run{world}"
         for step in (1, 2):
             train_step(t, step)
@@ -153,9 +163,7 @@ def test_two_ranks_load_what_two_ranks_saved(saved):
 
 
 def test_one_process_without_process_group_loads_the_full_state(saved):
-    t = fresh(seed=7, shard=False)
-    files = Checkpoint(RunDir(saved / "run2").checkpoint(2).path)
-    load_sharded(files, files.verify()["sharded"], t.model, t.optimizer, t.ema.weights)
+    t = load(saved / "run2", 2, shard=False)
     assert_equal(states(t, full), read(saved / "run2-step2-full.safetensors"))
 
 
@@ -172,11 +180,10 @@ def test_two_ranks_load_what_one_rank_saved(saved):
 def test_each_rank_writes_about_half_of_the_state(saved):
     files = Checkpoint(RunDir(saved / "run2").checkpoint(2).path)
     full_state = read(saved / "run2-step2-full.safetensors")
-    for group, shard in (("model", files.model_shard), ("optimizer", files.optimizer_shard),
-                         ("ema", files.ema_shard)):
+    for group in ("model", "optimizer", "ema"):
         whole = sum(v.nbytes for k, v in full_state.items() if k.startswith(group + "/"))
         for rank in (0, 1):
-            assert 0.4 < shard(rank, 2).stat().st_size / whole < 0.6, (group, rank)
+            assert 0.4 < files.shard(group, rank, 2).stat().st_size / whole < 0.6, (group, rank)
     # the consolidated weights for eval/export/open_clip: rank 0's file holds the full tensors
     assert_equal({f"model/{k}": v for k, v in read(files.model).items()},
                  {k: v for k, v in full_state.items() if k.startswith("model/")})
@@ -189,10 +196,10 @@ def test_damaged_shard_is_caught_and_the_previous_checkpoint_used(saved, tmp_pat
     newest = Checkpoint(run.checkpoint(2).path)
     manifest = newest.verify()["files"]
     # rank 0 sealed the checkpoint after every rank had written its files
-    every_rank = [shard(rank, 2) for shard in (newest.model_shard, newest.optimizer_shard, newest.ema_shard)
-                  for rank in (0, 1)] + [newest.rng(0), newest.rng(1)]
+    every_rank = [newest.shard(group, rank, 2) for group in ("model", "optimizer", "ema")
+                  for rank in (0, 1)] + [newest.per_process("rng", 0), newest.per_process("rng", 1)]
     assert {p.name for p in every_rank} <= manifest.keys()
-    damaged = newest.optimizer_shard(1, 2)
+    damaged = newest.shard("optimizer", 1, 2)
     data = bytearray(damaged.read_bytes())
     data[-1] ^= 0xFF
     damaged.write_bytes(bytes(data))
@@ -206,10 +213,8 @@ def test_loading_reads_no_pickle(saved):
     def refuse(*args, **kwargs):
         raise AssertionError("a checkpoint file was unpickled")
 
-    t = fresh(seed=7, shard=False)
-    files = Checkpoint(RunDir(saved / "run2").checkpoint(2).path)
     with ExitStack() as patches:
         for target in ("pickle.load", "pickle.loads", "pickle.Unpickler", "torch.load"):
             patches.enter_context(mock.patch(target, refuse))
-        load_sharded(files, files.verify()["sharded"], t.model, t.optimizer, t.ema.weights)
+        t = load(saved / "run2", 2, shard=False)
     assert_equal(states(t, full), read(saved / "run2-step2-full.safetensors"))

@@ -10,7 +10,7 @@ import torch
 
 from helpers.train_support import make_shards, random_batch, recipe_dict, write_recipe
 from vlp.data.train_data import prefetch_to
-from vlp.train import state
+from vlp.train.components import EMA
 from vlp.train.optim import step_unless_skipped
 
 torch.set_num_threads(1)
@@ -70,7 +70,7 @@ def test_a_skipped_step_leaves_weights_moments_step_count_and_ema_exactly_as_the
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 3)
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=0.1, fused=True)
-    ema = state.EMA(model, decay=0.9)
+    ema = EMA(model, decay=0.9)
 
     def step(ok: bool, grad: float | None = None):
         model(torch.randn(2, 4)).sum().backward()
@@ -173,6 +173,7 @@ def test_the_trainer_pins_memory_only_for_a_cuda_device(tmp_path, shards, monkey
     assert seen and not any(seen)  # pinning on a CPU-only run just warns
 
 
+@pytest.mark.distributed
 def test_rank_agreement_runs_on_a_cpu_group_beside_a_gpu_one(tmp_path, monkeypatch):
     """Under NCCL, ranks agree on a separate gloo group: a flag read from an NCCL all-reduce would sync the GPU."""
     import torch.distributed as dist

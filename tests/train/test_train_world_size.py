@@ -151,6 +151,7 @@ def runs(tmp_path_factory):
     return root, recipe
 
 
+@pytest.mark.distributed
 def test_one_and_two_processes_take_the_same_50_steps(runs):
     root, _ = runs
     one, two = keys_by_step(root / "one"), keys_by_step(root / "two")
@@ -165,6 +166,7 @@ def test_one_and_two_processes_take_the_same_50_steps(runs):
     assert difference <= 1e-5
 
 
+@pytest.mark.distributed
 def test_killed_at_two_processes_resumed_at_one_ends_like_the_uninterrupted_run(runs):
     """Killed after step 20 (its checkpoint; mid-epoch 1), resumed with 1 process × 2 workers: it starts from exactly
     the saved model, optimizer and EMA state, takes the uninterrupted run's batches, and ends with its weights to

@@ -57,36 +57,24 @@ class Checkpoint:
         return self.path / "model.safetensors"
 
     @property
-    def optimizer(self) -> Path:
-        return self.path / "optimizer.safetensors"
-
-    @property
     def ema(self) -> Path:
         return self.path / "ema.safetensors"
-
-    @property
-    def objective(self) -> Path:  # an objective's per-sample state (isogclr), whole and in sample-id order
-        return self.path / "objective.safetensors"
 
     @property
     def state(self) -> Path:
         return self.path / "state.json"
 
-    def rng(self, rank: int) -> Path:
-        return self.path / f"rng_{rank}.safetensors"
+    # The files of a training-state component (vlp.train.components) are named after it: "optimizer.safetensors",
+    # an objective's per-sample state "objective.safetensors" (whole, in sample-id order), a plugin's own.
+    def component(self, name: str) -> Path:
+        return self.path / f"{name}.safetensors"
 
-    # A sharded checkpoint (vlp.train.sharded): each of `world` ranks writes its rows of the model, optimizer and EMA.
-    def model_shard(self, rank: int, world: int) -> Path:
-        return self._shard("model", rank, world)
+    def per_process(self, name: str, rank: int) -> Path:  # a component each process keeps its own of: "rng_0..."
+        return self.path / f"{name}_{rank}.safetensors"
 
-    def optimizer_shard(self, rank: int, world: int) -> Path:
-        return self._shard("optimizer", rank, world)
-
-    def ema_shard(self, rank: int, world: int) -> Path:
-        return self._shard("ema", rank, world)
-
-    def _shard(self, kind: str, rank: int, world: int) -> Path:
-        return self.path / f"{kind}-rank{rank:05d}-of-{world:05d}.safetensors"
+    # A sharded checkpoint (vlp.train.sharded_checkpoint): each of `world` ranks writes its rows of a component.
+    def shard(self, name: str, rank: int, world: int) -> Path:
+        return self.path / f"{name}-rank{rank:05d}-of-{world:05d}.safetensors"
 
     def verify(self) -> dict[str, Any]:
         """The checkpoint's state after checking every file against the manifest; CheckpointError if not."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
 import torch
 import torch.distributed as dist
@@ -26,8 +27,14 @@ def extra_inputs(objective, batch: int, dim: int, generator: torch.Generator, ne
         "negative_text_features": F.normalize(torch.randn(batch, negatives, dim, generator=generator), dim=-1),
     }
     if "sample_ids" in wanted:
-        objective.bind_samples(batch)
+        state_components(objective, batch)
     return {k: v for k, v in available.items() if k in wanted}
+
+
+def state_components(objective, sample_ids: int) -> dict:
+    """The objective's training-state components for data numbering `sample_ids` samples (isogclr: its per-sample
+    state, fresh), on the CPU."""
+    return objective.components(SimpleNamespace(num_sample_ids=sample_ids), torch.device("cpu"))
 
 
 def join_gloo(rank: int, port: int, world: int):

@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
                                                      get_optimizer_state_dict)
 from vlp.cli import main
-from vlp.train import loop, state
+from vlp.train import components, loop
 from vlp.train.optim import torch_optimizer
 
 out, stop, args = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
@@ -29,12 +29,12 @@ real_step, started = loop._step, []
 
 def dump(run, name):  # full tensors keyed by parameter name, on every rank: ddp and fsdp (sharded) alike
     full = StateDictOptions(full_state_dict=True)
-    optimizer = torch_optimizer(run.trainables.optimizer)
-    tensors, structure = state.optimizer_to_flat(get_optimizer_state_dict(run.raw_model, optimizer, options=full))
+    optimizer = torch_optimizer(run.optimizer)
+    tensors, structure = components.optimizer_to_flat(get_optimizer_state_dict(run.raw_model, optimizer, options=full))
     tensors = {**{f"optimizer.{k}": v for k, v in tensors.items()},
                **{f"model.{k}": v for k, v in get_model_state_dict(run.raw_model, options=full).items()},
                **{f"ema.{k}": getattr(v, "full_tensor", lambda: v)()
-                  for k, v in (run.trainables.ema.weights if run.trainables.ema else {}).items()}}
+                  for k, v in (run.ema.weights if run.ema else {}).items()}}
     save_file({k: v.detach().clone() for k, v in tensors.items()}, str(out / f"{name}-rank{rank}.safetensors"))
     (out / f"{name}-rank{rank}.json").write_text(json.dumps(structure))
 

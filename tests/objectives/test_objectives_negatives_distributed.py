@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import vlp.objectives as objectives
-from helpers.objective_inputs import join_gloo
+from helpers.objective_inputs import join_gloo, state_components
 from vlp.recipe.schema import ObjectiveConfig
 
 pytestmark = pytest.mark.distributed
@@ -78,11 +78,11 @@ def run(objective, rows, reduce_grads, step=0):
 
 def isogclr_steps(rows, reduce_grads, steps, state=None, tiled=False):
     objective = objectives.build("isogclr", **ISOGCLR, **({"tiled": True, "tile_size": 3} if tiled else {}))
-    objective.bind_samples(SAMPLES)
+    samples = state_components(objective, SAMPLES)["objective"]
     if state is not None:
-        objective.load_state_tensors(state)
+        samples.load_state_dict(state)
     results = [run(objective, rows, reduce_grads, step) for step in steps]
-    return results, objective.state_tensors()
+    return results, samples.state_dict()
 
 
 def worker(rank, port, out_dir):

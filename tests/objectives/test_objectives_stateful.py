@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers.objective_inputs import state_components
 import vlp.objectives as objectives
 
 B, D, N_SAMPLES = 6, 4, 9
@@ -52,7 +53,7 @@ def reference_isogclr(x, y, ids, state, p):
 @pytest.mark.parametrize("tiled", [False, True], ids=["dense", "tiled"])
 def test_isogclr_equals_naive_reference_over_steps(tiled):
     objective = objectives.build("isogclr", **PARAMS, **({"tiled": True, "tile_size": 4} if tiled else {}))
-    objective.bind_samples(N_SAMPLES)
+    samples = state_components(objective, N_SAMPLES)["objective"]
     state = {}
     for step in range(4):  # ids repeat across steps: the moving averages and τ carry over
         x, y = features(step)
@@ -62,7 +63,7 @@ def test_isogclr_equals_naive_reference_over_steps(tiled):
         torch.testing.assert_close(out["loss"].item(), estimate, atol=1e-10, rtol=1e-10)
         for got, want in zip(torch.autograd.grad(out["loss"], (x, y)), torch.autograd.grad(form, (x, y))):
             torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
-        saved = objective.state_tensors()
+        saved = samples.state_dict()
         for (side, i), (u, tau, m) in state.items():
             assert math.isclose(math.exp(saved[f"{side}_log_u"][i]), u, rel_tol=1e-10)
             assert math.isclose(saved[f"{side}_tau"][i], tau, rel_tol=1e-10)
@@ -72,39 +73,40 @@ def test_isogclr_equals_naive_reference_over_steps(tiled):
 
 def test_isogclr_state_round_trip_and_refusals():
     objective = objectives.build("isogclr", **PARAMS)
-    objective.bind_samples(N_SAMPLES)
+    samples = state_components(objective, N_SAMPLES)["objective"]
     x, y = features(0)
     objective(x, y, 1.0, sample_ids=batch_ids(0))
-    saved = objective.state_tensors()
-    fresh = objectives.build("isogclr", **PARAMS)
-    fresh.bind_samples(N_SAMPLES)
-    fresh.load_state_tensors(saved)
+    saved = samples.state_dict()
+    fresh = state_components(objectives.build("isogclr", **PARAMS), N_SAMPLES)["objective"]
+    fresh.load_state_dict(saved)
     for key, value in saved.items():
-        torch.testing.assert_close(fresh.state_tensors()[key], value)
-    other = objectives.build("isogclr")
-    other.bind_samples(N_SAMPLES + 1)
+        torch.testing.assert_close(fresh.state_dict()[key], value)
+    other = state_components(objectives.build("isogclr"), N_SAMPLES + 1)["objective"]
     with pytest.raises(ValueError, match="samples"):
-        other.load_state_tensors(saved)
+        other.load_state_dict(saved)
+    with pytest.raises(ValueError, match="missing"):
+        other.load_state_dict({})  # a checkpoint of a run without it
     with pytest.raises(ValueError, match="sample ids"):
-        objectives.build("isogclr").bind_samples(None)
-    with pytest.raises(ValueError, match="keeps no per-sample state"):
-        objectives.build("softmax").load_state_tensors(saved)
+        state_components(objectives.build("isogclr"), None)
+    with pytest.raises(ValueError, match="no per-sample state yet"):
+        objectives.build("isogclr")(x, y, 1.0, sample_ids=batch_ids(0))
+    assert state_components(objectives.build("softmax"), N_SAMPLES) == {}  # nothing of its own to checkpoint
 
 
 def test_isogclr_keeps_a_steps_state_update_only_if_the_step_was_applied():
-    """The trainer reports each optimizer step (`step_applied`); a step skipped as non-finite leaves the per-sample
-    state as it was before that step, an applied one keeps the update."""
+    """The trainer reports each optimizer step to every state component (`after_step`); a step skipped as non-finite
+    leaves the per-sample state as it was before that step, an applied one keeps the update."""
     objective = objectives.build("isogclr", **PARAMS)
-    objective.bind_samples(N_SAMPLES)
+    samples = state_components(objective, N_SAMPLES)["objective"]
     for step in range(3):
         x, y = features(step)
-        before = objective.state_tensors()
+        before = samples.state_dict()
         objective(x, y, 1.0, sample_ids=batch_ids(step))
-        updated = objective.state_tensors()
+        updated = samples.state_dict()
         assert any(not torch.equal(before[k], updated[k]) for k in before)
         applied = step != 1
-        objective.step_applied(torch.tensor(applied))
-        after = objective.state_tensors()
+        samples.after_step(torch.tensor(applied))
+        after = samples.state_dict()
         for key in before:
             assert torch.equal(after[key], updated[key] if applied else before[key]), (step, key)
 
@@ -178,7 +180,7 @@ def test_gradcache_carries_the_declared_inputs(name):
     model, results = tiny_clip(), []
     for micro in (8, 3):
         objective = objectives.build(name)
-        objective.bind_samples(8)
+        state_components(objective, 8)
         model.zero_grad(set_to_none=True)
         out = compute_gradients(model, objective, batch, micro, Accelerator(cpu=True))
         results.append((out.terms["loss"], {n: p.grad.clone() for n, p in model.named_parameters()

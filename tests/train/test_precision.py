@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from helpers.objective_inputs import extra_inputs
+from helpers.objective_inputs import extra_inputs, state_components
 from helpers.train_support import make_shards, recipe_dict, tiny_clip, write_recipe
 from vlp.objectives import PRESETS, build, get, names
 from vlp.recipe import RecipeError, load_recipe
@@ -97,7 +97,7 @@ def _terms_and_grads(name: str, tiled: bool, inputs: dict, autocast: bool) -> tu
     """Terms and input gradients, the forward inside a CPU bf16 autocast region when `autocast`. The backward runs
     outside, as torch advises and accelerate does; tiled objectives, whose backward is vlp's own, run it inside too."""
     objective = build(name, tiled=tiled, tile_size=TILE)
-    objective.bind_samples(B)  # fresh per-sample state (isogclr) for every call
+    state_components(objective, B)  # fresh per-sample state (isogclr) for every call
     leaves = {k: v.detach().clone().requires_grad_(v.is_floating_point()) for k, v in inputs.items()}
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         terms = objective(**leaves)

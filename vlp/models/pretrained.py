@@ -75,7 +75,7 @@ def _from_checkpoint(ckpt: Path, state: dict, run: RunDir, weights: str):
     model, tokenizer = build_model(model_cfg)
     if chosen != raw:
         load_weights(model, chosen, partial=True)
-    progress = state.get("progress", {})  # what vlp.train.state.save records
+    progress = state.get("progress", {})  # what the checkpointer (vlp.train.state) records
     info = {"name": recipe.train.run_name or run.root.name, "checkpoint": str(chosen), "weights": weights,
             "ema_decay": recipe.train.ema_decay if weights == "ema" else None, "run_dir": str(run.root),
             "recipe": recipe,

@@ -6,6 +6,7 @@ from typing import Optional, Union
 
 import torch
 from torch import nn
+from torch.distributed.checkpoint.stateful import Stateful
 
 from vlp.objectives.distributed import average_terms
 from vlp.objectives.precision import autocast_off, full_precision
@@ -55,22 +56,12 @@ class Objective(nn.Module):
                 **extras) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    # Per-sample state (isogclr): none by default.  The trainer binds the data's sample-id count before training,
-    # and a checkpoint carries `state_tensors()` (collective: every rank calls it), restored by `load_state_tensors`.
-    def bind_samples(self, num_sample_ids: Optional[int]) -> None:
-        pass
-
-    def state_tensors(self) -> dict[str, torch.Tensor]:
+    def components(self, data, device: torch.device) -> dict[str, Stateful]:
+        """The training state this objective keeps beyond the model, by name: none by default. Each is a component
+        like the trainer's own (vlp.train.components: `state_dict`/`load_state_dict`, optionally `after_step`),
+        checkpointed and told after every step whether it was applied; `data` is the training data, `device` where
+        training runs."""
         return {}
-
-    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        if tensors:
-            raise ValueError(f"{type(self).__name__} keeps no per-sample state, but the checkpoint has "
-                             f"{', '.join(sorted(tensors))}")
-
-    def step_applied(self, applied: torch.Tensor) -> None:
-        """Called after every optimizer step with `applied`, a 0-d bool device tensor (False: the trainer skipped the
-        step as non-finite); per-sample state keeps that step's update only if it was applied."""
 
 
 def check_execution(cls: type[Objective], gather: str, tiled: bool, tile_size: int) -> None:

@@ -47,22 +47,8 @@ class Composite(Objective):
             self.extras, self.init_logit_scale, self.init_logit_bias = (base.extras, base.init_logit_scale,
                                                                         base.init_logit_bias)
 
-    def bind_samples(self, num_sample_ids):
-        if self.base is not None:
-            self.base.bind_samples(num_sample_ids)
-
-    def state_tensors(self):
-        return {} if self.base is None else self.base.state_tensors()
-
-    def load_state_tensors(self, tensors):
-        if self.base is not None:
-            self.base.load_state_tensors(tensors)
-        else:
-            super().load_state_tensors(tensors)
-
-    def step_applied(self, applied):
-        if self.base is not None:
-            self.base.step_applied(applied)
+    def components(self, data, device):
+        return {} if self.base is None else self.base.components(data, device)
 
     def compute(self, x, y, t, b=None, **extras):
         if self.base is not None:

@@ -4,8 +4,9 @@ Wei et al. 2024).  Following the authors' code (Optimization-AI, `SogCLR_DRO_Los
 
 Every dataset sample keeps, for its image anchor and its text anchor: u (moving average of the inner expectation,
 stored as log u), τ, and m (moving average of ∂F/∂τ).  The state is O(n), keyed by `sample_ids`, sharded by id
-across ranks (id i on rank i mod W, column i div W); checkpoints hold it whole, in id order, so a resume on any
-world size reads the same values.
+across ranks (id i on rank i mod W, column i div W). It is a training-state component (`SampleState`, which the
+objective hands the trainer from `components`): checkpoints hold it whole, in id order, so a resume on any world size
+reads the same values, and a step the trainer skipped as non-finite leaves it as it was (`after_step`).
 """
 from __future__ import annotations
 
@@ -49,79 +50,15 @@ class ISogCLRLoss(Objective):
                 raise ValueError(f"{key} must be a finite number >= 0, got {value}")
         self.gamma, self.rho, self.beta, self.eta, self.grad_clip = gamma, rho, beta, eta, grad_clip
         self.tau_init, self.tau_range = tau_init, (tau_min, tau_max)
-        self.num_samples: Optional[int] = None
-        self.register_buffer("table", torch.empty(len(FIELDS), 0), persistent=False)  # this rank's ids
-        self._undo: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # the last step's columns and their old state
+        self.samples: Optional[SampleState] = None  # built by `components`, once the data's sample ids are known
 
-    # ---- per-sample state ----
-
-    def bind_samples(self, num_sample_ids: Optional[int]) -> None:
+    def components(self, data, device: torch.device) -> dict[str, SampleState]:
+        num_sample_ids = getattr(data, "num_sample_ids", None)
         if num_sample_ids is None:
             raise ValueError("objective 'isogclr' keeps state per sample and needs stable sample ids: the training "
                              "data must know its shard sizes (sizes.json) so that it can number its samples")
-        rank, size = world()
-        self.num_samples = num_sample_ids
-        local = len(range(rank, num_sample_ids, size))
-        initial = torch.tensor([-math.inf, self.tau_init, 0.0] * 2, dtype=torch.float64)
-        # one spare column last: the other ranks' ids are written there, so storing needs no boolean index (a sync)
-        self.table = initial[:, None].repeat(1, local + 1).to(self.table.device)
-
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        """The whole state in sample-id order (collective: every rank calls it)."""
-        rank, size = world()
-        mine = self.table[:, :-1]
-        if size == 1:
-            full = mine
-        else:
-            width = -(-self._bound() // size)
-            padded = torch.nn.functional.pad(mine, (0, width - mine.shape[1]))
-            parts = [torch.empty_like(padded) for _ in range(size)]
-            dist.all_gather(parts, padded)
-            full = torch.empty(len(FIELDS), self._bound(), dtype=self.table.dtype, device=self.table.device)
-            for r, part in enumerate(parts):
-                full[:, r::size] = part[:, :len(range(r, self._bound(), size))]
-        return {name: full[i].detach().cpu().clone() for i, name in enumerate(FIELDS)}
-
-    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        missing = sorted(set(FIELDS) - set(tensors))
-        if missing or tensors[FIELDS[0]].shape[0] != self._bound():
-            raise ValueError(f"checkpoint's isogclr state does not fit this data ({self._bound()} samples): "
-                             f"missing {missing}" if missing else
-                             f"it has {tensors[FIELDS[0]].shape[0]} samples, the data {self._bound()}")
-        rank, size = world()
-        full = torch.stack([tensors[name].to(self.table) for name in FIELDS])
-        self.table = torch.cat([full[:, rank::size], self.table[:, -1:]], 1)
-
-    def _bound(self) -> int:
-        if self.num_samples is None:
-            raise ValueError("objective 'isogclr' was not given the number of sample ids (bind_samples)")
-        return self.num_samples
-
-    def _fetch(self, ids: torch.Tensor) -> torch.Tensor:
-        """(fields, B) state of the global batch's ids, from the ranks that own them."""
-        rank, size = world()
-        mine = ids % size == rank
-        fetched = torch.where(mine, self.table[:, self._columns(ids)], 0.0)
-        if size > 1:
-            dist.all_reduce(fetched)  # exactly one rank contributes each column
-        return fetched
-
-    def _store(self, ids: torch.Tensor, values: torch.Tensor) -> None:
-        columns = self._columns(ids)
-        self._undo = (columns, self.table[:, columns].clone())  # until the trainer says whether the step was applied
-        self.table[:, columns] = values
-
-    def step_applied(self, applied: torch.Tensor) -> None:
-        """Undo the last step's state update if the trainer skipped the step (on the device: no host sync)."""
-        if self._undo is not None:
-            columns, before = self._undo
-            self.table[:, columns] = torch.where(applied, self.table[:, columns], before)
-            self._undo = None
-
-    def _columns(self, ids: torch.Tensor) -> torch.Tensor:
-        """Columns of this rank's table for `ids`: its own ids' columns, the spare last column for the others."""
-        rank, size = world()
-        return torch.where(ids % size == rank, ids // size, self.table.shape[1] - 1)
+        self.samples = SampleState(num_sample_ids, self.tau_init, device)
+        return {"objective": self.samples}
 
     # ---- the objective ----
 
@@ -130,7 +67,9 @@ class ISogCLRLoss(Objective):
         all_x, all_y = gather_with_grad(x), gather_with_grad(y)
         if all_x.shape[0] < 2:
             raise ValueError("isogclr needs at least 2 samples in the global batch")
-        state = self._fetch(ids)
+        if self.samples is None:
+            raise ValueError("objective 'isogclr' has no per-sample state yet: build it with components(data, device)")
+        state = self.samples.fetch(ids)
         loss, estimate, new_state = 0, 0, []
         # image anchors against the texts, text anchors against the images: h = s(anchor, z) − s(anchor, its pair)
         for anchors, columns, (log_u, tau, tau_grad) in ((all_x, all_y, state[0:3]), (all_y, all_x, state[3:6])):
@@ -138,7 +77,7 @@ class ISogCLRLoss(Objective):
             loss, estimate = loss + side_loss, estimate + side_estimate
             new_state.extend(updated)
         with torch.no_grad():
-            self._store(ids, torch.stack(new_state).to(self.table.dtype))
+            self.samples.store(ids, torch.stack(new_state))
         loss = loss - loss.detach() + estimate  # gradient of the paper's update, value of its objective
         return {"loss": loss, "contrastive_loss": loss, "image_tau_mean": state[1].mean().to(x.dtype),
                 "text_tau_mean": state[4].mean().to(x.dtype), "logit_scale": t}
@@ -165,3 +104,67 @@ class ISogCLRLoss(Objective):
         # gradient g/u · (E_p[∇s_iz] − ∇s_ii) = mean_z exp(h/τ)/u · ∇h, since ∇(τ·LSE_i) = E_p[∇s_iz]
         surrogate = (ratio * (tau * lse - positive)).mean()
         return surrogate, estimate, (log_u, new_tau, tau_grad)
+
+class SampleState:
+    """(u, τ, m) of both anchors for every sample id: this rank's ids as the columns of one table, whole in the
+    checkpoint. A training-state component (vlp.train.components): `state_dict` is a collective."""
+
+    def __init__(self, num_sample_ids: int, tau_init: float, device: torch.device):
+        rank, size = world()
+        self.num_samples = num_sample_ids
+        initial = torch.tensor([-math.inf, tau_init, 0.0] * 2, dtype=torch.float64)
+        # one spare column last: the other ranks' ids are written there, so storing needs no boolean index (a sync)
+        self.table = initial[:, None].repeat(1, len(range(rank, num_sample_ids, size)) + 1).to(device)
+        self._undo: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # the last step's columns and their old state
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The whole state in sample-id order (collective: every rank calls it)."""
+        rank, size = world()
+        mine = self.table[:, :-1]
+        if size == 1:
+            full = mine
+        else:
+            width = -(-self.num_samples // size)
+            padded = torch.nn.functional.pad(mine, (0, width - mine.shape[1]))
+            parts = [torch.empty_like(padded) for _ in range(size)]
+            dist.all_gather(parts, padded)
+            full = torch.empty(len(FIELDS), self.num_samples, dtype=self.table.dtype, device=self.table.device)
+            for r, part in enumerate(parts):
+                full[:, r::size] = part[:, :len(range(r, self.num_samples, size))]
+        return {name: full[i].detach().cpu().clone() for i, name in enumerate(FIELDS)}
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        missing = sorted(set(FIELDS) - set(tensors))
+        if missing or tensors[FIELDS[0]].shape[0] != self.num_samples:
+            raise ValueError(f"checkpoint's isogclr state does not fit this data ({self.num_samples} samples): "
+                             f"missing {missing}" if missing else
+                             f"it has {tensors[FIELDS[0]].shape[0]} samples, the data {self.num_samples}")
+        rank, size = world()
+        full = torch.stack([tensors[name].to(self.table) for name in FIELDS])
+        self.table = torch.cat([full[:, rank::size], self.table[:, -1:]], 1)
+
+    def after_step(self, applied: torch.Tensor) -> None:
+        """Undo the last step's state update if the trainer skipped the step (on the device: no host sync)."""
+        if self._undo is not None:
+            columns, before = self._undo
+            self.table[:, columns] = torch.where(applied, self.table[:, columns], before)
+            self._undo = None
+
+    def fetch(self, ids: torch.Tensor) -> torch.Tensor:
+        """(fields, B) state of the global batch's ids, from the ranks that own them."""
+        rank, size = world()
+        mine = ids % size == rank
+        fetched = torch.where(mine, self.table[:, self._columns(ids)], 0.0)
+        if size > 1:
+            dist.all_reduce(fetched)  # exactly one rank contributes each column
+        return fetched
+
+    def store(self, ids: torch.Tensor, values: torch.Tensor) -> None:
+        columns = self._columns(ids)
+        self._undo = (columns, self.table[:, columns].clone())  # until the trainer says whether the step was applied
+        self.table[:, columns] = values.to(self.table.dtype)
+
+    def _columns(self, ids: torch.Tensor) -> torch.Tensor:
+        """Columns of this rank's table for `ids`: its own ids' columns, the spare last column for the others."""
+        rank, size = world()
+        return torch.where(ids % size == rank, ids // size, self.table.shape[1] - 1)

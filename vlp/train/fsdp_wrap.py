@@ -3,8 +3,9 @@
 Why not accelerate's FSDP2 plugin (`FullyShardedDataParallelPlugin(fsdp_version=2)`): accelerate 1.15 switches to
 FSDP only for GPU-like multi-device types; with `Accelerator(cpu=True)` (gloo) it ignores the plugin and `prepare`
 wraps the model in DDP, even one whose parameters are already DTensors (its MULTI_CPU branch has no DTensor check).
-So `shard_model` shards the model right after it is built (and its resumed weights loaded) and before the optimizer
-is built, and the training loop passes only the optimizer to `accelerator.prepare`. The same path runs on GPUs.
+So `shard_model` shards the model right after it is built and before the optimizer is built (a resume then loads the
+checkpoint into the shards), and the training loop passes only the optimizer to `accelerator.prepare`. The same path
+runs on GPUs.
 
 Layout: every transformer block of each tower is its own FSDP unit (all-gathered just before it runs, resharded
 after), the rest (embeddings, projections, final norms) forms the root unit. Scalar parameters (the logit scale and
@@ -105,19 +106,13 @@ def replicated(value: Any) -> Any:
 
 
 def laid_out_as(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A full tensor laid out as `like`: this rank's shard when `like` is a DTensor (cut locally, no communication)."""
+    """A full tensor laid out as `like`: this rank's shard when `like` is a DTensor (cut locally, no communication);
+    a DTensor (already laid out) as it is."""
     from torch.distributed.tensor import distribute_tensor
 
-    if not isinstance(like, DTensor):
+    if not isinstance(like, DTensor) or isinstance(full, DTensor):
         return full
     return distribute_tensor(full.to(like.device), like.device_mesh, like.placements, src_data_rank=None)
-
-
-def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The whole model's weights, on the CPU, on rank 0 (empty elsewhere); a collective: every rank calls it."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
 def strategy_problem(strategy: str, precision: str, compiles: bool, evaluates: bool) -> Optional[tuple[str, str]]:

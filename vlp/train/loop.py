@@ -21,16 +21,18 @@ from vlp.data.device_images import ready_images
 from vlp.data.train_data import prefetch_to
 from vlp.recipe import Recipe
 from vlp.run_dir import RunDir
-from vlp.train import state as st
+from vlp.train.components import (EMA, Generators, ModelWeights, OptimizerState, Progress, ScalerState,
+                                   SchedulerState, plugin_components)
 from vlp.train.evaluation import EvalHook
 from vlp.train.gradcache import compute_gradients
 from vlp.train.metrics import MetricsSink, Values, Window, host_values, logit_stats
 from vlp.train.nonfinite import NonFiniteLossError, NonFiniteSteps, step_is_finite  # noqa: F401 (vlp.train's)
 from vlp.train.optim import build_optimizer, build_scheduler, step_unless_skipped
 from vlp.train.preempt import Preempted, PreemptionSignals
-from vlp.train.sharding import release_process_group, replicated, shard_model
+from vlp.train.fsdp_wrap import release_process_group, replicated, shard_model
 from vlp.train.setup import (Steps, local_batch_size, make_accelerator, prepare_run_dir, read_recipe,
                              release_accelerator_state, resolve_steps, start_trackers)
+from vlp.train.state import Checkpointer
 
 
 @dataclass
@@ -53,23 +55,20 @@ class Run:
     recipe: Recipe
     steps: Steps
     data: Any  # follows the vlp.data interface: batches(epoch, skip=n) for this process's rank
+    acc: Any  # the accelerator
+    model: torch.nn.Module  # prepared: possibly compiled, wrapped in DDP or sharded
     raw_model: torch.nn.Module  # unwrapped: its logit scale is clamped and logged, the EMA and eval read it
     objective: torch.nn.Module
-    trainables: st.Trainables  # the prepared model, optimizer, scheduler, accelerator, EMA: what a checkpoint holds
-    progress: st.Progress
+    optimizer: Any
+    scheduler: Any
+    ema: Optional[EMA]
+    progress: Progress
+    checkpointer: Checkpointer  # every component of the training state
     sink: MetricsSink
     evaluator: EvalHook
     dir: RunDir
     nonfinite: NonFiniteSteps
     callbacks: Sequence[StepCallback] = ()
-
-    @property
-    def model(self) -> torch.nn.Module:
-        return self.trainables.model
-
-    @property
-    def acc(self):
-        return self.trainables.accelerator
 
 
 def train(recipe: Recipe | str | Path, resume: Optional[str] = None, *, overrides: Sequence[str] = (),
@@ -101,37 +100,49 @@ def train(recipe: Recipe | str | Path, resume: Optional[str] = None, *, override
         data = build_train_data(recipe.data, transform, tokenizer, local_batch_size=local_batch, seed=cfg.seed,
                                 rank=rank, world_size=world, pin_memory=acc.device.type == "cuda")
     steps = resolve_steps(recipe, data.samples_per_epoch, source)
-    objective.bind_samples(getattr(data, "num_sample_ids", None))  # per-sample state (isogclr) needs the id range
-    if resume_from:
-        st.restore_weights(resume_from[0], raw_model)
     if cfg.strategy == "fsdp":  # before the EMA and the optimizer, which then hold this rank's shards only
         shard_model(raw_model, cfg.precision, acc.device)
-    ema = st.EMA(raw_model, cfg.ema_decay) if cfg.ema_decay else None
+    ema = EMA(raw_model, cfg.ema_decay) if cfg.ema_decay else None
     optimizer = build_optimizer(raw_model, recipe.optim)
     # Default dynamic shapes: the first change of text length (bucketed, `Batch.text_length`) recompiles the towers
     # once with a symbolic length, which every later bucket reuses.
     model = torch.compile(raw_model) if cfg.compile else raw_model
-    if cfg.strategy == "fsdp":  # accelerate would wrap the sharded model in DDP (see vlp.train.sharding)
+    if cfg.strategy == "fsdp":  # accelerate would wrap the sharded model in DDP (see vlp.train.fsdp_wrap)
         optimizer = acc.prepare(optimizer)
     else:
         model, optimizer = acc.prepare(model, optimizer)
     scheduler = build_scheduler(optimizer, recipe.schedule, steps.warmup, steps.total)
-    trainables = st.Trainables(model, optimizer, scheduler, acc, ema, objective)
-    progress = st.restore(*resume_from, trainables) if resume_from else st.Progress(world_size=world)
+    progress = Progress(world_size=world)
+
+    # ---- the training state: every component a checkpoint holds, restored in this order ----
+    components = {
+        "model": ModelWeights(raw_model),
+        **({"ema": ema} if ema is not None else {}),  # after the model: missing from a checkpoint, it copies the model
+        "optimizer": OptimizerState(raw_model, optimizer),
+        "scheduler": SchedulerState(scheduler),
+        **({"scaler": ScalerState(acc.scaler)} if acc.scaler is not None else {}),
+        "progress": progress,
+        **objective.components(data, acc.device),  # an objective's own state (isogclr's per-sample temperatures)
+        **plugin_components(recipe, data),
+        "rng": Generators(),  # last: nothing restored after it draws a random number
+    }
+    checkpointer = Checkpointer(run_dir, acc, components, cfg.keep_checkpoints)
+    if resume_from:
+        checkpointer.restore(*resume_from)
 
     sink = MetricsSink(run_dir, acc)
     if resume:  # also when --resume latest starts over: a killed run's records are about to be redone
         sink.truncate_after(progress.step)
     start_trackers(acc, recipe, run_name)
     evaluator = EvalHook(recipe, raw_model, tokenizer, acc, sink, run_dir)
-    run = Run(recipe, steps, data, raw_model, objective, trainables, progress, sink, evaluator, run_dir,
-              NonFiniteSteps(progress, acc.device), callbacks)
+    run = Run(recipe, steps, data, acc, model, raw_model, objective, optimizer, scheduler, ema, progress, checkpointer,
+              sink, evaluator, run_dir, NonFiniteSteps(progress, acc.device), callbacks)
     final, last_logged = (resume_from[0] if resume_from else None), {}
     try:
         if progress.step < steps.total:  # else: resuming a run that already finished
             with PreemptionSignals(world) as preemption:
                 last_logged = _loop(run, preemption)
-            final = st.save(run_dir, trainables, progress, cfg.keep_checkpoints)
+            final = checkpointer.save(progress.step)
             evaluator.run(progress.step, final=True)
             _export(recipe, run_dir, acc)
     finally:
@@ -172,7 +183,7 @@ def _loop(run: Run, preemption: PreemptionSignals) -> dict[str, float]:
             if logs:
                 logged = _log(run, window, bar)
             if saves:
-                st.save(run.dir, run.trainables, progress, cfg.keep_checkpoints)
+                run.checkpointer.save(step)
             if steps.eval_every and step % steps.eval_every == 0 and step < steps.total:
                 run.evaluator.run(step)
                 run.model.train()
@@ -196,7 +207,7 @@ def _loop(run: Run, preemption: PreemptionSignals) -> dict[str, float]:
     return logged
 
 
-def _epoch_batches(data, progress: st.Progress):
+def _epoch_batches(data, progress: Progress):
     """The epoch's batches from where `progress` stands (a data source without a tail takes no `tail_start`)."""
     if progress.tail_start is None:
         return data.batches(progress.epoch, skip=progress.batches_in_epoch)
@@ -214,7 +225,7 @@ def _step(run: Run, batch: Batch) -> Values:
     resume_skip = progress.batches_in_epoch + 1 if batch.resume_skip is None else batch.resume_skip
     # Randomness of step s depends only on (seed, s, rank): a resumed run draws what the uninterrupted one did.
     torch.manual_seed(_step_seed(cfg.seed, progress.step, acc.process_index))
-    lr = run.trainables.optimizer.param_groups[0]["lr"]
+    lr = run.optimizer.param_groups[0]["lr"]
     micro = cfg.micro_batch_size or cfg.batch_size
     out = compute_gradients(run.model, run.objective, batch, micro, acc)
     ok, grad_norm = _update(run, out.terms["loss"])
@@ -231,8 +242,10 @@ def _step(run: Run, batch: Batch) -> Values:
 
 def _update(run: Run, loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Clip, step (skipped on the device if the loss or gradient norm is non-finite on any process), schedule, clamp
-    the logit scale, update the EMA. Returns whether the step was applied and the gradient norm, as device tensors."""
-    acc, t, clip = run.acc, run.trainables, run.recipe.optim.grad_clip
+    the logit scale, tell every state component whether the step was applied (`after_step`: the EMA, an objective's
+    per-sample state). Returns whether the step was finite (what the non-finite counter counts) and the gradient
+    norm, as device tensors."""
+    acc, clip = run.acc, run.recipe.optim.grad_clip
     params = [p for p in run.model.parameters() if p.requires_grad]
     # Clipping, fp16 unscaling and sharded (FSDP/DeepSpeed) norms go through accelerate.
     if clip or acc.scaler is not None or acc.distributed_type.name in ("FSDP", "DEEPSPEED"):
@@ -243,19 +256,17 @@ def _update(run: Run, loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     finite = step_is_finite(loss, torch.as_tensor(grad_norm, device=loss.device))
     if acc.scaler is not None:  # fp16's scaler skips overflowing steps itself (on the host) and lowers the scale
         ok = step_is_finite(loss)
-        t.optimizer.step()
+        run.optimizer.step()
     else:
         ok = finite
-        step_unless_skipped(t.optimizer, ok)
-    run.objective.step_applied(finite)  # the scaler skips exactly the steps with a non-finite (unscaled) norm
-    t.optimizer.zero_grad(set_to_none=True)
+        step_unless_skipped(run.optimizer, ok)
+    run.optimizer.zero_grad(set_to_none=True)
     with warnings.catch_warnings():  # a skipped first step makes torch warn about the call order; that is intended
         warnings.simplefilter("ignore", UserWarning)
-        t.scheduler.step()
+        run.scheduler.step()
     with torch.no_grad():  # a no-op on a skipped step: the weights are those clamped after the last applied one
         run.raw_model.logit_scale.clamp_(0, math.log(run.recipe.model.max_logit_scale))
-    if t.ema is not None:
-        t.ema.update(run.raw_model, ok)
+    run.checkpointer.after_step(finite)  # the scaler skips exactly the steps with a non-finite (unscaled) norm
     return ok, grad_norm
 
 

@@ -11,7 +11,7 @@ import warnings
 
 import torch
 
-from vlp.train.state import Progress
+from vlp.train.components import Progress
 
 
 class NonFiniteLossError(RuntimeError):

@@ -35,7 +35,7 @@ def read_recipe(recipe: Recipe | str | Path, overrides=()) -> tuple[Recipe, str,
 def make_accelerator(recipe: Recipe, run: RunDir, source: str):
     from accelerate import Accelerator
 
-    from vlp.train.sharding import strategy_problem
+    from vlp.train.fsdp_wrap import strategy_problem
 
     cfg = recipe.train
     problem = strategy_problem(cfg.strategy, cfg.precision, cfg.compile, bool(recipe.eval.datasets))

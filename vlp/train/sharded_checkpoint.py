@@ -1,15 +1,15 @@
-"""Sharded checkpoints of FSDP2 models: every rank writes its own rows in parallel; any number of ranks reads them.
+"""Sharded tensors in checkpoints: every rank writes its own rows in parallel; any number of ranks reads them.
 
 Why not the files of `torch.distributed.checkpoint` (DCP): its FileSystemWriter writes the checkpoint's `.metadata`
 with `pickle.dump` and its reader loads it with `pickle.load` (torch 2.14, distributed/checkpoint/filesystem.py), and
-nothing in vlp loads a pickle. So only DCP's state-dict API is used (`get/set_model_state_dict`,
-`get/set_optimizer_state_dict`: sharded state keyed by parameter name, whatever wraps the model), and the files are
-safetensors named by vlp.run_dir:
+nothing in vlp loads a pickle. So the checkpointer (vlp.train.state) uses only DCP's state-dict API, through the
+components that hold FSDP2 state (vlp.train.components), and a component whose state holds sharded DTensors is
+written here as safetensors files named by vlp.run_dir:
 
     model-rank00000-of-00002.safetensors      rank 0's rows of every sharded tensor, plus the unsharded ones
     optimizer-rank00000-of-00002.safetensors  the same for the optimizer state ("<parameter name>.<state name>")
-    ema-rank00000-of-00002.safetensors        the same for the EMA, when its weights are sharded
-    model.safetensors, ema.safetensors        the consolidated weights (rank 0): eval, export, open_clip, resume
+    ema-rank00000-of-00002.safetensors        the same for the EMA
+    model.safetensors, ema.safetensors        the consolidated weights (rank 0): eval, export, open_clip
 
 FSDP2 shards dim 0 of each parameter with torch.chunk semantics: rank r of W holds rows [r·c, (r+1)·c) of n, with
 c = ceil(n / W), possibly fewer or none. Each file records in its safetensors metadata the first global row of each
@@ -26,72 +26,26 @@ from typing import Any, Callable, Optional
 
 import torch
 from safetensors import safe_open
-from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                     get_optimizer_state_dict, set_model_state_dict,
-                                                     set_optimizer_state_dict)
 from torch.distributed.tensor import DTensor, Replicate, Shard
 
-from vlp.objectives.distributed import world as process_world
-from vlp.run_dir import Checkpoint, CheckpointError
-from vlp.train.sharding import full_state_dict
-from vlp.train.state import optimizer_from_flat, optimizer_to_flat, write_tensors
+from vlp.run_dir import CheckpointError
+from vlp.train.tensor_files import write_tensors
 
-ShardFile = Callable[[int, int], Path]  # (rank, world) → the file of that rank, e.g. Checkpoint.model_shard
+ShardFile = Callable[[int, int], Path]  # (rank, world) → the file of that rank, e.g. Checkpoint.shard("model", ...)
 Entries = dict[str, dict[str, Any]]  # tensor name → {"shape", "dtype", "placement"}
 _SHARDED, _WHOLE = "Shard(0)", "whole"
 
 
-def save_sharded(tmp: Checkpoint, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 ema_weights: Optional[dict[str, torch.Tensor]] = None) -> dict[str, Any]:
-    """Collective, called by every rank of a model that `vlp.train.sharding.is_sharded`: write this rank's rows of
-    the model, the optimizer and the EMA into the temporary checkpoint directory `tmp` (which exists), and on rank 0
-    the consolidated model.safetensors and ema.safetensors. Returns the description that rank 0 records in
-    state.json under "sharded" (the same on every rank), which `load_sharded` reads."""
-    rank, world = process_world()
-    opt_tensors, structure = optimizer_to_flat(get_optimizer_state_dict(model, optimizer))
-    description: dict[str, Any] = {"world_size": world, "optimizer_structure": structure,
-                                   "model": _write(tmp.model_shard(rank, world), get_model_state_dict(model), rank),
-                                   "optimizer": _write(tmp.optimizer_shard(rank, world), opt_tensors, rank)}
-    _write_consolidated(tmp.model, full_state_dict(model), rank)
-    if ema_weights is not None:
-        if any(isinstance(v, DTensor) for v in ema_weights.values()):
-            description["ema"] = _write(tmp.ema_shard(rank, world), ema_weights, rank)
-        _write_consolidated(tmp.ema, ema_weights, rank)
-    return description
-
-
-def load_sharded(files: Checkpoint, description: dict[str, Any], model: torch.nn.Module,
-                 optimizer: torch.optim.Optimizer, ema_weights: Optional[dict[str, torch.Tensor]] = None) -> None:
-    """Load a (verified) sharded checkpoint into the model, the optimizer and the EMA weights, whatever the world size
-    it was written with: every rank reads just the rows its own shards hold; a plain (unsharded) model, with or
-    without a process group, reads the full tensors. An EMA saved unsharded is left to the caller (ema.safetensors)."""
-    current = get_model_state_dict(model)
-    set_model_state_dict(model, _read(files.model_shard, description, "model", current))
-    # An optimizer state tensor shaped like its parameter is sharded like it ("<parameter name>.<state name>").
-    like = {key: current.get(key.rsplit(".", 1)[0]) for key in description["optimizer"]}
-    tensors = _read(files.optimizer_shard, description, "optimizer", like)
-    # Not strict: a parameter that never had a gradient has no optimizer state, in the checkpoint or here.
-    set_optimizer_state_dict(model, optimizer, optimizer_from_flat(tensors, description["optimizer_structure"], str),
-                             options=StateDictOptions(strict=False))
-    if ema_weights is not None and "ema" in description:
-        for name, value in _read(files.ema_shard, description, "ema", ema_weights).items():
-            ema_weights[name].copy_(value)
-
-
-def load_full_optimizer(model: torch.nn.Module, optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
-    """Load torch's full state_dict of this optimizer (keyed by parameter index, as a ddp checkpoint holds it) into
-    the optimizer of a sharded model: re-keyed by parameter name, which DCP then cuts into this rank's shards."""
-    names = {id(p): name for name, p in model.named_parameters()}
-    order = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
-    full = {"state": {order[index]: values for index, values in saved["state"].items()},
-            "param_groups": [{**group, "params": [order[i] for i in group["params"]]}
-                             for group in saved["param_groups"]]}
-    set_optimizer_state_dict(model, optimizer, full, options=StateDictOptions(full_state_dict=True, strict=False))
+def holds_shards(tensors: dict[str, torch.Tensor]) -> bool:
+    """Whether any of `tensors` is a DTensor sharded over the ranks (FSDP2's Shard(0)), so each rank writes its rows."""
+    return any(_placement(name, value) == _SHARDED for name, value in tensors.items())
 
 
 # ---- writing: this rank's rows of each sharded tensor; rank 0 also the unsharded ones ----
 
-def _write(path: Path, tensors: dict[str, torch.Tensor], rank: int) -> Entries:
+def write_shards(path: Path, tensors: dict[str, torch.Tensor], rank: int) -> Entries:
+    """Write this rank's rows of each sharded tensor (rank 0: also the unsharded ones) to `path`; returns the
+    description of every tensor, the same on every rank, that `read_shards` needs."""
     local: dict[str, torch.Tensor] = {}
     first_rows: dict[str, str] = {}
     entries: Entries = {}
@@ -107,7 +61,7 @@ def _write(path: Path, tensors: dict[str, torch.Tensor], rank: int) -> Entries:
     return entries
 
 
-def _write_consolidated(path: Path, tensors: dict[str, torch.Tensor], rank: int) -> None:
+def write_consolidated(path: Path, tensors: dict[str, torch.Tensor], rank: int) -> None:
     """Rank 0 writes the full tensors. A collective: every rank gathers each DTensor in turn, keeping none of them."""
     full = {}
     for name, value in tensors.items():
@@ -140,10 +94,10 @@ def _rows(value: DTensor) -> tuple[int, int]:
 
 # ---- reading: the rows each target tensor needs, from whichever files hold them ----
 
-def _read(shard: ShardFile, description: dict[str, Any], group: str,
-          like: dict[str, Optional[torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """The tensors of `group`, each laid out as its counterpart in `like` (a DTensor: this rank's rows only)."""
-    world, entries = description["world_size"], description[group]
+def read_shards(shard: ShardFile, world: int, entries: Entries,
+                like: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The tensors `entries` describes, written by `world` ranks, each laid out as its counterpart in `like` (a
+    DTensor: this rank's rows only; a plain tensor: whole, on its device; none: whole, on the CPU)."""
     with ExitStack() as stack:
         opened = [stack.enter_context(safe_open(str(shard(r, world)), "pt")) for r in range(world)]
         return {name: _assemble(name, entry, opened, like.get(name)) for name, entry in entries.items()}

@@ -13,6 +13,7 @@
       tensorboard/                   TensorBoard events
       report.html                    `vlp report`
       demo_report.json               `vlp demo`
+      export/.vlp-export             marks a folder `vlp export` wrote (EXPORT_MARKER), which --overwrite may replace
 
 Other modules ask `RunDir` and `Checkpoint` for paths; this is the only module that spells these names. A checkpoint is
 written under a temporary name (vlp.train.state) and sealed by `state.json`, which carries a manifest (size and sha256
@@ -32,6 +33,8 @@ LATEST = "latest"  # `--resume latest`, and the pointer file naming the newest c
 TEMP_PREFIX = ".tmp-"  # a checkpoint (or pointer) being written; never read
 _CHECKPOINT_NAME = re.compile(r"^step_(\d+)$")
 WEIGHTS = ("raw", "ema")  # a checkpoint's trained weights (`Checkpoint.model`) or their moving average (`.ema`)
+# Left in every folder `vlp export` writes (RUN_DIR/export too): `--overwrite` replaces only a folder holding it.
+EXPORT_MARKER = ".vlp-export"
 
 
 class CheckpointError(RuntimeError):

@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 from vlp.export.card import copy_pictures, model_card
 from vlp.export.formats import convert_transformers, transformers_kind, write_open_clip, write_transformers
 from vlp.export.layers import NotExportable
-from vlp.run_dir import RunDir
+from vlp.run_dir import EXPORT_MARKER, RunDir
 
 FORMATS = ("open_clip", "transformers")
 
@@ -30,8 +30,10 @@ def export(source, out_dir, formats: Optional[Sequence[str]] = None, overwrite: 
     if not wanted <= set(FORMATS):
         raise ValueError(f"formats must be among {FORMATS}, got {sorted(wanted)}")
     _refuse_overlap(Path(source), out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
-        raise FileExistsError(f"{out_dir} exists and is not empty; pass --overwrite (overwrite=True) to replace it")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        if not overwrite:
+            raise FileExistsError(f"{out_dir} exists and is not empty; pass --overwrite (overwrite=True) to replace it")
+        _refuse_replacing(out_dir)
     model, _, tokenizer, info = load_pretrained(source, weights=weights)
     converted, skipped = None, {}
     if "transformers" in wanted:
@@ -47,12 +49,13 @@ def export(source, out_dir, formats: Optional[Sequence[str]] = None, overwrite: 
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     write_open_clip(model, tokenizer, staging)
+    (staging / EXPORT_MARKER).write_text("written by `vlp export`, which may replace this folder (--overwrite)\n")
     if converted:
         write_transformers(converted, model, staging)
     card = model_card(info, license, push_to_hub, written, transformers_kind(model), copy_pictures(info, staging))
     (staging / "README.md").write_text(card)
     if out_dir.exists():
-        shutil.rmtree(out_dir) if out_dir.is_dir() else out_dir.unlink()
+        shutil.rmtree(out_dir)
     staging.rename(out_dir)
     log(f"exported {', '.join(written)} to {out_dir}")
     result = {"out_dir": str(out_dir), "formats": written, "skipped": skipped}
@@ -62,6 +65,16 @@ def export(source, out_dir, formats: Optional[Sequence[str]] = None, overwrite: 
         result["commit_url"] = push_folder(out_dir, push_to_hub, private, revision)
         log(f"pushed to {push_to_hub}: {result['commit_url']}")
     return result
+
+
+def _refuse_replacing(out_dir: Path) -> None:
+    """`--overwrite` deletes `out_dir`: only a folder an export wrote (it holds EXPORT_MARKER) may go, never a run."""
+    if RunDir.of(out_dir) is not None or RunDir(out_dir).checkpoints.is_dir():
+        raise FileExistsError(f"{out_dir} holds a training run; --overwrite replaces only a folder `vlp export` wrote: "
+                              "export elsewhere")
+    if not (out_dir / EXPORT_MARKER).is_file():
+        raise FileExistsError(f"{out_dir} was not written by `vlp export` (it has no {EXPORT_MARKER}); --overwrite "
+                              "replaces only such folders: export elsewhere or empty it first")
 
 
 def _refuse_overlap(source: Path, out_dir: Path) -> None:

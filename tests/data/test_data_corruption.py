@@ -293,7 +293,9 @@ def test_vlp_train_reports_a_failing_source_in_one_line(tmp_path, capsys, resamp
     from helpers.train_support import recipe_dict, write_recipe
     from vlp.cli import main
 
-    recipe = recipe_dict(f"{tmp_path}/missing-{{0..3}}.tar", tmp_path / "runs", duration="2 steps")
+    for i in range(4):  # present (a spec matching no file is a recipe error) but unreadable
+        (tmp_path / f"unreadable-{i}.tar").write_bytes(b"not a tar archive " * 64)
+    recipe = recipe_dict(f"{tmp_path}/unreadable-{{0..3}}.tar", tmp_path / "runs", duration="2 steps")
     recipe["data"].update(workers=2, num_samples=64, resampled=resampled)
     assert main(["train", str(write_recipe(tmp_path / "run.yaml", recipe))]) == 1
     err = capsys.readouterr().err

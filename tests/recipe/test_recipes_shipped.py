@@ -19,7 +19,8 @@ def test_recipes_are_shipped():
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
 def test_recipe_loads_and_validates(path):
-    recipe = load_recipe(path, for_training=path.name not in EVAL_ONLY)
+    # the data they name lives on the machines they were written for, not here
+    recipe = load_recipe(path, for_training=path.name not in EVAL_ONLY, files=False)
     build_from_config(recipe.objective)  # parameters and options combine into a real objective
     if path.name in EVAL_ONLY:
         assert recipe.eval.datasets, "an eval recipe lists datasets"

@@ -1,9 +1,13 @@
 """Rules on the recipe's `data` section, in one place: the recipe loader calls `check` (and, for `vlp train`,
-`require_training_data`); so does the data pipeline for a section built in Python. Cheap to import (no torch)."""
+`require_training_data` and `require_training_files`); so does the data pipeline for a section built in Python.
+Cheap to import (no torch)."""
 from __future__ import annotations
+
+import os
 
 from vlp.recipe.bounds import check_section, field_interval
 from vlp.recipe.errors import ConfigError, describe
+from vlp.recipe.paths import is_remote, missing
 from vlp.recipe.schema import DataConfig, SourceConfig
 
 
@@ -22,6 +26,21 @@ def check(cfg: DataConfig) -> None:
 def require_training_data(cfg: DataConfig) -> None:
     if not cfg.train and not cfg.sources:
         raise ConfigError("data.train", "missing required value: no training data (data.train or data.sources)")
+
+
+def require_training_files(cfg: DataConfig) -> None:
+    """Each local webdataset spec must match a file: one matching none is a wrong path, not a damaged source (a
+    missing shard among others is damage, skipped and counted). HF sources name a folder or a Hub dataset and
+    registered ones mean what their reader says: neither is checked here."""
+    from vlp.data.sources import source_reader  # deferred: vlp.data.sources calls `check`
+    from vlp.data.wds import READER, expand_shards
+
+    specs = [("data.train", spec) for spec in cfg.train.split("::")] if cfg.train else [
+        (f"data.sources[{i}].shards", s.shards) for i, s in enumerate(cfg.sources) if source_reader(s.type) is READER]
+    for key, spec in specs:
+        shards = expand_shards(spec)
+        if not any(is_remote(url) or os.path.exists(url) for url in shards):
+            raise missing(key, spec.strip(), "no file matches")
 
 
 def _check_source_types(cfg: DataConfig) -> None:

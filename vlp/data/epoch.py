@@ -31,7 +31,7 @@ from typing import Callable, Iterator, Optional
 import torch
 
 from vlp.data.batch import Batch, Item, joined
-from vlp.data.sources import DataError
+from vlp.data.sources import DataError, data_message
 
 Agree = Callable[[bool], bool]  # "this rank's streams ran dry here" → whether any rank's did
 MAX_NAMED_SHARDS = 20
@@ -274,5 +274,6 @@ def warn_about_sizes(findings: dict[str, tuple[int, int]], epoch: Optional[int])
              for url, (readable, expected) in sorted(findings.items())]
     more = f" and {len(named) - MAX_NAMED_SHARDS} more" if len(named) > MAX_NAMED_SHARDS else ""
     when = "" if epoch is None else f"epoch {epoch}: "
-    warnings.warn(f"{when}{len(named)} shard(s) differ from sizes.json, so epochs hold what is readable, "
-                  f"without repeats: {', '.join(named[:MAX_NAMED_SHARDS])}{more}", stacklevel=2)
+    message = (f"{when}{len(named)} shard(s) differ from sizes.json, so epochs hold what is readable, without "
+               f"repeats: {', '.join(named[:MAX_NAMED_SHARDS])}{more}")
+    warnings.warn(data_message(message), stacklevel=2)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Iterator, NamedTuple, Optional, Sequence
 
 from vlp.data.config_check import check, require_training_data
 from vlp.recipe.errors import did_you_mean
+from vlp.recipe.redact import redact_text
 from vlp.recipe.schema import DataConfig, SourceConfig
 
 if TYPE_CHECKING:
@@ -25,7 +26,17 @@ BUILTIN = {"webdataset": "vlp.data.wds", "wds": "vlp.data.wds", "hf": "vlp.data.
 
 
 class DataError(RuntimeError):
-    """Training data that cannot be used at all (as opposed to single bad samples, which are skipped)."""
+    """Training data that cannot be used at all (as opposed to single bad samples, which are skipped). Its message
+    quotes shard URLs, which may carry passwords and signatures, and is printed and logged: it is redacted here, for
+    every data error, as the model card is (`data_message` does the same for warnings)."""
+
+    def __init__(self, message: str):
+        super().__init__(data_message(message))
+
+
+def data_message(text: str) -> str:
+    """A data error or warning as users may see it: shard credentials masked (vlp.recipe.redact)."""
+    return redact_text(text)
 
 
 class Piece(NamedTuple):

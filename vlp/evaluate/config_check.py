@@ -2,9 +2,11 @@
 `vlp eval` for a section built in Python or from the command line. Cheap to import (no torch)."""
 from __future__ import annotations
 
+from vlp.evaluate.prompts import BUILTIN
 from vlp.evaluate.tasks import task_names
 from vlp.recipe.bounds import check_section
 from vlp.recipe.errors import ConfigError, did_you_mean
+from vlp.recipe.paths import require_path
 from vlp.recipe.schema import EvalConfig
 
 
@@ -15,3 +17,16 @@ def check(cfg: EvalConfig) -> None:
         if dataset.task not in task_names():
             hint = did_you_mean(dataset.task, task_names(), f"; registered: {', '.join(task_names())}")
             raise ConfigError(f"eval.datasets[{i}].task", f"unknown evaluation task {dataset.task!r}{hint}")
+
+
+def require_files(cfg: EvalConfig) -> None:
+    """Each eval set's data and prompt files exist: a training run finds a wrong path when it starts, not at its
+    first evaluation after hours of training (vlp.recipe.paths)."""
+    for i, dataset in enumerate(cfg.datasets):
+        key = f"eval.datasets[{i}]"
+        require_path(f"{key}.path", dataset.path)
+        for name in ("classnames", "templates"):
+            spec = getattr(dataset, name)
+            if spec is not None and spec != BUILTIN:
+                require_path(f"{key}.{name}", spec, "no such file")
+

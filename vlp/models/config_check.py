@@ -2,9 +2,20 @@
 handed a section made in Python. Cheap to import; open_clip is imported only to look an architecture up."""
 from __future__ import annotations
 
-from vlp.recipe.bounds import check_section
+import os
+from pathlib import Path
+
+from vlp.recipe.bounds import Interval, check_section
 from vlp.recipe.errors import ConfigError, did_you_mean
+from vlp.recipe.paths import require_path
 from vlp.recipe.schema import ModelConfig
+
+# open_clip config keys holding a size (model.config.KEY); where given, each must be at least 1
+OPEN_CLIP_SIZES = ("embed_dim", "vision_cfg.image_size", "vision_cfg.patch_size", "vision_cfg.width",
+                   "vision_cfg.layers", "vision_cfg.head_width", "text_cfg.context_length", "text_cfg.vocab_size",
+                   "text_cfg.width", "text_cfg.heads", "text_cfg.layers")
+_SIZE = Interval.parse("[1, inf)")
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")  # model.pretrained names a file, not an open_clip tag
 
 
 def check(cfg: ModelConfig) -> None:
@@ -17,6 +28,8 @@ def check(cfg: ModelConfig) -> None:
             raise ConfigError("model.type", unknown_type_message(cfg.type))
     if (cfg.arch is None) == (cfg.config is None):
         raise ConfigError("model", "set exactly one of model.arch (an open_clip name) or model.config")
+    if cfg.config is not None and cfg.type is None:
+        _check_open_clip_sizes(cfg.config)
     if cfg.arch is not None:
         import open_clip  # deferred: slow to import, only needed here
 
@@ -24,3 +37,25 @@ def check(cfg: ModelConfig) -> None:
         if cfg.arch not in known:
             hint = did_you_mean(cfg.arch, known)
             raise ConfigError("model.arch", f"unknown open_clip architecture {cfg.arch!r}{hint}")
+
+
+def require_files(cfg: ModelConfig) -> None:
+    """The weights a run starts from exist (checked before training, vlp.recipe.paths): model.init_checkpoint, and
+    model.pretrained where it names a file rather than an open_clip tag."""
+    if cfg.init_checkpoint:
+        require_path("model.init_checkpoint", cfg.init_checkpoint)
+    if cfg.pretrained and (os.sep in cfg.pretrained or Path(cfg.pretrained).suffix in WEIGHT_SUFFIXES):
+        require_path("model.pretrained", cfg.pretrained, "no such weights file")
+
+
+def _check_open_clip_sizes(config: dict) -> None:
+    """A size of 0 in open_clip's config ends deep in its constructors (a 36-line traceback), or builds towers with
+    nothing to train: each must be a number >= 1 (a list, as ResNet layers or [height, width], item by item)."""
+    for name in OPEN_CLIP_SIZES:
+        section, _, key = name.rpartition(".")
+        parent = config.get(section) if section else config
+        value = parent.get(key) if isinstance(parent, dict) else None
+        for i, item in enumerate(value if isinstance(value, list) else [value]):
+            problem = None if item is None else _SIZE.problem(item)
+            if problem:
+                raise ConfigError(f"model.config.{name}" + (f"[{i}]" if isinstance(value, list) else ""), problem)

@@ -16,6 +16,8 @@ from vlp.objectives.registry import check_params, get, get_regularizer
 from vlp.recipe.bounds import check_section
 from vlp.recipe.errors import ConfigError
 
+MIN_GLOBAL_BATCH = 2  # one positive pair and at least one negative
+
 
 def build(name: str, **params) -> nn.Module:
     """The objective registered as `name`, constructed with `params` (recipe parameters and, for softmax/sigmoid,
@@ -62,6 +64,15 @@ def check_inputs(cfg, data) -> None:
         hint = " (or objective.params.equal_labels: false)" if name == "masked_softmax" else ""
         raise ConfigError("data.label_key", f"objective {name!r} uses sample labels: name the field that holds "
                                             f"them, e.g. 'cls'{hint}")
+
+
+def check_batch(cfg, global_batch: int) -> None:
+    """Raise ConfigError when the global batch holds no negatives: every objective contrasts each pair with the
+    batch's other samples, and with none its loss is constant (softmax: exactly 0) and nothing is learned."""
+    if global_batch < MIN_GLOBAL_BATCH:
+        raise ConfigError("train.batch_size", f"objective {cfg.name!r} contrasts each pair with the other samples of "
+                          f"the global batch, so it needs at least {MIN_GLOBAL_BATCH}, got {global_batch}; raise "
+                          "train.batch_size (the global batch, over all processes)")
 
 
 def _build_base(base_name: Optional[str], cfg) -> Optional[Objective]:

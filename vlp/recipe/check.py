@@ -17,9 +17,10 @@ OWNERS = {"model": "vlp.models", "data": "vlp.data", "objective": "vlp.objective
           "eval": "vlp.evaluate"}  # section -> package whose `check(section)` holds all its rules
 
 
-def check_recipe(recipe: Recipe, source: str | Path, for_training: bool = False) -> None:
+def check_recipe(recipe: Recipe, source: str | Path, for_training: bool = False, *, files: bool = True) -> None:
     """Raise RecipeError (file `source`) for the first key that is invalid or means nothing; `for_training` also
-    requires what `vlp train` needs (a duration and training data)."""
+    requires what `vlp train` needs (a duration, training data and, unless `files` is false, every local path it
+    names: false validates a recipe on a machine without its data)."""
     try:
         _import_plugins(recipe.plugins)
         for f in dataclasses.fields(recipe):
@@ -27,7 +28,7 @@ def check_recipe(recipe: Recipe, source: str | Path, for_training: bool = False)
             if dataclasses.is_dataclass(section):
                 _section_check(f.name)(section)
         if for_training:
-            _check_trainable(recipe)
+            _check_trainable(recipe, files)
     except ConfigError as e:
         raise RecipeError(source, e.key, e.message) from None
 
@@ -48,12 +49,20 @@ def _section_check(name: str) -> Callable:
     return functools.partial(check_section, key=name)
 
 
-def _check_trainable(recipe: Recipe) -> None:
-    from vlp.data.config_check import require_training_data
+def _check_trainable(recipe: Recipe, files: bool) -> None:
+    from vlp.data.config_check import require_training_data, require_training_files
+    from vlp.evaluate.config_check import require_files as require_eval_files
+    from vlp.models.config_check import require_files as require_model_files
+    from vlp.objectives.builder import check_batch, check_inputs
 
     if recipe.train.duration is None:
         raise ConfigError("train.duration", "missing required value (e.g. '1000 steps')")
     require_training_data(recipe.data)
-    from vlp.objectives.builder import check_inputs
-
     check_inputs(recipe.objective, recipe.data)
+    check_batch(recipe.objective, recipe.train.batch_size)
+    if not files:
+        return
+    # every local path the run reads, before any work (vlp.recipe.paths)
+    require_model_files(recipe.model)
+    require_training_files(recipe.data)
+    require_eval_files(recipe.eval)

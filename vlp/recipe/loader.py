@@ -21,8 +21,10 @@ from vlp.recipe.redact import redact_text
 from vlp.recipe.schema import REQUIRED, Recipe
 
 
-def load_recipe(path: str | Path, overrides: Iterable[str] = (), for_training: bool = False) -> Recipe:
-    """Read `path` (following `base:`), apply `key.path=value` overrides, check everything, return the Recipe."""
+def load_recipe(path: str | Path, overrides: Iterable[str] = (), for_training: bool = False, *,
+                files: bool = True) -> Recipe:
+    """Read `path` (following `base:`), apply `key.path=value` overrides, check everything (`check_recipe`: with
+    `for_training`, also that each local path exists unless `files` is false), return the Recipe."""
     path = Path(path)
     raw = _read_with_bases(path, chain=())
     overrides = list(overrides)
@@ -30,7 +32,7 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = (), for_training: b
         for item in overrides:
             _apply_override(raw, item, path)
         recipe = _build(Recipe, raw, "", path)
-        check_recipe(recipe, path, for_training)
+        check_recipe(recipe, path, for_training, files=files)
     except RecipeError as e:
         raise _blamed(e, overrides) from None
     return recipe

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from vlp.recipe.paths import PIPE
 from vlp.recipe.schema import Recipe
-
-PIPE = "pipe:"
 
 
 def code_it_runs(recipe: Recipe) -> list[str]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -147,8 +148,12 @@ def resolve_steps(recipe: Recipe, samples_per_epoch: Optional[int], source: str)
         raise RecipeError(source, "train.duration", f"is shorter than one step of {batch} samples")
     every = steps(recipe.train.checkpoint_every, "train.checkpoint_every") or total
     eval_every = steps(recipe.eval.every, "eval.every") if recipe.eval.datasets else None
-    return Steps(total, steps(recipe.schedule.warmup, "schedule.warmup"), max(every, 1),
-                 max(eval_every, 1) if eval_every else None)
+    warmup = steps(recipe.schedule.warmup, "schedule.warmup")
+    if warmup > total:  # a warning, not a refusal: a short trial run of a long recipe is legitimate (OpenCLIP runs it)
+        warnings.warn(f"{source}: schedule.warmup: {warmup} steps is longer than the run ({total} steps), so the "
+                      "learning rate never reaches optim.lr; shorten the warmup or lengthen train.duration",
+                      stacklevel=2)
+    return Steps(total, warmup, max(every, 1), max(eval_every, 1) if eval_every else None)
 
 
 def local_batch_size(recipe: Recipe, world_size: int, source: str) -> int:

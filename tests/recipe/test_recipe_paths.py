@@ -32,8 +32,9 @@ def relative(path: str) -> str:
 
 def test_a_shard_spec_matching_no_file_says_so_and_how_it_was_resolved(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    line = train_error(tmp_path, capsys, recipe_dict("nowhere/shard-{000..003}.tar", tmp_path / "runs"))
-    assert line == f"error: {tmp_path / 'run.yaml'}: data.train: no file matches {relative('nowhere/shard-{000..003}.tar')}"
+    spec = "nowhere/shard-{000..003}.tar"
+    line = train_error(tmp_path, capsys, recipe_dict(spec, tmp_path / "runs"))
+    assert line == f"error: {tmp_path / 'run.yaml'}: data.train: no file matches {relative(spec)}"
     absolute = f"{tmp_path}/nowhere/{{0..3}}.tar"
     line = train_error(tmp_path, capsys, recipe_dict(absolute, tmp_path / "runs"))
     assert line.endswith(f"data.train: no file matches {absolute!r}; fix the path")

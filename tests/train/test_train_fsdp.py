@@ -106,13 +106,14 @@ def test_fsdp_gradcache_micro_batches_match_ddp(runs):
 @pytest.mark.parametrize("section, values, message", [
     ("train", {"precision": "fp16"}, "train.precision: fp16 is not supported with train.strategy fsdp"),
     ("train", {"compile": True}, "train.compile: train.compile with train.strategy fsdp is not supported"),
-    ("eval", {"datasets": [{"name": "d", "task": "zeroshot", "path": "d"}]}, "eval.datasets: in-training evaluation"),
+    ("eval", {"datasets": [{"name": "d", "task": "zeroshot", "path": "."}]}, "eval.datasets: in-training evaluation"),
 ])
 def test_fsdp_refuses_what_it_cannot_run_with_a_one_line_error(tmp_path, section, values, message):
     from vlp.recipe import RecipeError
     from vlp.train import train
 
-    recipe = recipe_dict(str(tmp_path / "none"), tmp_path / "runs", strategy="fsdp")
+    shards = make_shards(tmp_path / "shards", shards=1, per_shard=8)  # paths are checked before the strategy
+    recipe = recipe_dict(shards, tmp_path / "runs", strategy="fsdp")
     recipe[section] = {**recipe.get(section, {}), **values}
     with pytest.raises(RecipeError, match=message):
         train(write_recipe(tmp_path / "r.yaml", recipe))

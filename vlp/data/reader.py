@@ -112,28 +112,96 @@ def tar_samples(url: str, read: Optional[ShardRead] = None) -> Iterator[dict]:
 
 def _tar_headers(path: str, read: ShardRead) -> Iterator[tuple[str, None]]:
     """The member names of a local uncompressed tar, from its headers alone (each member's data is seeked over):
-    what `_tar_members` would yield, without the bytes, ending with `read.damage` set where it would."""
+    what `_tar_members` would yield, without the bytes, ending with `read.damage` set where it would. Parsed here
+    rather than by `tarfile` (~20x slower per member, all of it Python-level TarInfo work), following its rules:
+    a bad first header is damage, a bad or short later one ends the archive as a zero block does."""
     try:
         size = os.path.getsize(path)
-        stream = open(path, "rb")
+        stream = open(path, "rb", buffering=0)
     except PermissionError as e:
         raise DataError(f"shard {path}: permission denied ({e.strerror})") from None
     except OSError:
         read.damage = "missing_shard"
         return
-    seen = 0
+    with stream:
+        try:
+            yield from _walk_headers(stream, size, read)
+        except (ValueError, OSError):
+            read.damage = "corrupt_tar"
+
+
+def _walk_headers(stream, size: int, read: ShardRead) -> Iterator[tuple[str, None]]:
+    offset, extended, long_name = 0, False, None
+    while True:
+        stream.seek(offset)
+        header = stream.read(_BLOCK)
+        if len(header) < _BLOCK or header.count(0) == _BLOCK or not _checksum_ok(header):
+            if offset == 0 and header.count(0) != _BLOCK:  # tarfile: "empty file" / "bad checksum" at the start
+                read.damage = "missing_shard" if not header else "corrupt_tar"
+            elif extended:  # the header an extended one announced is bad: tarfile raises here
+                read.damage = "corrupt_tar"
+            return
+        kind, member_size = header[156:157], _number(header[124:136])
+        data_at = offset + _BLOCK
+        if data_at + member_size > size:  # cut inside this member's data
+            read.cut, read.damage = long_name or _header_name(header), "corrupt_tar"
+            return
+        offset = data_at + -(-member_size // _BLOCK) * _BLOCK
+        if kind in _EXTENDED_KINDS:  # the next header's long name (GNU "L", pax "x" path=) or other metadata
+            stream.seek(data_at)
+            record = stream.read(member_size)
+            if kind == b"L":
+                long_name = record.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            elif kind == b"x":
+                long_name = _pax_path(record) or long_name
+            extended = True
+            continue
+        name, extended, long_name = long_name or _header_name(header), False, None
+        if kind in _FILE_KINDS and not name.endswith("/"):
+            yield name, None
+        if offset > size:  # cut in the padding after the data: a stream read fails there, the member is out
+            read.damage = "corrupt_tar"
+            return
+
+
+_BLOCK = 512
+_FILE_KINDS = (b"0", b"\0", b"7")  # regular, old-style regular, contiguous: what TarInfo.isfile() accepts
+_EXTENDED_KINDS = (b"L", b"K", b"x", b"g")  # GNU long name / long link, pax per-member / global records
+
+
+def _number(field: bytes) -> int:
+    if field[:1] in (b"\x80", b"\xff"):  # GNU base-256, for members of 8 GiB and more
+        value = int.from_bytes(field[1:], "big")
+        return value - (1 << (8 * len(field) - 8)) if field[:1] == b"\xff" else value
+    digits = field.split(b"\0", 1)[0].strip()
+    return int(digits, 8) if digits else 0  # ValueError on junk: damage
+
+
+def _checksum_ok(header: bytes) -> bool:
     try:
-        with stream, tarfile.open(fileobj=stream, mode="r:") as tar:
-            for info in tar:
-                if info.offset_data + info.size > size:  # cut inside this member's data
-                    read.cut = info.name
-                    raise EOFError
-                if info.isfile():
-                    seen += 1
-                    yield info.name, None
-    except DAMAGE as e:
-        nothing_came = seen == 0 and (not isinstance(e, tarfile.ReadError) or "empty" in str(e))
-        read.damage = "missing_shard" if nothing_came else "corrupt_tar"
+        stored = _number(header[148:156])
+    except ValueError:
+        return False
+    unsigned = 256 + sum(header[:148]) + sum(header[156:])
+    signed = 256 + sum(b - 256 if b > 127 else b for b in header[:148] + header[156:]) if stored != unsigned else 0
+    return stored in (unsigned, signed)
+
+
+def _header_name(header: bytes) -> str:
+    name = header[:100].split(b"\0", 1)[0]
+    if header[257:263] == b"ustar\0":  # POSIX ustar: a long path is split into prefix/name
+        prefix = header[345:500].split(b"\0", 1)[0]
+        if prefix:
+            name = prefix + b"/" + name
+    return name.decode("utf-8", "surrogateescape")
+
+
+def _pax_path(records: bytes) -> Optional[str]:
+    for record in records.split(b"\n"):
+        _, _, field = record.partition(b" ")
+        if field.startswith(b"path="):
+            return field[5:].decode("utf-8", "surrogateescape")
+    return None
 
 
 def census(path: str) -> Optional[ShardRead]:

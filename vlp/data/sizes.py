@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Mapping, Optional, Union
 
+from vlp.recipe.paths import is_remote
+
 SIZES_FILE = "sizes.json"
 
 
@@ -16,13 +18,9 @@ def write_shard_sizes(folder: Union[str, Path], sizes: Mapping[str, int]) -> Pat
     return path
 
 
-def _is_local(url: str) -> bool:
-    return "://" not in url and not url.startswith("pipe:")
-
-
 def read_shard_sizes(urls: list[str]) -> Optional[tuple[int, ...]]:
     """Samples per shard from the sizes.json next to each of the (local) shards; None when any is unknown."""
-    if not urls or not all(_is_local(u) for u in urls):
+    if not urls or any(is_remote(u) for u in urls):
         return None
     tables: dict[str, dict] = {}
     sizes = []

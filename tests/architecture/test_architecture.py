@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "vlp"
 
 RUN_DIR_MODULE = PACKAGE / "run_dir.py"
 RUN_FILES = {"recipe.yaml", "metrics.jsonl", "eval_results.json", "bad_samples.json", "demo_report.json", "report.html",
-             "state.json", "model.safetensors", "ema.safetensors", "checkpoints/latest"}
+             "state.json", "model.safetensors", "ema.safetensors", "checkpoints/latest", ".vlp-export"}
 # flagged where used as a path: `x / "plots"`, == "latest"
 RUN_FOLDERS = {"checkpoints", "latest", "plots", "export", "pictures", "tensorboard"}
 # checkpoint, generator-file and temporary names, whole or as the literal piece of an f-string

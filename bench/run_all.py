@@ -1,7 +1,7 @@
 """Run every benchmark in bench/ one after another, each in its own process, and say which ones failed.
 
     python bench/run_all.py                 # all of them, each with its default settings
-    python bench/run_all.py --only train    # names: loss_memory, data_throughput, data_order_throughput,
+    python bench/run_all.py --only train    # names: loss_memory, data_throughput, data_order_throughput, census_cost,
                                             # train_throughput, sharded_memory, gpu (prefix)
 
 Each benchmark prints its own table (ratios vs the reference measured in the same run); copy them into
@@ -19,7 +19,8 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 # data_order_throughput reads the JPEG shards data_throughput builds
-BENCHMARKS = ("loss_memory", "data_throughput", "data_order_throughput", "train_throughput", "sharded_memory", "gpu")
+BENCHMARKS = ("loss_memory", "data_throughput", "data_order_throughput", "census_cost", "train_throughput",
+              "sharded_memory", "gpu")
 
 
 def run(name: str) -> bool:

@@ -205,9 +205,9 @@ def _pax_path(records: bytes) -> Optional[str]:
 
 
 def census(path: str) -> Optional[ShardRead]:
-    """How many samples a local shard holds and what damage ends it, from its tar headers (milliseconds per
-    thousand samples: no member is read); None for a shard this cannot tell cheaply (a URL, a pipe, a compressed
-    tar), whose count only a read finds."""
+    """How many samples a local shard holds and what damage ends it, from its tar headers (no member read: about a
+    quarter of a read's cost, bench/census_cost.py); None for a shard this cannot tell cheaply (a URL, a pipe, a
+    compressed tar), whose count only a read finds."""
     if "://" in path or path.startswith("pipe:") or not path.endswith(".tar"):
         return None
     read = ShardRead()

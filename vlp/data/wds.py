@@ -3,8 +3,7 @@ local paths, brace ranges, http(s):// URLs or `pipe:` commands, with sizes from 
 from __future__ import annotations
 
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Optional
 
 import braceexpand
 
@@ -22,22 +21,13 @@ def expand_shards(spec: str) -> list[str]:
     return urls
 
 
-CENSUS_THREADS = 16  # a header walk waits on the filesystem (seeks; per-file latency on network storage)
-
-
-def census_all(urls: Sequence[str]) -> tuple[Optional[ShardRead], ...]:
-    """`census` of every shard, concurrently: on a network filesystem one shard's walk is mostly waiting."""
-    with ThreadPoolExecutor(max_workers=max(1, min(CENSUS_THREADS, len(urls)))) as pool:
-        return tuple(pool.map(census, urls))
-
-
 class WebDatasetReader(SourceReader):
     def shards(self, cfg: SourceConfig) -> tuple[list[str], Optional[tuple[int, ...]]]:
         urls = expand_shards(cfg.shards)
         return urls, read_shard_sizes(urls)
 
     def census(self, source: Source) -> tuple[Optional[ShardRead], ...]:
-        return census_all(source.shards)
+        return tuple(census(url) for url in source.shards)
 
     def read(self, source: Source, piece: Piece, counts: Counter, findings: Findings) -> Iterator[dict]:
         url = source.shards[piece.shard]

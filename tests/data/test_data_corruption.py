@@ -17,9 +17,11 @@ from data_tools.writer import ShardWriter
 from helpers.shards import id_tokenizer, load, png, write_shards
 from vlp.data import DataError
 from vlp.data.reader import ShardRead, tar_samples
-from vlp.data.sources import load_sources
+from vlp.data.open_sources import load_sources
 from vlp.data.streams import Piece, read_piece
 from vlp.recipe.schema import DataConfig
+
+pytestmark = pytest.mark.faults
 
 
 def big_png() -> bytes:

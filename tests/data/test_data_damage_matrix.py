@@ -17,6 +17,7 @@ from helpers.shards import load, write_shards
 from vlp.data import DataError
 from vlp.recipe.schema import DataConfig
 
+pytestmark = pytest.mark.faults
 GLOBAL_BATCH = 8
 SHARDS, PER_SHARD = 4, 24
 LAYOUTS = [(streams, workers) for streams in (1, 4, None) for workers in (0, 2)]

@@ -21,7 +21,7 @@ from helpers.killed_trainer import KILLED_TRAINER
 from helpers.train_support import make_shards, recipe_dict, state_dicts_equal, write_recipe
 from helpers.world_size import STEPS_PER_EPOCH, STOP, keys_by_step, launch, state_at
 
-pytestmark = pytest.mark.distributed
+pytestmark = [pytest.mark.distributed, pytest.mark.faults]
 
 torch.set_num_threads(1)
 GLOBAL_BATCH = 8  # the world-size trainer's recipe

@@ -19,7 +19,7 @@ from helpers.train_support import make_shards, recipe_dict, state_dicts_equal, w
 from vlp.cli import main
 from vlp.train.preempt import PREEMPTED_EXIT_STATUS
 
-pytestmark = pytest.mark.distributed
+pytestmark = [pytest.mark.distributed, pytest.mark.faults]
 torch.set_num_threads(1)
 
 # Patch dropout, the EMA and a shuffle buffer: state a resume must restore; 10 steps cross an epoch (8 steps).

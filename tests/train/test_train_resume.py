@@ -19,6 +19,7 @@ from helpers.killed_trainer import KILLED_TRAINER
 from helpers.train_support import make_shards, recipe_dict, state_dicts_equal, write_recipe
 from vlp.cli import main
 
+pytestmark = pytest.mark.faults
 torch.set_num_threads(1)
 
 # Patch dropout, GradCache micro-batches, EMA and a shuffle buffer: every source of state a resume must restore.

@@ -41,3 +41,43 @@ loop._step, state.write_tensors, state._write_synced = step, write_tensors, writ
 sys.exit(main(["train", recipe]))
 """
 
+
+# Runs `vlp train RECIPE` as one rank and SIGKILLs it in the middle of its N-th file write of the checkpoint of step
+# AT (its first half written), wherever that write happens: the per-rank tensor shards, the consolidated weights,
+# the state file or the `latest` pointer. Counted per rank, so a test can pick any rank and any write.
+KILLED_WRITER = """
+import os, signal, sys
+from vlp.cli import main
+from vlp.run_dir import Checkpoint
+from vlp.train import sharded_checkpoint, state, tensor_files
+
+rank_to_kill, nth, at, recipe = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+rank = int(os.environ.get("RANK", "0"))
+target, writes = Checkpoint.name(at), []
+real_tensors, real_text = tensor_files.write_tensors, state._write_synced
+
+def ours(path):
+    return target in str(path)
+
+def count_and_maybe_die(path):
+    writes.append(path)
+    if rank == rank_to_kill and len(writes) == nth:
+        data = path.read_bytes() if path.exists() else b""
+        path.write_bytes(data[: len(data) // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+
+def write_tensors(path, tensors, metadata=None):
+    real_tensors(path, tensors, metadata)
+    if ours(path):
+        count_and_maybe_die(path)
+
+def write_synced(path, text):
+    if ours(path) or (path.name.endswith("latest") and text.strip() == target):
+        path.write_text(text)
+        count_and_maybe_die(path)
+    real_text(path, text)
+
+state.write_tensors = sharded_checkpoint.write_tensors = write_tensors
+state._write_synced = write_synced
+sys.exit(main(["train", recipe]))
+"""

@@ -1,8 +1,8 @@
 """Resuming `train.strategy: fsdp` runs through the real trainer (2-process gloo): after a SIGKILL of every rank
 (bitwise), on another world size (2 → 1, 1 → 2) and across strategies (ddp → fsdp, fsdp → ddp).
 
-The trainers are those of the ddp tests: `test_train_resume.KILLED_TRAINER` (SIGKILLs itself after a step) and
-`test_train_world_size.TRAINER` (records each step's batch keys, dumps the full model + optimizer state when the
+The trainers are those of the ddp tests: `helpers.killed_trainer` (SIGKILLs itself after a step, or one rank in
+the middle of a chosen file write of a checkpoint) and `helpers.world_size.TRAINER` (records each step's batch keys, dumps the full model + optimizer state when the
 resumed run takes its first step, exits at once at step STOP).
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from helpers.processes import child_env, free_port
-from helpers.killed_trainer import KILLED_TRAINER
+from helpers.killed_trainer import KILLED_TRAINER, KILLED_WRITER
 from helpers.train_support import make_shards, recipe_dict, state_dicts_equal, write_recipe
 from helpers.world_size import STEPS_PER_EPOCH, STOP, keys_by_step, launch, state_at
 
@@ -64,6 +64,29 @@ def test_sigkill_of_every_rank_mid_run_then_resume_is_bitwise_identical(referenc
     for name in ("model.safetensors", "ema.safetensors"):  # consolidated by rank 0 from the shards
         got, want = load_file(str(run_dir / FINAL / name)), load_file(str(expected / name))
         assert state_dicts_equal(got, want), name
+
+
+@pytest.mark.parametrize("rank, nth", [(0, 1), (1, 2), (0, 4)], ids=["rank0-write1", "rank1-write2", "rank0-write4"])
+def test_sigkill_of_one_rank_mid_checkpoint_write_then_resume_is_bitwise_identical(reference, tmp_path, rank, nth):
+    """The checkpoint of step 10 torn at a rank's nth file write: the resume starts from step 5's and ends with the
+    uninterrupted run's weights."""
+    root, recipe = reference
+    recipe = {**recipe, "train": {**recipe["train"], "output_dir": str(tmp_path / "runs")}}
+    path = write_recipe(tmp_path / "torn.yaml", recipe)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(free_port()), "--no-python", sys.executable, "-c", KILLED_WRITER,
+           str(rank), str(nth), str(2 * STOP), str(path)]
+    killed = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=300)
+    assert killed.returncode != 0 and "SIGKILL" in killed.stderr, killed.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "torn"
+    assert (run_dir / "checkpoints" / "latest").read_text().strip() == f"step_{STOP:08d}"
+
+    resumed = launch(tmp_path / "resumed", 2, -1, str(path), "--resume", "latest")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not list((run_dir / "checkpoints").glob(".tmp-*"))  # the torn write is cleared
+    expected = root / "runs" / "reference" / FINAL
+    for name in ("model.safetensors", "ema.safetensors"):
+        assert state_dicts_equal(load_file(str(run_dir / FINAL / name)), load_file(str(expected / name))), name
 
 
 @pytest.mark.parametrize("before, after", [

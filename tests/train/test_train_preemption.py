@@ -83,8 +83,12 @@ def recipe(tmp_path_factory):
     return root, recipe
 
 
-def test_sigterm_to_rank_1_stops_both_ranks_at_that_step_and_resume_is_bitwise_identical(recipe):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_sigterm_to_rank_1_stops_both_ranks_at_that_step_and_resume_is_bitwise_identical(recipe, strategy):
     root, base = recipe
+    root = root / strategy
+    root.mkdir()
+    base = {**base, "train": {**base["train"], "strategy": strategy, "output_dir": str(root / "runs")}}
     reference, path = write_recipe(root / "two.yaml", base), write_recipe(root / "two-preempted.yaml", base)
     assert launch_two(reference) == [0, 0]
     with open(root / "preempted.log", "w") as log:

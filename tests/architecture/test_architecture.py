@@ -249,7 +249,7 @@ def test_the_loader_checks_each_section_once_through_its_owner(tmp_path, monkeyp
 def _built_in_python():
     """(recipe overrides, the same section built in Python and handed to the code that uses it)."""
     from vlp import objectives
-    from vlp.data.sources import load_sources
+    from vlp.data.open_sources import load_sources
     from vlp.evaluate import evaluate
     from vlp.recipe import DataConfig, EvalConfig, ObjectiveConfig, RegularizerConfig, SourceConfig
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from helpers.train_support import COLORS, make_shards, recipe_dict, write_recipe
 from vlp.data import SourceReader, register_source, source_types
-from vlp.data.sources import load_sources
+from vlp.data.open_sources import load_sources
 from vlp.recipe import DataConfig, RecipeError, SourceConfig, load_recipe
 
 torch.set_num_threads(1)

@@ -67,8 +67,8 @@ def test_classification_readers_agree(tmp_path, model_bundle):
                              classnames=CLASSES, nshards_file=False, shard_size=4)
     folder = write_imagefolder(tmp_path / "folder", images, LABELS)
     hf = write_hf(tmp_path / "hf", images, "label", LABELS, datasets.ClassLabel(names=CLASSES))
-    assert open_eval_set(EvalDatasetConfig(name="f", task="zeroshot", path=str(folder), type="imagefolder")
-                         ).classnames == CLASSES
+    folder_cfg = EvalDatasetConfig(name="f", task="zeroshot", path=str(folder), type="imagefolder")
+    assert open_eval_set(folder_cfg, "labels").classnames == CLASSES
     results = [run(model_bundle, task="zeroshot", path=str(p), type=t, templates=str(templates))
                for p, t in ((wds_root, "wds"), (folder, "imagefolder"), (hf, "hf"))]
     for other in results[1:]:
@@ -82,8 +82,8 @@ def test_retrieval_readers_agree(tmp_path, model_bundle):
     wds_root = write_wds_set(tmp_path / "wds", [{"jpg": im, "txt": "\n".join(c)} for im, c in zip(images, CAPTIONS)],
                              dataset_type="retrieval")
     # The HF set holds the JPEG-decoded pixels the wds reader sees.
-    decoded = [im for im, _ in open_eval_set(EvalDatasetConfig(name="w", task="retrieval", path=str(wds_root))
-                                             ).samples()]
+    wds_cfg = EvalDatasetConfig(name="w", task="retrieval", path=str(wds_root))
+    decoded = [im for im, _ in open_eval_set(wds_cfg, "captions").samples()]
     hf = write_hf(tmp_path / "hf", decoded, "text", CAPTIONS, datasets.List(datasets.Value("string")))
     ours = run(model_bundle, task="retrieval", path=str(wds_root))
     assert_close(ours, run(model_bundle, task="retrieval", path=str(hf), type="hf"),
@@ -96,7 +96,7 @@ def test_prompt_overrides_and_max_samples(tmp_path):
     (tmp_path / "names.json").write_text(json.dumps(["renamed"]))
     cfg = EvalDatasetConfig(name="d", task="zeroshot", path=str(root), classnames=str(tmp_path / "names.json"),
                             templates="imagenet", max_samples=3)
-    eval_set = open_eval_set(cfg)
+    eval_set = open_eval_set(cfg, "labels")
     assert eval_set.classnames == ["renamed"] and len(eval_set.templates) == 80
     assert len(list(eval_set.samples())) == 3
 

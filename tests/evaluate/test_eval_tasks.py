@@ -11,7 +11,7 @@ from huggingface_hub import ModelCard
 from helpers.eval_support import random_images, tiny_model, write_wds_set
 from helpers.train_support import make_shards, recipe_dict, write_recipe
 
-from vlp.evaluate import Task, evaluate, register_task
+from vlp.evaluate import Task, TaskResult, evaluate, register_task
 from vlp.recipe import RecipeError, load_recipe
 from vlp.recipe.schema import EvalConfig, EvalDatasetConfig
 
@@ -29,7 +29,7 @@ class LabelCount(Task):
 
     def run(self, model, preprocess, tokenizer, eval_cfg, device="cpu", progress=True):
         image_emb, labels = self.encode_images(self.open_set(), model, preprocess, eval_cfg, device, progress)
-        return {"toy_images": float(len(image_emb)), "toy_label_sum": float(sum(labels))}
+        return TaskResult({"toy_images": float(len(image_emb)), "toy_label_sum": float(sum(labels))})
 
 
 @pytest.fixture(scope="module")

@@ -76,7 +76,7 @@ def test_binding_task_equals_an_independent_computation_on_a_toy_model(binding_s
     assert record["task"] == "binding"
     from vlp.evaluate.datasets import open_eval_set
 
-    samples = list(open_eval_set(cfg.datasets[0]).samples())
+    samples = list(open_eval_set(cfg.datasets[0], "captions").samples())
     with torch.no_grad():
         image_emb = np.stack([torch.nn.functional.normalize(model.encode_image(preprocess(im)[None]), dim=-1)[0].numpy()
                               for im, _ in samples])

@@ -32,7 +32,7 @@ def require_training_files(cfg: DataConfig) -> None:
     """Each local webdataset spec must match a file: one matching none is a wrong path, not a damaged source (a
     missing shard among others is damage, skipped and counted). HF sources name a folder or a Hub dataset and
     registered ones mean what their reader says: neither is checked here."""
-    from vlp.data.sources import source_reader  # deferred: vlp.data.sources calls `check`
+    from vlp.data.sources import source_reader  # deferred: it imports torch (the recipe loader imports this module)
     from vlp.data.wds import READER, expand_shards
 
     specs = [("data.train", spec) for spec in cfg.train.split("::")] if cfg.train else [
@@ -44,7 +44,7 @@ def require_training_files(cfg: DataConfig) -> None:
 
 
 def _check_source_types(cfg: DataConfig) -> None:
-    from vlp.data.sources import DataError, source_reader  # deferred: vlp.data.sources calls `check`
+    from vlp.data.sources import DataError, source_reader  # deferred: it imports torch
 
     for i, source in enumerate(cfg.sources):
         try:

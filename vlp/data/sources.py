@@ -2,7 +2,8 @@
 
 A `Source` is one entry of the mix: an ordered list of shards (whatever its reader names them: URLs, row ranges),
 their sizes when known, and its sampling weight. Each source type is a `SourceReader` in a file of its own
-(`vlp.data.wds`, `vlp.data.hf`); `register_source` adds others.
+(`vlp.data.wds`, `vlp.data.hf`); `register_source` adds others. `vlp.data.open_sources` opens a recipe's sources
+through it (above `vlp.data.config_check`, whose rules ask this registry).
 """
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from dataclasses import dataclass
 from importlib import import_module
 from typing import TYPE_CHECKING, Iterator, NamedTuple, Optional, Sequence
 
-from vlp.data.config_check import check, require_training_data
 from vlp.recipe.errors import did_you_mean
 from vlp.recipe.redact import redact_text
 from vlp.recipe.schema import DataConfig, SourceConfig
@@ -124,27 +124,13 @@ def source_reader(name: str) -> SourceReader:
 
 
 def source_configs(cfg: DataConfig) -> list[SourceConfig]:
-    """`sources:` as given, or `train` / `train_weights` ("::"-separated, as in OpenCLIP) turned into sources.
-    Raises ConfigError for a section that `vlp.data.check` rejects (one built in Python skipped the recipe loader)."""
-    check(cfg)
-    require_training_data(cfg)
+    """`sources:` as given, or `train` / `train_weights` ("::"-separated, as in OpenCLIP) turned into sources, of a
+    section `vlp.data.check` accepts."""
     if cfg.sources:
         return list(cfg.sources)
     specs = cfg.train.split("::")
     weights = [float(w) for w in cfg.train_weights.split("::")] if cfg.train_weights else [1.0] * len(specs)
     return [SourceConfig(shards=s, weight=w) for s, w in zip(specs, weights)]
-
-
-def load_sources(cfg: DataConfig) -> list[Source]:
-    sources = []
-    for sc in source_configs(cfg):
-        reader = source_reader(sc.type)
-        shards, sizes = reader.shards(sc)
-        if not shards:
-            raise DataError(f"source {sc.shards!r} has no shards")
-        sources.append(Source(sc.shards, tuple(shards), sc.weight, None if sizes is None else tuple(sizes), sc,
-                              reader))
-    return sources
 
 
 def hub_datasets(cfg: DataConfig) -> list[str]:

@@ -15,7 +15,8 @@ from torch.utils.data import DataLoader
 from vlp.data.batch import Batch, Item
 from vlp.data.epoch import Layout, Peers, agree_over_processes, cpu_group, epoch_batches, warn_about_sizes
 from vlp.data.pipeline import Plan, StreamWorker, WorkerDataset
-from vlp.data.sources import DataError, Source, load_sources
+from vlp.data.open_sources import load_sources
+from vlp.data.sources import DataError, Source
 from vlp.recipe.schema import DataConfig
 
 DEFAULT_MAX_CAPTIONS = 5  # `data.captions: all` keeps the main caption and up to 4 extras unless told otherwise

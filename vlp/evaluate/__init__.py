@@ -11,5 +11,6 @@ __getattr__, __all__ = lazy_names(__name__, {
     "zeroshot_metrics": "zeroshot", "class_embeddings": "zeroshot",
     "retrieval_metrics": "retrieval", "geometry_metrics": "geometry", "imagenet_classnames": "prompts",
     "openai_imagenet_templates": "prompts", "imagenet_prompts": "prompts", "make_record": "results",
-    "write_results": "results", "format_table": "results", "Task": "tasks", "register_task": "tasks",
+    "write_results": "results", "format_table": "results", "Task": "tasks", "TaskResult": "tasks",
+    "register_task": "tasks",
     "task_names": "tasks", "get_task": "tasks", "check": "config_check"})

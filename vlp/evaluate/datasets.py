@@ -20,7 +20,7 @@ import itertools
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Literal, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -28,7 +28,6 @@ from PIL import Image
 from vlp.data.hf import open_hf_dataset
 from vlp.evaluate import layout
 from vlp.evaluate.prompts import Templates, load_classnames, load_templates, openai_imagenet_templates
-from vlp.evaluate.tasks import get_task
 from vlp.recipe.schema import EvalDatasetConfig
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -50,14 +49,15 @@ class EvalSet:
         return itertools.islice(itertools.chain.from_iterable(map(self.read, self.parts)), self.limit)
 
 
-def open_eval_set(cfg: EvalDatasetConfig) -> EvalSet:
+def open_eval_set(cfg: EvalDatasetConfig, targets: Literal["labels", "captions"]) -> EvalSet:
+    """The set `cfg` names, with class labels or captions as its targets (a task's `targets`: `Task.open_set`)."""
     path = Path(cfg.path)
     if not path.exists():
         raise FileNotFoundError(f"eval set {cfg.name!r}: {cfg.path} does not exist")
     reader = {"wds": _open_wds, "imagefolder": _open_imagefolder, "hf": _open_hf}.get(cfg.type)
     if reader is None:
         raise ValueError(f"eval set {cfg.name!r}: unknown type {cfg.type!r} (wds, imagefolder, hf)")
-    eval_set = reader(cfg, path, get_task(cfg.task).targets == "captions")
+    eval_set = reader(cfg, path, targets == "captions")
     eval_set.limit = cfg.max_samples
     if cfg.classnames:
         eval_set.classnames = load_classnames(cfg.classnames)

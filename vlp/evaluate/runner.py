@@ -9,7 +9,7 @@ from typing import Callable, Optional
 
 from vlp.evaluate.config_check import check
 from vlp.evaluate.results import make_record
-from vlp.evaluate.tasks import get_task
+from vlp.evaluate.tasks import TaskResult, get_task
 from vlp.recipe.schema import EvalConfig, EvalDatasetConfig
 
 
@@ -36,9 +36,12 @@ def evaluate_dataset(model, preprocess: Callable, tokenizer: Callable, ds_cfg: E
                      eval_cfg: EvalConfig, device: str = "cpu", progress: bool = True,
                      pictures: Optional[Path] = None) -> dict[str, float]:
     task = get_task(ds_cfg.task)(ds_cfg)
-    metrics = task.run(model, preprocess, tokenizer, eval_cfg, device, progress)
-    if pictures is not None and task.evidence is not None:
+    result = task.run(model, preprocess, tokenizer, eval_cfg, device, progress)
+    if not isinstance(result, TaskResult):
+        raise TypeError(f"evaluation task {ds_cfg.task!r}: run returned a {type(result).__name__}, not a "
+                        f"vlp.evaluate.TaskResult")
+    if pictures is not None and result.evidence is not None:
         from vlp.evaluate.pictures import draw_pictures
 
-        draw_pictures(task.evidence, pictures, title=ds_cfg.name)
-    return metrics
+        draw_pictures(result.evidence, pictures, title=ds_cfg.name)
+    return result.metrics

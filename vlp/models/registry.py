@@ -37,10 +37,14 @@ TowerBuilder = Callable[[ModelConfig, Optional[float], Optional[float]], DualEnc
 _BUILDERS: dict[str, TowerBuilder] = {}
 
 
+# One builder for all three: open_clip's config itself says whether the text tower is HF's and the image trunk timm's.
+BUILT_IN = ("hf", "open_clip", "timm")
+
+
 def register_tower(name: str) -> Callable[[TowerBuilder], TowerBuilder]:
     """Decorator: make `builder` the tower of `model.type: name`."""
     def register(builder: TowerBuilder) -> TowerBuilder:
-        if name in _BUILDERS:
+        if name in _BUILDERS or name in BUILT_IN:
             raise ValueError(f"tower type {name!r} registered twice")
         _BUILDERS[name] = builder
         return builder
@@ -48,14 +52,11 @@ def register_tower(name: str) -> Callable[[TowerBuilder], TowerBuilder]:
 
 
 def tower_types() -> list[str]:
-    import vlp.models.build  # noqa: F401  registers the built-in open_clip towers
-
-    return sorted(_BUILDERS)
+    return sorted({*BUILT_IN, *_BUILDERS})
 
 
 def tower_type(model_cfg: ModelConfig) -> str:
-    """`model.type`, else "open_clip": "open_clip", "hf" and "timm" name one builder, since open_clip's config
-    itself says whether the text tower is HF's and the image trunk timm's."""
+    """`model.type`, else "open_clip" (`BUILT_IN`)."""
     return model_cfg.type or "open_clip"
 
 
@@ -66,6 +67,10 @@ def unknown_type_message(name: str) -> str:
 
 
 def tower_builder(name: str) -> TowerBuilder:
-    if name not in tower_types():
-        raise ValueError(f"model.type: {unknown_type_message(name)}")
-    return _BUILDERS[name]
+    if name in _BUILDERS:
+        return _BUILDERS[name]
+    if name in BUILT_IN:
+        from vlp.models.open_clip_tower import build_open_clip  # on use: open_clip is slow to import
+
+        return build_open_clip
+    raise ValueError(f"model.type: {unknown_type_message(name)}")

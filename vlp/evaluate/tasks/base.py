@@ -6,6 +6,7 @@ task type. This module stays free of heavy imports: `vlp --help` lists the regis
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Optional
 
 from vlp.recipe.schema import EvalConfig, EvalDatasetConfig
@@ -14,9 +15,16 @@ if TYPE_CHECKING:
     from vlp.evaluate.pictures import Evidence
 
 
+@dataclass(frozen=True)
+class TaskResult:
+    """What one task's run on one set found."""
+    metrics: dict[str, float]  # metric name → number: the result record's `metrics`
+    evidence: Optional["Evidence"] = None  # the embeddings `vlp.evaluate.pictures` draws from; None: no pictures
+
+
 class Task:
     """One evaluation on one dataset: `Task(dataset_cfg).run(model, preprocess, tokenizer, eval_cfg, device)` returns
-    {metric name: number}. `model` has `encode_image` / `encode_text`; `preprocess` maps a PIL image to a tensor;
+    a `TaskResult`. `model` has `encode_image` / `encode_text`; `preprocess` maps a PIL image to a tensor;
     `tokenizer` maps a list of strings to token ids."""
 
     name: ClassVar[str]  # recipe `eval.datasets[].task` and `vlp eval --task` value
@@ -25,21 +33,19 @@ class Task:
     targets: ClassVar[Literal["labels", "captions"]] = "labels"  # what the task reads from a set beside the images
     # the metrics of its row in the suite table (`vlp.evaluate.table`); none listed: every metric without geometry_
     main_metrics: ClassVar[tuple[str, ...]] = ()
-    # set by `run` for `vlp.evaluate.pictures`; None: the task draws no pictures
-    evidence: Optional["Evidence"] = None
 
     def __init__(self, cfg: EvalDatasetConfig):
         self.cfg = cfg
 
     def run(self, model, preprocess, tokenizer, eval_cfg: EvalConfig, device: str = "cpu",
-            progress: bool = True) -> dict[str, float]:
+            progress: bool = True) -> TaskResult:
         raise NotImplementedError
 
     def open_set(self):
         """The dataset as a `vlp.evaluate.datasets.EvalSet`."""
         from vlp.evaluate.datasets import open_eval_set
 
-        return open_eval_set(self.cfg)
+        return open_eval_set(self.cfg, self.targets)
 
     def encode_images(self, eval_set, model, preprocess, eval_cfg: EvalConfig, device: str,
                       progress: bool) -> tuple[Any, list]:

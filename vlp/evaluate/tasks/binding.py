@@ -12,7 +12,7 @@ from pathlib import Path
 
 from vlp.evaluate import layout
 from vlp.evaluate.tasks.base import register_task
-from vlp.evaluate.tasks.geometry import PairedTask
+from vlp.evaluate.tasks.paired import PairedTask
 from vlp.recipe.schema import EvalConfig
 
 
@@ -45,6 +45,7 @@ class Binding(PairedTask):
     def score(self, model, tokenizer, eval_set, image_emb, targets: list, eval_cfg: EvalConfig, device: str,
               progress: bool):
         from vlp.evaluate.encode import encode_texts
+        from vlp.evaluate.pictures import Evidence
 
         kinds = self.kinds()
         wrong = [i for i, captions in enumerate(targets) if len(captions) != 1 + len(kinds)]
@@ -54,4 +55,5 @@ class Binding(PairedTask):
         text_emb = encode_texts(model, tokenizer, [c for captions in targets for c in captions], eval_cfg.batch_size,
                                 device, progress, desc=f"{eval_set.name} captions")
         text_emb = text_emb.view(len(targets), 1 + len(kinds), -1)
-        return binding_metrics(image_emb, text_emb[:, 0], text_emb[:, 1:], kinds), image_emb, text_emb[:, 0]
+        metrics = binding_metrics(image_emb, text_emb[:, 0], text_emb[:, 1:], kinds)
+        return metrics, Evidence(eval_set, image_emb, text_emb[:, 0], image_emb)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from vlp.evaluate.tasks.base import register_task
-from vlp.evaluate.tasks.geometry import PairedTask
+from vlp.evaluate.tasks.paired import PairedTask
 from vlp.recipe.schema import EvalConfig
 
 
@@ -19,6 +19,7 @@ class Retrieval(PairedTask):
         import torch
 
         from vlp.evaluate.encode import encode_texts
+        from vlp.evaluate.pictures import Evidence
         from vlp.evaluate.retrieval import retrieval_metrics
 
         captions = [c for caps in targets for c in caps]
@@ -26,6 +27,6 @@ class Retrieval(PairedTask):
         text_emb = encode_texts(model, tokenizer, captions, eval_cfg.batch_size, device, progress,
                                 desc=f"{eval_set.name} captions")
         metrics = retrieval_metrics(image_emb, text_emb, text_to_image, eval_cfg.recall_k)
-        self.picture_inputs.update(text_emb=text_emb, captions=captions, text_to_image=text_to_image)
         first_caption = torch.tensor([0] + [len(caps) for caps in targets[:-1]]).cumsum(0)
-        return metrics, image_emb, text_emb[first_caption]
+        return metrics, Evidence(eval_set, image_emb, text_emb[first_caption], image_emb, text_emb=text_emb,
+                                 captions=captions, text_to_image=text_to_image)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from vlp.evaluate import layout
 from vlp.evaluate.tasks.base import register_task
-from vlp.evaluate.tasks.geometry import PairedTask
+from vlp.evaluate.tasks.paired import PairedTask
 from vlp.recipe.schema import EvalConfig
 
 
@@ -34,6 +34,7 @@ class ZeroShotClassification(PairedTask):
         import torch
 
         from vlp.evaluate.encode import encode_texts
+        from vlp.evaluate.pictures import Evidence
         from vlp.evaluate.prompts import expand_prompts
         from vlp.evaluate.zeroshot import class_embeddings, zeroshot_metrics
 
@@ -46,10 +47,8 @@ class ZeroShotClassification(PairedTask):
             keep = labels.bool().any(1).nonzero().flatten()
             if len(keep) == 0:
                 raise ValueError(f"eval set {eval_set.name!r}: no image has a positive label")
-            paired_class = labels[keep].bool().long().argmax(1)
+            evidence = Evidence(eval_set, image_emb[keep], classes[labels[keep].bool().long().argmax(1)], image_emb)
         else:
             labels = torch.tensor(targets, dtype=torch.long)
-            keep = torch.arange(len(labels))
-            paired_class = labels
-            self.picture_inputs.update(classes=classes, labels=labels)
-        return zeroshot_metrics(image_emb, classes, labels), image_emb[keep], classes[paired_class]
+            evidence = Evidence(eval_set, image_emb, classes[labels], image_emb, classes=classes, labels=labels)
+        return zeroshot_metrics(image_emb, classes, labels), evidence

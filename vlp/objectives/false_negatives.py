@@ -9,30 +9,9 @@ import torch
 
 from vlp.objectives.anchors import directions, required, same_key_means
 from vlp.objectives.distributed import gather_with_grad
-from vlp.objectives.base import Objective, logit_means
 from vlp.objectives.registry import register
-from vlp.objectives.row_lse import PairMask, row_lse
-
-
-class RowObjective(Objective):
-    """An objective of the form ½ Σ_directions mean_i [per-row term from `row_lse`]; tiled through row_lse."""
-
-    tiled_form = True
-
-    def lse(self, a, c, scale, mask: PairMask = PairMask()) -> torch.Tensor:
-        return row_lse(a, c, scale, mask, self.tile_size if self.tiled else None)
-
-    @staticmethod
-    def report(d, t, i2t, t2i) -> dict[str, torch.Tensor]:
-        loss = (i2t + t2i) / 2
-        return {"loss": loss, "contrastive_loss": loss, "image_to_text_loss": i2t, "text_to_image_loss": t2i,
-                **logit_means(d.x, d.rows(d.all_y), d.all_y.sum(0), d.all_y.shape[0], t), "logit_scale": t}
-
-
-def positive_logits(a: torch.Tensor, columns: torch.Tensor, offset: int, scale) -> torch.Tensor:
-    # elementwise, not einsum: a tiled objective's backward may run under the caller's autocast, which would take
-    # a matmul's backward to bf16 (the row_lse Function itself leaves autocast)
-    return scale * (a * columns[offset:offset + a.shape[0]]).sum(1)
+from vlp.objectives.row_lse import PairMask
+from vlp.objectives.row_objective import RowObjective, positive_logits
 
 
 @register("masked_softmax")

@@ -7,7 +7,7 @@ import math
 import torch
 
 from vlp.objectives.anchors import directions
-from vlp.objectives.false_negatives import RowObjective, positive_logits
+from vlp.objectives.row_objective import RowObjective, positive_logits
 from vlp.objectives.registry import register
 
 

@@ -48,7 +48,7 @@ def text_length_kwargs(model: torch.nn.Module, length: Optional[int]) -> dict:
 
 
 def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
-    """The model inside DDP/FSDP/DeepSpeed and torch.compile wrappers, nested in either order."""
+    """The model inside DDP/FSDP and torch.compile wrappers, nested in either order."""
     from accelerate.utils import extract_model_from_parallel
 
     inner = extract_model_from_parallel(model, keep_torch_compile=False)

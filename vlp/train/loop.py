@@ -247,8 +247,8 @@ def _update(run: Run, loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     norm, as device tensors."""
     acc, clip = run.acc, run.recipe.optim.grad_clip
     params = [p for p in run.model.parameters() if p.requires_grad]
-    # Clipping, fp16 unscaling and sharded (FSDP/DeepSpeed) norms go through accelerate.
-    if clip or acc.scaler is not None or acc.distributed_type.name in ("FSDP", "DEEPSPEED"):
+    # Clipping, fp16 unscaling and sharded (FSDP) norms go through accelerate.
+    if clip or acc.scaler is not None or acc.distributed_type.name == "FSDP":
         grad_norm = acc.clip_grad_norm_(params, clip if clip else float("inf"))
     else:  # the norm alone, for logging and the finiteness check: no pass rescaling every gradient by 1.0
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])

@@ -31,6 +31,11 @@ class JoinedRanks:
     def __init__(self, parts):
         self.parts = parts
         self.samples_per_epoch = parts[0].samples_per_epoch
+        self.batches_per_epoch = parts[0].batches_per_epoch
+
+    def start(self, epoch):
+        for part in self.parts:
+            part.start(epoch)
 
     def batches(self, epoch, skip=0):
         for pieces in zip(*(p.batches(epoch, skip) for p in self.parts)):

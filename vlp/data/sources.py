@@ -17,6 +17,8 @@ from vlp.recipe.errors import did_you_mean
 from vlp.recipe.redact import redact_text
 from vlp.recipe.schema import DataConfig, SourceConfig
 
+from vlp.data.fields import SampleField, register_field
+
 if TYPE_CHECKING:
     from vlp.data.decode import SampleKeys
     from vlp.data.reader import ShardRead
@@ -72,6 +74,8 @@ class SourceReader(ABC):
     """One source type. Raw samples are dicts {"__key__", "__url__", "__index__" (place in its shard), field: value}
     with the image as encoded bytes or a PIL image and text as str or bytes."""
 
+    fields: tuple[SampleField, ...] = ()  # per-sample inputs beyond image and caption that every batch of it carries
+
     @abstractmethod
     def shards(self, cfg: SourceConfig) -> tuple[Sequence[str], Optional[Sequence[int]]]:
         """The source's shards and samples per shard (None when unknown: epochs then need data.num_samples)."""
@@ -107,7 +111,20 @@ def register_source(name: str, reader: SourceReader) -> None:
     """Make `data.sources: [{type: NAME, shards: ...}]` read through `reader`."""
     if name in _REGISTERED or name in BUILTIN:
         raise ValueError(f"source type {name!r} registered twice")
+    for sample_field in reader.fields:
+        register_field(sample_field)
     _REGISTERED[name] = reader
+
+
+def source_fields(types: Sequence[str]) -> tuple[SampleField, ...]:
+    """The registered fields that sources of every type in `types` yield (the built-in readers yield none)."""
+    declared = [_REGISTERED[t].fields if t in _REGISTERED else () for t in types]
+    return tuple(f for f in declared[0] if all(f in d for d in declared[1:])) if declared else ()
+
+
+def field_sources(name: str) -> list[str]:
+    """The registered source types that yield batch field `name`."""
+    return sorted(t for t, reader in _REGISTERED.items() if any(f.name == name for f in reader.fields))
 
 
 def source_types() -> list[str]:

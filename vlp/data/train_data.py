@@ -12,11 +12,11 @@ from typing import Callable, Iterable, Iterator, Optional
 import torch
 from torch.utils.data import DataLoader
 
-from vlp.data.batch import Batch, Item
+from vlp.data.batch import Batch, Item, check_field_names
 from vlp.data.epoch import Layout, Peers, agree_over_processes, cpu_group, epoch_batches, warn_about_sizes
 from vlp.data.pipeline import Plan, StreamWorker, WorkerDataset
 from vlp.data.open_sources import load_sources
-from vlp.data.sources import DataError, Source
+from vlp.data.sources import DataError, Source, source_fields
 from vlp.recipe.schema import DataConfig
 
 DEFAULT_MAX_CAPTIONS = 5  # `data.captions: all` keeps the main caption and up to 4 extras unless told otherwise
@@ -97,6 +97,7 @@ class TrainData:
         self.bad_sample_totals: Counter = Counter()  # over every batch yielded so far (skipped batches excluded)
         self.left_over: list[Optional[str]] = []
         self._warned: set[str] = set()  # shards already named in a sizes.json warning
+        self._started: dict[int, Iterator[Item]] = {}  # an epoch whose workers `start` set going early
 
     def batches(self, epoch: int, skip: int = 0, tail_start: Optional[int] = None) -> Iterator[Batch]:
         """This rank's batches of `epoch` from position `skip` on: exactly those `batches(epoch)` yields after the
@@ -105,11 +106,9 @@ class TrainData:
         if skip < 0:
             raise ValueError(f"skip must be >= 0, got {skip}")
         plan = replace(self._plan, epoch=epoch, skip=skip, tail_start=tail_start)
-        loader = DataLoader(WorkerDataset(plan, self._transform, self._tokenizer), batch_size=None,
-                            num_workers=self._loader_workers, persistent_workers=False,
-                            # each item is 1/workers of a batch: 4 batches ahead per worker, as before streams
-                            prefetch_factor=4 * self._loader_workers if self._loader_workers else None,
-                            generator=torch.Generator().manual_seed(0))  # not the caller's global RNG
+        started = self._started.pop(epoch, None) if (skip, tail_start) == (0, None) else None
+        self._started.clear()
+        items = started if started is not None else self._items(plan)
         findings: dict[str, tuple[int, int]] = {}
         met: Counter = Counter()
         yielded = False
@@ -118,7 +117,7 @@ class TrainData:
                         self._pin_memory, group, _peers(plan, self._transform, self._tokenizer, group))
         agree = None if group is False or plan.resampled else partial(agree_over_processes, group=group)
         try:
-            for batch in epoch_batches(_noting(iter(loader), findings, met), layout, agree, tail_start,
+            for batch in epoch_batches(_noting(items, findings, met), layout, agree, tail_start,
                                        self.left_over):
                 self.bad_sample_totals.update(batch.bad_samples)
                 yielded = True
@@ -129,6 +128,22 @@ class TrainData:
         if not yielded and skip == 0:
             raise DataError(f"epoch {epoch}: no readable samples for a batch of {plan.batch_size} in "
                             f"{', '.join(repr(s.name) for s in plan.sources)} (skipped: {dict(met)})")
+
+    def start(self, epoch: int) -> None:
+        """Start `epoch`'s DataLoader workers now: they fill their shuffle buffers and first batches while the current
+        epoch's last steps train, so the epoch boundary does not wait for them. The next `batches(epoch)` from the
+        epoch's first position takes them over. In-process loading (no workers) has nothing to start early."""
+        if self._loader_workers and epoch not in self._started:
+            self._started = {epoch: self._items(replace(self._plan, epoch=epoch, skip=0, tail_start=None))}
+
+    def _items(self, plan: Plan) -> Iterator[Item]:
+        """The workers' items of `plan`'s epoch; with workers, they start at once (a DataLoader iterator)."""
+        loader = DataLoader(WorkerDataset(plan, self._transform, self._tokenizer), batch_size=None,
+                            num_workers=self._loader_workers, persistent_workers=False,
+                            # each item is 1/workers of a batch: 4 batches ahead per worker, as before streams
+                            prefetch_factor=4 * self._loader_workers if self._loader_workers else None,
+                            generator=torch.Generator().manual_seed(0))  # not the caller's global RNG
+        return iter(loader)
 
     @cached_property
     def _group(self):
@@ -208,12 +223,15 @@ def build_train_data(data_cfg: DataConfig, transform: Callable, tokenizer: Calla
         raise DataError(f"epoch of {size} samples is smaller than one global batch "
                         f"({local_batch_size} x {world_size} processes)")
     workers = _loader_workers(data_cfg, streams // world_size)
+    sample_fields = source_fields([s.config.type for s in sources])
+    check_field_names([f.name for f in sample_fields])
     plan = Plan(sources=tuple(sources), keys=tuple(s.reader.sample_keys(data_cfg, s.config) for s in sources),
                 resampled=data_cfg.resampled, shuffle_buffer=data_cfg.shuffle_buffer, seed=seed, streams=streams,
                 rank=rank, world_size=world_size, workers=max(1, workers), batch_size=global_batch,
                 batches_per_epoch=batches, label_key=data_cfg.label_key,
                 max_captions=(data_cfg.max_captions or DEFAULT_MAX_CAPTIONS) if data_cfg.captions == "all" else None,
-                id_offsets=_id_offsets(sources), census_damage=tuple(sorted(damage.items())))
+                id_offsets=_id_offsets(sources), sample_fields=sample_fields,
+                census_damage=tuple(sorted(damage.items())))
     if differ:
         warn_about_sizes(differ, None)
     return TrainData(plan, transform, tokenizer, workers, pin_memory)

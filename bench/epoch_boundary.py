@@ -1,0 +1,88 @@
+"""Epoch-boundary stalls in `vlp demo`'s training: the time of every step, with the next epoch's loader workers
+started START_AHEAD positions before each epoch ends (`vlp.train.loop.START_AHEAD`, the default) and without (0:
+each epoch's workers start when the epoch does).
+
+Each run is a fresh subprocess training the demo recipe (recipes/tiny-digits.yaml on the bundled digits, as
+`vlp demo` builds them) with in-training evaluation off, so only the data order's boundaries show; the two settings
+alternate (`--runs` each) so drift on a shared machine hits both alike. Per run: the median step time, the worst step
+within 3 steps after each epoch boundary as a multiple of that median, and the training wall clock.
+Usage: python bench/epoch_boundary.py [--runs 2] [--steps 0 (the whole recipe)]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TRAINER = """
+import json, sys, time
+from vlp.demo import _bundled_data, find_recipe
+from vlp.train import loop, train
+
+ahead, steps, out, work, name = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+loop.START_AHEAD = ahead
+paths = _bundled_data(__import__("pathlib").Path(work) / "digits", "digits", 32, 0)
+times, epochs, real_step = [], [], loop._step
+
+def step(run, batch):
+    values = real_step(run, batch)
+    times.append(time.perf_counter())
+    epochs.append(run.progress.epoch)
+    return values
+
+loop._step = step
+overrides = [f"data.train={paths['train']}", "eval.datasets=[]", f"train.output_dir={work}/runs",
+             f"train.run_name={name}",
+             "logging.progress=false"] + ([f"train.duration={steps} steps"] if steps else [])
+start = time.perf_counter()
+train(find_recipe("tiny-digits.yaml"), overrides=overrides)
+json.dump({"start": start, "times": times, "epochs": epochs}, open(out, "w"))
+"""
+
+
+def run_once(ahead: int, steps: int, work: Path, index: int) -> dict:
+    out = work / f"trace-{ahead}-{index}.json"
+    subprocess.run([sys.executable, "-c", TRAINER, str(ahead), str(steps), str(out), str(work), out.stem], check=True,
+                   cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
+    trace = json.loads(out.read_text())
+    ends = [trace["start"], *trace["times"]]
+    step_times = [b - a for a, b in zip(ends, ends[1:])]
+    median = statistics.median(step_times[1:])
+    boundaries = [i for i in range(1, len(trace["epochs"])) if trace["epochs"][i] != trace["epochs"][i - 1]]
+    worst = [max(step_times[b + 1:b + 4]) / median for b in boundaries if b + 1 < len(step_times)]
+    return {"median_ms": 1000 * median, "worst_boundary_x": max(worst) if worst else float("nan"),
+            "boundary_x": worst, "step_ms": [round(1000 * t) for t in step_times], "boundaries": boundaries, "train_s": trace["times"][-1] - trace["start"], "steps": len(step_times)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=0)
+    args = parser.parse_args()
+    from vlp.train.loop import START_AHEAD
+
+    results: dict[int, list[dict]] = {START_AHEAD: [], 0: []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.runs):
+            for ahead in (0, START_AHEAD):
+                results[ahead].append(run_once(ahead, args.steps, Path(tmp), i))
+    print(f"{'next epoch started':28s} {'steps':>5s} {'median step ms':>14s} {'worst boundary step':>20s} "
+          f"{'training s':>10s}")
+    for ahead, runs in results.items():
+        label = f"{ahead} positions early" if ahead else "when the epoch starts"
+        for r in runs:
+            print(f"{label:28s} {r['steps']:5d} {r['median_ms']:14.1f} {r['worst_boundary_x']:19.2f}x "
+                  f"{r['train_s']:10.1f}")
+    new, old = (statistics.median(r["train_s"] for r in results[a]) for a in (START_AHEAD, 0))
+    print(f"training wall clock, early / at start: {new / old:.3f}")
+
+
+if __name__ == "__main__":
+    main()

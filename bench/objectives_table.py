@@ -1,10 +1,10 @@
 """Objectives compared on the bundled digits (the `vlp demo` data), several seeds, mean ± std as a markdown table.
 
 Suites (`--suite`):
-- objectives: `recipes/tiny-digits.yaml` with softmax vs each round-two objective, the same number of steps
-  (`--steps`, default the demo's 465), held-out zero-shot top-1 and the zero-shot set's geometry; with
-  `--source scenes`, `recipes/tiny-scenes.yaml` (its 8 epochs) with left-digit zero-shot, retrieval R@1, the binding
-  tests and the retrieval set's geometry.
+- objectives: `recipes/tiny-digits.yaml` with softmax vs each false-negative, temperature and several-caption objective,
+  the same number of steps (`--steps`, default the demo's 465), held-out zero-shot top-1 and the zero-shot set's
+  geometry; with `--source scenes`, `recipes/tiny-scenes.yaml` (its 8 epochs) with left-digit zero-shot, retrieval R@1,
+  the binding tests and the retrieval set's geometry.
 - small-batch: iSogCLR at global batch 64 vs softmax at 64 and at 512, the same number of epochs (`--epochs`).
 - gap-paper: CLIP vs CUA vs CUAXU in the contrastive-gap paper's setting (`recipes/tiny-digits-gap-paper*.yaml`):
   as the paper fine-tunes a pretrained CLIP with new projection layers, a base model is first pretrained once
@@ -255,7 +255,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--suite", choices=["objectives", "small-batch", "gap-paper"], default="objectives")
     p.add_argument("--objectives", default=None, help="comma-separated (objectives suite; default: softmax and "
-                   "every round-two objective, without supcon on the scenes)")
+                   "every false-negative, temperature and several-caption objective, without supcon on the scenes)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--steps", type=int, default=None, help=f"steps per run (default: digits {DEMO_STEPS} as the "
                    "demo, scenes the recipe's 8 epochs, gap-paper the recipe's 1 epoch of fine-tuning)")

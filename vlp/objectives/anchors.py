@@ -1,8 +1,9 @@
 """The two directions of a contrastive batch under every gather mode, and per-sample keys gathered alongside.
 
-Every round-two objective is "rows (anchors) against all columns of the other modality": image→text rows are
-images, text→image rows are texts.  With `gather: global` the rows are the whole global batch (offset 0); with
-`local_loss` they are this rank's rows, whose positives sit at columns offset … offset + b of the gathered batch.
+Every false-negative, temperature and several-caption objective is "rows (anchors) against all columns of the other
+modality": image→text rows are images, text→image rows are texts.  With `gather: global` the rows are the whole global
+batch (offset 0); with `local_loss` they are this rank's rows, whose positives sit at columns offset … offset + b of the
+gathered batch.
 """
 from __future__ import annotations
 

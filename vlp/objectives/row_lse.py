@@ -1,9 +1,10 @@
 """Per-row log-sum-exp of scaled logits with some pairs left out, dense or by tiles (no B×B tensor).
 
-`LSE_i = log Σ_{j kept} exp(s_i · a_i·c_j)`, with s a scalar or one scale per row.  The round-two objectives are all
-"per-row LSE minus something O(B·D)", so this one primitive gives each of them its tiled form: the tiled Function
-keeps only the LSE vector and recomputes each tile in backward (p_ij = exp(z_ij − LSE_i)), as tiled_softmax.py does.
-Which pairs leave is decided per tile from O(B) keys (`PairMask`), never from a B×B mask.
+`LSE_i = log Σ_{j kept} exp(s_i · a_i·c_j)`, with s a scalar or one scale per row.  The false-negative, temperature and
+several-caption objectives are all "per-row LSE minus something O(B·D)", so this one primitive gives each of them its
+tiled form: the tiled Function keeps only the LSE vector and recomputes each tile in backward (p_ij = exp(z_ij −
+LSE_i)), as tiled_softmax.py does. Which pairs leave is decided per tile from O(B) keys (`PairMask`), never from a B×B
+mask.
 """
 from __future__ import annotations
 

@@ -7,9 +7,9 @@ set (1,536 samples; run that benchmark once first):
 - `same`: the same per-sample work on both sides — torchvision's RandomResizedCrop(224, scale (0.9, 1)) and
   PILToTensor (the PIL path), the batch's pixels read as a normalisation does (`float().div_(255)`) — so only the
   data order differs: the old per-worker shard split vs the logical streams joined in the main process.
-- `own`: each revision's own training transform (`vlp.models.transforms.image_transform(model, train=True)` for a
-  224 px open_clip preprocess config): the old open_clip PIL transform normalising in the workers, the new `TrainCrop`
-  (uint8, fast JPEG path) normalised once per batch in the main process (as a CPU trainer does; a GPU trainer would do
+- `own`: each revision's own training transform for a 224 px open_clip preprocess config (d342566:
+  `vlp.models.transforms.image_transform(model, train=True)`, open_clip's PIL transform normalising in the workers;
+  since: `vlp.data.augment.train_crop`, a `TrainCrop`, uint8, fast JPEG path) normalised once per batch in the main process (as a CPU trainer does; a GPU trainer would do
   it on the GPU) — what a user of each revision gets.
 Both: `open_clip.get_tokenizer("ViT-B-32")`, batch 64, shuffle buffer 1000, one epoch, every measurement a fresh
 subprocess, runs alternating (old, new, old, new, ...) so drift on a shared machine hits both alike. Reports the
@@ -57,16 +57,16 @@ def pipeline(kind: str):
 
     if kind == "same":
         return T.Compose([T.RandomResizedCrop(224, scale=(0.9, 1.0)), T.PILToTensor()]), lambda i: i.float().div_(255)
-    from vlp.models.transforms import image_transform
-
     mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
-    model = SimpleNamespace(preprocess_cfg={"size": 224, "mean": mean, "std": std, "interpolation": "bicubic",
-                                            "resize_mode": "shortest"})
+    preprocess = {"size": 224, "mean": mean, "std": std, "interpolation": "bicubic", "resize_mode": "shortest"}
     try:
+        from vlp.data.augment import train_crop
         from vlp.data.device_images import normalize_images
-    except ImportError:  # the old revision: its transform normalised in the workers
-        return image_transform(model, train=True), lambda images: images
-    return image_transform(model, train=True), lambda images: normalize_images(images, mean, std)
+    except ImportError:  # d342566: the models' train transform, normalising in the workers
+        from vlp.models.transforms import image_transform
+
+        return image_transform(SimpleNamespace(preprocess_cfg=preprocess), train=True), lambda images: images
+    return train_crop(preprocess, (0.9, 1.0), (3 / 4, 4 / 3)), lambda images: normalize_images(images, mean, std)
 
 
 def measure(spec: str, workers: int, batch: int, kind: str) -> dict:

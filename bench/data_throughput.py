@@ -98,7 +98,7 @@ def vlp_loader(spec: str, args, size: int, decode: str = "cpu", normalise_on: st
 
     from vlp.data import build_train_data
     from vlp.data.device_images import ready_images
-    from vlp.models.transforms import TrainCrop
+    from vlp.data.augment import TrainCrop
     from vlp.recipe.schema import DataConfig
 
     mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
@@ -181,8 +181,8 @@ def decode_timings(spec: str, size: int, count: int = 40) -> dict[str, float]:
     import simplejpeg
     import torch
 
+    from vlp.data.augment import TrainCrop
     from vlp.data.fast_decode import jpeg_size
-    from vlp.models.transforms import TrainCrop
 
     torch.set_num_threads(1)
     files, crop = jpegs(spec)[:count], TrainCrop(size, SCALE, RATIO)

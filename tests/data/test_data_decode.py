@@ -1,5 +1,6 @@
-"""The fast JPEG path (vlp.data.fast_decode, vlp.models.TrainCrop): torchvision's crop distribution, pixels close to
-the PIL path, damaged and oversize JPEGs still counted, uint8 through the loader, normalisation as torchvision's."""
+"""The fast JPEG path (vlp.data.fast_decode, vlp.data.augment.TrainCrop): torchvision's crop distribution, pixels
+close to the PIL path, damaged and oversize JPEGs still counted, uint8 through the loader, normalisation as
+torchvision's."""
 from __future__ import annotations
 
 import io
@@ -14,10 +15,10 @@ from PIL import Image
 from scipy import stats
 
 from helpers.shards import jpeg_shards, photo
-from vlp.data.decode import BadSample, SampleKeys, augmented_image
+from vlp.data.augment import TrainCrop, augmented_image
+from vlp.data.decode import BadSample, SampleKeys
 from vlp.data.device_images import EncodedCrop, normalize_images
 from vlp.data.fast_decode import jpeg_size
-from vlp.models.transforms import TrainCrop
 
 KEYS = SampleKeys(image=("jpg",), caption="txt")
 MEAN, STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
@@ -29,10 +30,10 @@ def crop(scale=(0.9, 1.0), ratio=(3 / 4, 4 / 3), size=224, decode="cpu") -> Trai
 
 def boxes_drawn(monkeypatch, transform: TrainCrop, full: tuple[int, int], draws: int) -> np.ndarray:
     """The boxes the JPEG path crops, over `draws` seeds: (top, left, height, width) rows."""
-    import vlp.models.transforms as transforms
+    import vlp.data.augment as augment
 
     seen = []
-    monkeypatch.setattr(transforms, "decode_crop", lambda data, full, box, size: seen.append(box) or
+    monkeypatch.setattr(augment, "decode_crop", lambda data, full, box, size: seen.append(box) or
                         np.zeros((*size, 3), np.uint8))
     for seed in range(draws):
         transform.from_jpeg(b"", full, seed)

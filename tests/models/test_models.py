@@ -142,12 +142,14 @@ def test_load_pretrained_round_trip(tmp_path):
         load_pretrained(tmp_path)
 
 
-def test_image_transform_uses_recipe_crop_ratio():
+def test_train_crop_takes_the_model_size_and_the_recipe_crop_ratio():
+    from vlp.data.augment import train_crop
+
     model, _ = build_model(ModelConfig(config=TINY))
-    train = image_transform(model, train=True, scale=(0.5, 1.0), ratio=(0.9, 1.1))
+    train = train_crop(model.preprocess_cfg, scale=(0.5, 1.0), ratio=(0.9, 1.1))
     assert (train.scale, train.ratio, train.size) == ((0.5, 1.0), (0.9, 1.1), (32, 32))
     assert train(Image.new("RGB", (64, 48)), 0).dtype == torch.uint8  # normalised by the trainer (test_data_decode)
     image = Image.new("RGB", (64, 48), (200, 10, 10))
     expected = (torch.tensor([200, 10, 10]) / 255 - torch.tensor(open_clip.OPENAI_DATASET_MEAN)) / torch.tensor(
         open_clip.OPENAI_DATASET_STD)
-    torch.testing.assert_close(image_transform(model, train=False)(image)[:, 5, 5], expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(image_transform(model)(image)[:, 5, 5], expected, atol=1e-5, rtol=0)

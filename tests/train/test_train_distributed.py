@@ -44,12 +44,13 @@ class JoinedRanks:
 
 def joined_data(recipe, world_size):
     from vlp.data import build_train_data
-    from vlp.models import build_model, image_transform
+    from vlp.data.augment import train_crop
+    from vlp.models import build_model
     from vlp.objectives import build_from_config
 
     objective = build_from_config(recipe.objective)
     model, tokenizer = build_model(recipe.model, objective.init_logit_scale, objective.init_logit_bias)
-    transform = image_transform(model, train=True, scale=recipe.data.augment_scale, ratio=recipe.data.augment_ratio)
+    transform = train_crop(model.preprocess_cfg, recipe.data.augment_scale, recipe.data.augment_ratio)
     local = recipe.train.batch_size // world_size
     return JoinedRanks([build_train_data(recipe.data, transform, tokenizer, local_batch_size=local,
                                          seed=recipe.train.seed, rank=r, world_size=world_size)

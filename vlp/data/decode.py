@@ -1,4 +1,5 @@
-"""One raw sample → (captions, negatives, RGB image), or the kind of defect it has.
+"""One raw sample → (captions, negatives, RGB image), or the kind of defect it has (the training image ops that
+follow decoding are `vlp.data.augment`'s).
 
 Text is checked before the image is touched, and the image size is read from its header before it is decoded, so the
 cheap rejections cost no decode.
@@ -9,9 +10,8 @@ import io
 import json
 import random
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
+from typing import Optional, Union
 
 from PIL import Image
 
@@ -151,51 +151,7 @@ def open_image(data, keys: SampleKeys) -> Image.Image:
         raise BadSample("corrupt_image") from None
 
 
-@contextmanager
-def seeded(seed: int):
-    """The global torch generator seeded with `seed`, restored afterwards (the caller's RNG is untouched when this
-    runs in the main process). Not torch.manual_seed: on CUDA builds it also queues a CUDA reseed, ~10 ms a call."""
-    import torch  # here: vlp.data.sources imports this module, and `vlp --help` must not import torch
-
-    generator = torch.default_generator
-    state = generator.get_state()
-    generator.manual_seed(seed)
-    try:
-        yield
-    finally:
-        generator.set_state(state)
-
-
-def augmented_image(sample: dict, keys: SampleKeys, transform: Callable, seed: int, check_only: bool = False):
-    """The sample's image through `transform`, its random draws depending on `seed` alone (exact resume). A transform
-    with `from_jpeg` (`vlp.models.TrainCrop`) draws from `seed` itself: JPEG bytes go to its
-    `from_jpeg(data, (height, width), seed)` (it decodes only what its crop keeps, and raises ValueError when
-    libjpeg-turbo cannot decode `data`), everything else to `transform(image, seed)`; other transforms run with the
-    global torch generator seeded. Other formats, PIL images and the JPEGs libjpeg-turbo cannot decode (damaged ones:
-    PIL then decides whether they are bad) go through PIL. `check_only` (a resume skipping samples): raise BadSample
-    exactly when the full call would, decoding no more than that takes (a 1/8-scale JPEG decode), and return None."""
-    from vlp.data.fast_decode import is_jpeg, jpeg_size, validate_jpeg
-
-    data = image_data(sample, keys)
-    from_jpeg = getattr(transform, "from_jpeg", None)
-    full = jpeg_size(data) if from_jpeg is not None and is_jpeg(data) else None
-    if full is not None:
-        if full[0] * full[1] > keys.max_image_pixels:
-            raise BadSample("oversize_image")
-        try:
-            return validate_jpeg(data) if check_only else from_jpeg(data, full, seed)
-        except ValueError:
-            pass
-    image = open_image(data, keys)
-    if check_only:
-        return None
-    if from_jpeg is not None:
-        return transform(image, seed)
-    with seeded(seed):
-        return transform(image)
-
-
-def check_text(sample: dict, keys: SampleKeys, rng: random.Random) -> tuple[str, list[str]]:
+def drawn_text(sample: dict, keys: SampleKeys, rng: random.Random) -> tuple[str, list[str]]:
     """The caption drawn for this sample and its hard negatives ([] when not configured)."""
     caption = choose_caption(sample, keys, rng)
     negatives = choose_negatives(sample, keys, rng) if keys.negative else []

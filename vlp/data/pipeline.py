@@ -25,7 +25,8 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from vlp.data.batch import Batch, Item
-from vlp.data.decode import BadSample, SampleKeys, augmented_image, caption_pool, check_text, sample_label
+from vlp.data.augment import augmented_image, train_image_op
+from vlp.data.decode import BadSample, SampleKeys, caption_pool, drawn_text, sample_label
 from vlp.data.device_images import stack_images
 from vlp.data.sources import DataError, Findings, Source
 from vlp.data.streams import epoch_pieces, raw_stream, rng_for, stream_quotas
@@ -90,7 +91,8 @@ class Row(NamedTuple):
 
 class StreamWorker:
     def __init__(self, plan: Plan, worker: int, transform: Optional[Callable], tokenizer: Optional[Callable]):
-        self.plan, self.worker, self.transform, self.tokenizer = plan, worker, transform, tokenizer
+        self.plan, self.worker, self.tokenizer = plan, worker, tokenizer
+        self.transform = None if transform is None else train_image_op(transform)  # torchvision's too
         self.counts: Counter = Counter()
         self.findings: Findings = {}
         self.bad_in_a_row: Counter = Counter()  # per stream
@@ -98,12 +100,12 @@ class StreamWorker:
     def _keys(self, sample: dict) -> SampleKeys:
         return self.plan.keys[sample.get("__source__", 0)]
 
-    def _check(self, sample: dict, rng: random.Random, seed: int, stream: int, skipped: bool) -> Optional[Row]:
-        """The sample's row, or None for a bad sample (counted); `seed` seeds the augmentation. A `skipped` sample
-        (before a resume point) is only checked."""
+    def _row(self, sample: dict, rng: random.Random, seed: int, stream: int, skipped: bool) -> Optional[Row]:
+        """The sample's row (caption and negatives drawn from `rng`, image augmented from `seed`), or None for a bad
+        sample (counted). A `skipped` sample (before a resume point) is only checked: its image is not augmented."""
         keys = self._keys(sample)
         try:
-            caption, negatives = check_text(sample, keys, rng)
+            caption, negatives = drawn_text(sample, keys, rng)
             fields = self._fields(sample, keys)
             if fields.captions is not None:
                 caption = fields.captions[0]  # `captions: all`: the text is the main caption
@@ -174,7 +176,7 @@ class StreamWorker:
         checked_only = plan.chunk * plan.first_position
         good = 0
         for index, sample in enumerate(samples):
-            row = self._check(sample, rng_for(base, index), base + index, stream, skipped=good < checked_only)
+            row = self._row(sample, rng_for(base, index), base + index, stream, skipped=good < checked_only)
             if row is not None:
                 good += 1
                 yield row

@@ -6,9 +6,8 @@ from vlp.models.config_check import check
 from vlp.models.pretrained import load_pretrained
 from vlp.models.registry import DualEncoder, register_tower, tower_types
 from vlp.models.towers import PKG_PREFIX, make_tokenizer, portable_config, resolve_hf_name
-from vlp.models.transforms import TrainCrop, image_transform, pixel_stats
+from vlp.models.transforms import image_transform
 
 __all__ = ["build_model", "check", "DualEncoder", "register_tower", "tower_types", "image_transform", "load_pretrained",
-           "TrainCrop", "pixel_stats",
            "make_tokenizer", "CheckpointError", "find_checkpoint", "resolve_checkpoint", "resolve_hf_name",
            "portable_config", "PKG_PREFIX"]

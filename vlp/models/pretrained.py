@@ -40,7 +40,7 @@ def load_pretrained(path, device="cpu", weights: str = "raw"):
                                 f"checkpoint dir ({layout.checkpoints}/step_N) or an exported folder "
                                 f"({EXPORT_CONFIG})")
     model = model.to(device).eval()
-    return model, image_transform(model, train=False), tokenizer, info
+    return model, image_transform(model), tokenizer, info
 
 
 def _from_export(folder: Path):

@@ -35,7 +35,7 @@ class EvalHook:
         from vlp.models import image_transform
 
         if self._preprocess is None:
-            self._preprocess = image_transform(self.model, train=False)
+            self._preprocess = image_transform(self.model)
         pictures = self.run_dir.pictures_at(step) if self.recipe.eval.pictures else None
         records = evaluate(self.model, self._preprocess, self.tokenizer, self.recipe.eval, str(self.acc.device),
                            model_name=self.recipe.train.run_name or "", progress=False, pictures=pictures)

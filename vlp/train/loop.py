@@ -79,7 +79,8 @@ def train(recipe: Recipe | str | Path, resume: Optional[str] = None, *, override
     process's rank); `callbacks` are called on every process after every step as `callback(step, step_metrics)`.
     """
     from vlp.data import build_train_data
-    from vlp.models import build_model, image_transform
+    from vlp.data.augment import train_crop
+    from vlp.models import build_model
     from vlp.objectives import build_from_config
 
     recipe, run_name, source = read_recipe(recipe, overrides)
@@ -95,8 +96,8 @@ def train(recipe: Recipe | str | Path, resume: Optional[str] = None, *, override
     objective = build_from_config(recipe.objective).to(acc.device)
     raw_model, tokenizer = build_model(recipe.model, objective.init_logit_scale, objective.init_logit_bias)
     if data is None:
-        transform = image_transform(raw_model, train=True, scale=recipe.data.augment_scale,
-                                    ratio=recipe.data.augment_ratio, decode=recipe.data.decode)
+        transform = train_crop(raw_model.preprocess_cfg, recipe.data.augment_scale, recipe.data.augment_ratio,
+                               recipe.data.decode)
         data = build_train_data(recipe.data, transform, tokenizer, local_batch_size=local_batch, seed=cfg.seed,
                                 rank=rank, world_size=world, pin_memory=acc.device.type == "cuda")
     steps = resolve_steps(recipe, data.samples_per_epoch, source)
@@ -155,13 +156,13 @@ def train(recipe: Recipe | str | Path, resume: Optional[str] = None, *, override
 
 def _loop(run: Run, preemption: PreemptionSignals) -> dict[str, float]:
     """The steps; on a preemption signal, every process stops after the same step with its checkpoint (`Preempted`)."""
-    from vlp.models import pixel_stats
+    from vlp.data.augment import pixel_stats
 
     cfg, acc, steps, progress = run.recipe.train, run.acc, run.steps, run.progress
     bar = _progress_bar(run.recipe, acc, steps.total, progress.step)
     window, logged, local_bad = Window(), {}, {}
     run.model.train()
-    mean, std = pixel_stats(run.raw_model)  # for the uint8 images workers hand over, normalised on the device
+    mean, std = pixel_stats(run.raw_model.preprocess_cfg)  # for the uint8 images workers hand over, normalised here
     while progress.step < steps.total:
         skip, got_any = progress.batches_in_epoch, False
         fetch_started = time.perf_counter()

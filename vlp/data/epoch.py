@@ -84,7 +84,7 @@ class Peers:
         return dry
 
     def tails(self) -> list[Item]:
-        return [item for r, items in enumerate(self._items) for item in self._dry[r] + list(_checked(items))]
+        return [item for r, items in enumerate(self._items) for item in self._dry[r] + list(_raising_worker_errors(items))]
 
 
 def epoch_batches(items: Iterator[Item], layout: Layout, agree: Optional[Agree],
@@ -113,7 +113,7 @@ def epoch_batches(items: Iterator[Item], layout: Layout, agree: Optional[Agree],
         if pending is not None:
             yield _finished(pending, met, pending.position + 1, None)
         return
-    tail = dry_group + list(_checked(items))
+    tail = dry_group + list(_raising_worker_errors(items))
     drained = _counts(tail)
     if layout.skip > tail_start:
         drained = Counter()  # reported with the tail's first batch by the run being resumed
@@ -132,7 +132,8 @@ def epoch_batches(items: Iterator[Item], layout: Layout, agree: Optional[Agree],
         met = Counter()
 
 
-def _checked(items: Iterator[Item]) -> Iterator[Item]:
+def _raising_worker_errors(items: Iterator[Item]) -> Iterator[Item]:
+    """The items, a worker's error item raised as the DataError it carries."""
     for item in items:
         if item.error is not None:
             raise DataError(item.error)
@@ -142,7 +143,7 @@ def _checked(items: Iterator[Item]) -> Iterator[Item]:
 def _positions(items: Iterator[Item], workers: int) -> Iterator[list[Item]]:
     """The items one position at a time (the loader's round-robin hands over one per worker, in worker order), up to
     and including the first position where a worker handed over its tail; errors raised."""
-    checked = _checked(items)
+    checked = _raising_worker_errors(items)
     while True:
         group = list(itertools.islice(checked, workers))
         if not group:

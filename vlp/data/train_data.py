@@ -29,7 +29,8 @@ def _epoch_size(cfg: DataConfig, sources: list[Source]) -> Optional[int]:
     return None if None in sizes else sum(sizes)
 
 
-def _check(cfg: DataConfig, sources: list[Source], size: Optional[int]) -> None:
+def _check_epoch_plan(cfg: DataConfig, sources: list[Source], size: Optional[int]) -> None:
+    """An epoch reads every source once: equal weights, and a known size (else resampled)."""
     if cfg.resampled:
         return
     if len({s.weight for s in sources}) > 1:
@@ -140,7 +141,7 @@ class TrainData:
         """The workers' items of `plan`'s epoch; with workers, they start at once (a DataLoader iterator)."""
         loader = DataLoader(WorkerDataset(plan, self._transform, self._tokenizer), batch_size=None,
                             num_workers=self._loader_workers, persistent_workers=False,
-                            # each item is 1/workers of a batch: 4 batches ahead per worker, as before streams
+                            # each item is 1/workers of a batch: 4 batches ahead per worker
                             prefetch_factor=4 * self._loader_workers if self._loader_workers else None,
                             generator=torch.Generator().manual_seed(0))  # not the caller's global RNG
         return iter(loader)
@@ -215,7 +216,7 @@ def build_train_data(data_cfg: DataConfig, transform: Callable, tokenizer: Calla
         raise DataError(f"local batch size must be >= 1, got {local_batch_size}")
     sources, differ, damage = _censused(load_sources(data_cfg))
     size = _epoch_size(data_cfg, sources)
-    _check(data_cfg, sources, size)
+    _check_epoch_plan(data_cfg, sources, size)
     global_batch = local_batch_size * world_size
     streams = _streams(data_cfg, global_batch, world_size)
     batches = None if size is None else size // global_batch

@@ -7,4 +7,4 @@ __getattr__, __all__ = lazy_names(__name__, {
     "Piece": "sources", "Source": "sources", "SourceReader": "sources", "register_source": "sources",
     "source_types": "sources", "check": "config_check", "hub_datasets": "sources", "expand_shards": "wds",
     "SIZES_FILE": "sizes", "read_shard_sizes": "sizes", "write_shard_sizes": "sizes", "open_hf_dataset": "hf",
-    "TrainData": "train_data", "build_train_data": "train_data"})
+    "TrainData": "train_data", "build_train_data": "train_data", "TrainCrop": "augment", "train_crop": "augment"})

@@ -6,6 +6,9 @@ Suites (`--suite`):
   geometry; with `--source scenes`, `recipes/tiny-scenes.yaml` (its 8 epochs) with left-digit zero-shot, retrieval R@1,
   the binding tests and the retrieval set's geometry.
 - small-batch: iSogCLR at global batch 64 vs softmax at 64 and at 512, the same number of epochs (`--epochs`).
+- isogclr-sweep: iSogCLR on `recipes/tiny-digits.yaml` (global batch 128, from scratch) over ρ × τ₀ (`--rhos`,
+  `--taus`), the demo's steps; besides top-1, the spread of the learned per-sample τ at the end (min, median, max
+  over both anchors of every sample, and the fraction at τ_min or τ_max), read from the final checkpoint.
 - gap-paper: CLIP vs CUA vs CUAXU in the contrastive-gap paper's setting (`recipes/tiny-digits-gap-paper*.yaml`):
   as the paper fine-tunes a pretrained CLIP with new projection layers, a base model is first pretrained once
   (`tiny-digits.yaml`, softmax, learned temperature, seed 0) and each run fine-tunes it with freshly initialised
@@ -19,9 +22,10 @@ Incremental: each finished run's result is cached as JSON under `--work`, and a 
 already measured, and the table so far. On the digits retrieval is not tabulated: their captions name only the
 class, so ~100 test images share each caption and Recall@k is capped near k% (the numbers are in each run's JSON).
 
-Usage: python bench/objectives_table.py [--suite objectives|small-batch|gap-paper] [--objectives a,b] [--seeds 0,1,2]
+Usage: python bench/objectives_table.py [--suite objectives|small-batch|gap-paper|isogclr-sweep] [--objectives a,b]
+       [--seeds 0,1,2]
        [--steps N] [--epochs N] [--base-steps N] [--from-scratch] [--work DIR] [--data-dir DIR]
-       [--source mnist|digits|scenes] [--plan]
+       [--source mnist|digits|scenes] [--rhos 0.1,0.5] [--taus 0.03,0.07] [--plan]
 """
 from __future__ import annotations
 
@@ -98,10 +102,17 @@ PAPER_COLUMNS = (
     Column("zero-shot top-1", "zeroshot", "acc1", "{:.1%}"),
     Column("final t", "train", "logit_scale", "{:.1f}"),
 )
+TAU_COLUMNS = (
+    Column("zero-shot top-1", "zeroshot", "acc1", "{:.1%}"),
+    Column("τ min", "tau", "min"),
+    Column("τ median", "tau", "median"),
+    Column("τ max", "tau", "max"),
+    Column("at a clamp", "tau", "at_clamp", "{:.1%}"),
+)
 
 
-def suite_runs(suite: str, objectives: list[str], steps: int | None, epochs: int, source: str = "mnist"
-               ) -> list[RunSpec]:
+def suite_runs(suite: str, objectives: list[str], steps: int | None, epochs: int, source: str = "mnist",
+               rhos: tuple[float, ...] = (), taus: tuple[float, ...] = ()) -> list[RunSpec]:
     recipe = SOURCE_RECIPE[source]
 
     def objective(name: str) -> tuple[str, ...]:
@@ -111,6 +122,11 @@ def suite_runs(suite: str, objectives: list[str], steps: int | None, epochs: int
     if suite == "objectives":
         duration = (f"train.duration={steps} steps",) if steps else ()
         return [RunSpec(name, recipe, name, (*objective(name), *duration)) for name in objectives]
+    if suite == "isogclr-sweep":
+        duration = (f"train.duration={steps or DEMO_STEPS} steps",)
+        return [RunSpec(f"isogclr ρ={rho} τ₀={tau}", recipe, "isogclr",
+                        ("objective.name=isogclr", f"objective.params={{rho: {rho}, tau_init: {tau}}}", *duration))
+                for rho in rhos for tau in taus]
     if suite == "small-batch":
         duration = f"train.duration={epochs} epochs"
         return [RunSpec(f"{name} @ batch {batch}", recipe, name, (*objective(name), f"train.batch_size={batch}",
@@ -159,14 +175,34 @@ def train_one(spec: RunSpec, seed: int, data_overrides: list[str], work: Path) -
         f"train.run_name={run_dir.name}", "logging.trackers=[]", "logging.progress=false"],
         callbacks=[lambda step, metrics: step_times.append(time.perf_counter())])
     seconds = time.perf_counter() - start
+    tau = tau_spread(result.checkpoint, spec, data_overrides) if spec.objective == "isogclr" else {}
     # by the set's name without the source: zeroshot, retrieval (digits); left_digit, retrieval, binding (scenes)
     finals = {r["dataset"].split("_", 1)[1]: r["metrics"] for r in result.eval_results if r.get("final", True)}
     loop = step_times[-1] - step_times[0] if len(step_times) > 1 else math.nan
     return {"row": spec.row, "seed": seed, "recipe": spec.recipe, "overrides": list(spec.overrides),
             "steps": result.step, "samples": result.samples_seen, "seconds": round(seconds, 1),
             "seconds_per_step": loop / (len(step_times) - 1) if len(step_times) > 1 else math.nan,
-            "overhead_seconds": round(seconds - loop, 1), "train": result.metrics, **finals,
+            "overhead_seconds": round(seconds - loop, 1), "train": result.metrics, **finals, "tau": tau,
             "date": time.strftime("%Y-%m-%d %H:%M")}, result.checkpoint
+
+
+def tau_spread(checkpoint: Path, spec: RunSpec, data_overrides: list[str]) -> dict:
+    """Min, median, max of the learned per-sample τ (image and text anchors of every sample) in the checkpoint's
+    isogclr state, and the fraction of them at τ_min or τ_max (a float32 clamp stored in float64: relative 1e-6)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from vlp.objectives import build_from_config
+    from vlp.recipe import load_recipe
+    from vlp.run_dir import Checkpoint
+
+    state = load_file(str(Checkpoint(checkpoint).component("objective")))
+    taus = torch.cat([state["image_tau"], state["text_tau"]])
+    low, high = build_from_config(load_recipe(RECIPES / spec.recipe, [*data_overrides, *spec.overrides]).objective
+                                  ).tau_range
+    at_clamp = ((taus - low).abs() <= 1e-6 * low) | ((taus - high).abs() <= 1e-6 * high)
+    return {"min": taus.min().item(), "median": taus.median().item(), "max": taus.max().item(),
+            "at_clamp": at_clamp.double().mean().item()}
 
 
 def estimate_seconds(todo: list[tuple[RunSpec, int]], done: list[dict], samples_of) -> float:
@@ -253,7 +289,8 @@ def fine_tune_init(base: Path, seed: int) -> list[str]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--suite", choices=["objectives", "small-batch", "gap-paper"], default="objectives")
+    p.add_argument("--suite", choices=["objectives", "small-batch", "gap-paper", "isogclr-sweep"],
+                   default="objectives")
     p.add_argument("--objectives", default=None, help="comma-separated (objectives suite; default: softmax and "
                    "every false-negative, temperature and several-caption objective, without supcon on the scenes)")
     p.add_argument("--seeds", default="0,1,2")
@@ -269,6 +306,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="gap-paper: pretraining steps of the base model (tiny-digits.yaml; used when first built)")
     p.add_argument("--from-scratch", action="store_true",
                    help="gap-paper: train the recipes from random weights instead of fine-tuning a pretrained base")
+    p.add_argument("--rhos", default="0.1,0.5,1.0,2.0", help="isogclr-sweep: the values of objective.params.rho")
+    p.add_argument("--taus", default="0.03,0.07", help="isogclr-sweep: the values of objective.params.tau_init")
     p.add_argument("--plan", action="store_true",
                    help="print the runs left, their estimated time and the table so far; train nothing")
     args = p.parse_args(argv)
@@ -294,7 +333,8 @@ def main(argv=None) -> int:
     if args.from_scratch:
         work = work / "from-scratch"
     base = base_weights(work, data_overrides, args.base_steps) if fine_tune else None
-    runs = suite_runs(args.suite, args.objectives.split(","), steps, args.epochs, args.source)
+    runs = suite_runs(args.suite, args.objectives.split(","), steps, args.epochs, args.source,
+                      tuple(float(v) for v in args.rhos.split(",")), tuple(float(v) for v in args.taus.split(",")))
 
     def run_overrides(seed: int) -> list[str]:
         return [*data_overrides, *(fine_tune_init(base, seed) if base else ())]
@@ -330,8 +370,8 @@ def main(argv=None) -> int:
     for record in pretrained:
         results[record["row"]] = [record]
     rows = [RunSpec(record["row"], record["recipe"], "softmax") for record in pretrained] + runs
-    columns = PAPER_COLUMNS if args.suite == "gap-paper" else SCENES_COLUMNS if args.source == "scenes" \
-        else DIGITS_COLUMNS
+    columns = PAPER_COLUMNS if args.suite == "gap-paper" else TAU_COLUMNS if args.suite == "isogclr-sweep" \
+        else SCENES_COLUMNS if args.source == "scenes" else DIGITS_COLUMNS
     print(table(rows, results, columns))
     return 0
 

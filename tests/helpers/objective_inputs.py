@@ -1,4 +1,4 @@
-"""Helpers for tests that run every registered objective (no tests here): inputs for the extras it declares."""
+"""Helpers for tests that run every registered objective (no tests here): inputs for the fields it reads."""
 from __future__ import annotations
 
 import os
@@ -8,27 +8,47 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from vlp.data.batch import Batch
+
 CAPTIONS = 3  # captions per sample for objectives that take every caption
 
 
 def extra_inputs(objective, batch: int, dim: int, generator: torch.Generator, negatives: int = 2) -> dict:
-    """Tensors for `objective.extras`: labels and caption token ids that repeat (so false-negative masks bite),
-    sample ids (binding the objective's per-sample state to them), all captions' features with some padded."""
-    wanted = getattr(objective, "extras", ())
+    """Tensors for what `objective` reads (`reads`, `reads_if_present`), by `Batch` field or feature keyword: labels
+    and caption token ids that repeat (so false-negative masks bite), sample ids (binding the objective's
+    per-sample state to them), all captions' features with some padded. `call_inputs` turns them into the call's."""
+    wanted = (*objective.reads, *objective.reads_if_present)
     labels = torch.randint(0, max(2, batch // 4), (batch,), generator=generator)
     mask = torch.rand(batch, CAPTIONS, generator=generator) < 0.6
     mask[:, 0] = True
     available = {
         "labels": labels,
-        "text_tokens": torch.stack([labels, labels % 3], 1),
+        "text": torch.stack([labels, labels % 3], 1),
         "sample_ids": torch.randperm(batch, generator=generator),
-        "caption_features": F.normalize(torch.randn(batch, CAPTIONS, dim, generator=generator), dim=-1),
+        "captions": F.normalize(torch.randn(batch, CAPTIONS, dim, generator=generator), dim=-1),
         "caption_mask": mask,
-        "negative_text_features": F.normalize(torch.randn(batch, negatives, dim, generator=generator), dim=-1),
+        "negative_text": F.normalize(torch.randn(batch, negatives, dim, generator=generator), dim=-1),
     }
     if "sample_ids" in wanted:
         state_components(objective, batch)
     return {k: v for k, v in available.items() if k in wanted}
+
+
+FEATURES = {"negative_text": "negative_text_features", "captions": "caption_features"}  # field -> its features
+
+
+def call_inputs(inputs: dict) -> dict:
+    """`extra_inputs` (and any other keyword inputs) as the objective's keywords: the embedded fields as features,
+    the others on one `Batch` passed as `samples`."""
+    fields = {k: v for k, v in inputs.items() if k in ("labels", "text", "sample_ids", "caption_mask")}
+    out = {FEATURES.get(k, k): v for k, v in inputs.items() if k not in fields}
+    return {**out, "samples": samples(**fields)} if fields else out
+
+
+def samples(**fields) -> Batch:
+    """A batch with these per-sample fields; images and, unless given, token ids are placeholders."""
+    n = len(next(iter(fields.values())))
+    return Batch(torch.zeros(n, 0), fields.pop("text", torch.zeros(n, 1, dtype=torch.int64)), **fields)
 
 
 def state_components(objective, sample_ids: int) -> dict:

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import vlp.objectives as objectives
+from helpers.objective_inputs import samples
 
 B, D = 7, 5
 LABELS = torch.tensor([0, 1, 0, 2, 1, 0, 3])
@@ -82,8 +83,8 @@ def build(name, tiled, **params):
 
 CASES = {
     "masked_softmax": (dict(), lambda x, y, t: reference_masked(x, y, t),
-                       lambda: {"text_tokens": TOKENS, "labels": LABELS}),
-    "supcon": (dict(), reference_supcon, lambda: {"labels": LABELS}),
+                       lambda: {"samples": samples(text=TOKENS, labels=LABELS)}),
+    "supcon": (dict(), reference_supcon, lambda: {"samples": samples(labels=LABELS)}),
     "debiased": (dict(tau_plus=0.15), lambda x, y, t: reference_debiased(x, y, t, 0.15), dict),
     "macl": (dict(temperature=0.2, alpha=0.6, a0=0.1), lambda x, y, t: reference_macl(x, y, 0.2, 0.6, 0.1), dict),
 }
@@ -105,10 +106,10 @@ def test_equals_naive_reference(name, tiled):
 def test_masking_changes_the_loss_only_through_masked_pairs():
     x, y, t = inputs()
     softmax = objectives.build("softmax")(x, y, t)["loss"]
-    masked = objectives.build("masked_softmax")(x, y, t, text_tokens=TOKENS, labels=LABELS)["loss"]
+    masked = objectives.build("masked_softmax")(x, y, t, samples=samples(text=TOKENS, labels=LABELS))["loss"]
     assert masked < softmax  # pairs left the denominators
-    distinct = objectives.build("masked_softmax")(x, y, t, text_tokens=torch.arange(B)[:, None],
-                                                  labels=torch.arange(B))["loss"]
+    distinct = objectives.build("masked_softmax")(x, y, t, samples=samples(text=torch.arange(B)[:, None],
+                                                                           labels=torch.arange(B)))["loss"]
     torch.testing.assert_close(distinct, softmax, atol=1e-12, rtol=1e-12)
 
 
@@ -129,13 +130,13 @@ def test_debiased_floor_at_high_logit_scale_is_finite():
 
 def test_supcon_with_distinct_labels_is_softmax():
     x, y, t = inputs()
-    torch.testing.assert_close(objectives.build("supcon")(x, y, t, labels=torch.arange(B))["loss"],
+    torch.testing.assert_close(objectives.build("supcon")(x, y, t, samples=samples(labels=torch.arange(B)))["loss"],
                                objectives.build("softmax")(x, y, t)["loss"], atol=1e-12, rtol=1e-12)
 
 
 @pytest.mark.parametrize("name, extras, message", [
     ("supcon", {}, "data.label_key"),
-    ("masked_softmax", {"text_tokens": TOKENS}, "equal_labels: false"),
+    ("masked_softmax", {"samples": samples(text=TOKENS)}, "equal_labels: false"),
 ])
 def test_missing_extras_name_the_key(name, extras, message):
     x, y, t = inputs()

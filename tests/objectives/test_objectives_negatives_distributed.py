@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import vlp.objectives as objectives
-from helpers.objective_inputs import join_gloo, state_components
+from helpers.objective_inputs import call_inputs, join_gloo, state_components
 from vlp.recipe.schema import ObjectiveConfig
 
 pytestmark = pytest.mark.distributed
@@ -51,10 +51,10 @@ class Tower(torch.nn.Module):
 
     def terms(self, objective, rows, step=0):
         images, texts, captions, mask, labels, tokens, ids = (v[rows] for v in global_batch(step))
-        wanted = {"labels": labels, "text_tokens": tokens, "sample_ids": ids, "caption_mask": mask,
-                  "caption_features": F.normalize(self.text(captions), dim=-1)}
+        wanted = {"labels": labels, "text": tokens, "sample_ids": ids, "caption_mask": mask,
+                  "captions": F.normalize(self.text(captions), dim=-1)}
         return objective(F.normalize(self.image(images), dim=-1), F.normalize(self.text(texts), dim=-1),
-                         self.logit_scale.exp(), **{k: wanted[k] for k in objective.extras})
+                         self.logit_scale.exp(), **call_inputs({k: wanted[k] for k in objective.reads}))
 
 
 def global_batch(step=0):

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers.objective_inputs import state_components
+from helpers.objective_inputs import call_inputs, state_components
 import vlp.objectives as objectives
 
 B, D, N_SAMPLES = 6, 4, 9
@@ -58,7 +58,7 @@ def test_isogclr_equals_naive_reference_over_steps(tiled):
     for step in range(4):  # ids repeat across steps: the moving averages and τ carry over
         x, y = features(step)
         ids = batch_ids(step)
-        out = objective(x, y, torch.tensor(1.0, dtype=torch.float64), sample_ids=ids)
+        out = objective(x, y, torch.tensor(1.0, dtype=torch.float64), **call_inputs({"sample_ids": ids}))
         form, estimate, state = reference_isogclr(x, y, ids, state, PARAMS)
         torch.testing.assert_close(out["loss"].item(), estimate, atol=1e-10, rtol=1e-10)
         for got, want in zip(torch.autograd.grad(out["loss"], (x, y)), torch.autograd.grad(form, (x, y))):
@@ -75,7 +75,7 @@ def test_isogclr_state_round_trip_and_refusals():
     objective = objectives.build("isogclr", **PARAMS)
     samples = state_components(objective, N_SAMPLES)["objective"]
     x, y = features(0)
-    objective(x, y, 1.0, sample_ids=batch_ids(0))
+    objective(x, y, 1.0, **call_inputs({"sample_ids": batch_ids(0)}))
     saved = samples.state_dict()
     fresh = state_components(objectives.build("isogclr", **PARAMS), N_SAMPLES)["objective"]
     fresh.load_state_dict(saved)
@@ -89,7 +89,7 @@ def test_isogclr_state_round_trip_and_refusals():
     with pytest.raises(ValueError, match="sample ids"):
         state_components(objectives.build("isogclr"), None)
     with pytest.raises(ValueError, match="no per-sample state yet"):
-        objectives.build("isogclr")(x, y, 1.0, sample_ids=batch_ids(0))
+        objectives.build("isogclr")(x, y, 1.0, **call_inputs({"sample_ids": batch_ids(0)}))
     assert state_components(objectives.build("softmax"), N_SAMPLES) == {}  # nothing of its own to checkpoint
 
 
@@ -101,7 +101,7 @@ def test_isogclr_keeps_a_steps_state_update_only_if_the_step_was_applied():
     for step in range(3):
         x, y = features(step)
         before = samples.state_dict()
-        objective(x, y, 1.0, sample_ids=batch_ids(step))
+        objective(x, y, 1.0, **call_inputs({"sample_ids": batch_ids(step)}))
         updated = samples.state_dict()
         assert any(not torch.equal(before[k], updated[k]) for k in before)
         applied = step != 1
@@ -142,7 +142,7 @@ def test_multi_caption_equals_naive_reference(tiled):
     x, captions, t = caption_inputs()
     execution = {"tiled": True, "tile_size": 4} if tiled else {}
     out = objectives.build("multi_caption", **execution)(x, captions[:, 0], t, caption_features=captions,
-                                                         caption_mask=CAPTION_MASK)
+                                                         **call_inputs({"caption_mask": CAPTION_MASK}))
     expected = reference_multi_caption(x, captions, t)
     torch.testing.assert_close(out["loss"], expected, atol=1e-10, rtol=1e-10)
     for got, want in zip(torch.autograd.grad(out["loss"], (x, captions, t)),
@@ -155,7 +155,7 @@ def test_multi_caption_with_one_caption_each_is_softmax():
     only_first = torch.zeros(B, K, dtype=torch.bool)
     only_first[:, 0] = True
     got = objectives.build("multi_caption")(x, captions[:, 0], t, caption_features=captions,
-                                            caption_mask=only_first)["loss"]
+                                            **call_inputs({"caption_mask": only_first}))["loss"]
     torch.testing.assert_close(got, objectives.build("softmax")(x, captions[:, 0], t)["loss"],
                                atol=1e-12, rtol=1e-12)
 

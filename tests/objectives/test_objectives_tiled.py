@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import vlp.objectives as objectives
-from helpers.objective_inputs import extra_inputs
+from helpers.objective_inputs import call_inputs, extra_inputs
 from vlp.recipe import ConfigError
 from vlp.recipe.schema import ObjectiveConfig, RegularizerConfig
 
@@ -26,7 +26,8 @@ def inputs(seed=0):
 
 def run(objective, x, y, t, b, seed=0):
     leaves = [v.clone().requires_grad_() for v in (x, y, t, b)]
-    out = objective(*leaves, **extra_inputs(objective, x.shape[0], x.shape[1], torch.Generator().manual_seed(seed)))
+    extras = extra_inputs(objective, x.shape[0], x.shape[1], torch.Generator().manual_seed(seed))
+    out = objective(*leaves, **call_inputs(extras))
     out["loss"].backward()
     return out, [leaf.grad for leaf in leaves]
 
@@ -133,7 +134,7 @@ def test_no_batch_by_batch_tensor_when_tiled(cfg):
         objective = objectives.build_from_config(dataclasses.replace(cfg, tiled=tiled))
         extras = extra_inputs(objective, n, 4, torch.Generator().manual_seed(0))
         with LargestTensor() as probe:
-            objective(*leaves, **extras)["loss"].backward()
+            objective(*leaves, **call_inputs(extras))["loss"].backward()
         if tiled:
             # nothing above a tile, the largest input (B×D features; B×K×D for every caption) or the state the
             # objective holds (isogclr: per dataset sample, updated in place)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from helpers.objective_inputs import extra_inputs, state_components
+from helpers.objective_inputs import call_inputs, extra_inputs, state_components
 from helpers.train_support import make_shards, recipe_dict, tiny_clip, write_recipe
 from vlp.objectives import PRESETS, build, get, names
 from vlp.recipe import RecipeError, load_recipe
@@ -100,7 +100,7 @@ def _terms_and_grads(name: str, tiled: bool, inputs: dict, autocast: bool) -> tu
     state_components(objective, B)  # fresh per-sample state (isogclr) for every call
     leaves = {k: v.detach().clone().requires_grad_(v.is_floating_point()) for k, v in inputs.items()}
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        terms = objective(**leaves)
+        terms = objective(**call_inputs(leaves))
         if tiled:
             terms["loss"].backward()
     if not tiled:

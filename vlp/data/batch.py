@@ -1,12 +1,13 @@
 """What the data pipeline hands the trainer (`Batch`) and what a worker hands the loader (`Item`)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
+from vlp.data.fields import registered_fields
 from vlp.data.sources import Findings
 
 
@@ -34,7 +35,9 @@ def text_length(*tokens: Optional[torch.Tensor]) -> int:
 
 @dataclass
 class Batch:
-    """One process's batch of a training step."""
+    """One process's batch of a training step: every per-sample input (the row tensors, `row_fields()`, plugin
+    fields included) and the data's bookkeeping. The objective reads the row tensors it declares
+    (`Objective.reads`)."""
     image: torch.Tensor  # (b, 3, H, W), augmented
     text: torch.Tensor  # (b, L) caption token ids
     negative_text: Optional[torch.Tensor] = None  # (b, K, L) hard-negative caption token ids
@@ -66,7 +69,7 @@ class Batch:
         reading it there would wait for the device)."""
         if self.text_length is not None or self.text.device.type != "cpu":
             return self
-        return replace(self, text_length=text_length(self.text, self.negative_text, self.captions))
+        return self.replaced(text_length=text_length(self.text, self.negative_text, self.captions))
 
     def pin_memory(self) -> "Batch":
         """Page-locked copies (the DataLoader's pin-memory thread calls this): only those copy to a GPU async."""
@@ -75,13 +78,24 @@ class Batch:
     def map_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "Batch":
         def apply(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
             return None if t is None else fn(t)
-        return replace(self, **{name: apply(getattr(self, name)) for name in ROW_TENSORS})
+        return self.replaced(**{name: apply(getattr(self, name)) for name in row_fields()})
+
+    def replaced(self, **changes) -> "Batch":
+        """`dataclasses.replace` that keeps the registered fields (attributes, not dataclass fields)."""
+        registered = {name: changes.pop(name, getattr(self, name)) for name in registered_fields()}
+        return _with_registered(replace(self, **changes), registered)
+
+    def __getattr__(self, name: str):
+        # only for names the instance lacks: a registered field the data did not fill reads None
+        if name in registered_fields():
+            return None
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def split(self, size: int) -> list["Batch"]:
         """Micro-batches of `size` samples (the last may be smaller), with their keys and still-encoded images; the
         bookkeeping stays with the whole batch."""
         # the whole batch's text length: exact for every part, and one text shape for all of them
-        return [replace(self.take(range(start, min(start + size, len(self)))), text_length=self.text_length)
+        return [self.take(range(start, min(start + size, len(self)))).replaced(text_length=self.text_length)
                 for start in range(0, len(self), size)]
 
     def take(self, rows: Sequence[int]) -> "Batch":
@@ -91,14 +105,39 @@ class Batch:
         index = (slice(rows.start, rows.stop) if isinstance(rows, range) and rows.step == 1
                  else torch.as_tensor(list(rows), dtype=torch.int64))
         tensors = {name: None if t is None else t[index] for name, t in self._rows().items()}
-        return Batch(**tensors, keys=None if self.keys is None else [self.keys[r] for r in rows],
-                     jpegs=_taken_jpegs(self.jpegs, rows))
+        return _batch(tensors, keys=None if self.keys is None else [self.keys[r] for r in rows],
+                      jpegs=_taken_jpegs(self.jpegs, rows))
 
     def _rows(self) -> dict[str, Optional[torch.Tensor]]:
-        return {name: getattr(self, name) for name in ROW_TENSORS}
+        return {name: getattr(self, name) for name in row_fields()}
 
 
-ROW_TENSORS = ("image", "text", "negative_text", "sample_ids", "labels", "captions", "caption_mask")  # (b, ...) each
+BUILTIN_ROWS = ("image", "text", "negative_text", "sample_ids", "labels", "captions", "caption_mask")  # (b, ...) each
+
+
+def row_fields() -> tuple[str, ...]:
+    """The batch's per-sample tensors, (b, ...) each: the built-in ones and the registered (plugin) ones."""
+    return BUILTIN_ROWS + registered_fields()
+
+
+def check_field_names(names: Sequence[str]) -> None:
+    """Raise ValueError for a registered field whose name the batch already uses for something else."""
+    taken = sorted(set(names) & (set(dir(Batch)) | {f.name for f in fields(Batch)}))
+    if taken:
+        raise ValueError(f"batch field {taken[0]!r} is a name `Batch` already has: give the SampleField another")
+
+
+def _batch(rows: dict[str, Optional[torch.Tensor]], **bookkeeping) -> Batch:
+    own = {f.name for f in fields(Batch)}
+    return _with_registered(Batch(**{k: v for k, v in rows.items() if k in own}, **bookkeeping),
+                            {k: v for k, v in rows.items() if k not in own})
+
+
+def _with_registered(batch: Batch, values: dict[str, Optional[torch.Tensor]]) -> Batch:
+    for name, value in values.items():
+        if value is not None:
+            setattr(batch, name, value)
+    return batch
 
 
 def joined(parts: Sequence[Batch], pin: bool = False) -> Batch:
@@ -107,7 +146,7 @@ def joined(parts: Sequence[Batch], pin: bool = False) -> Batch:
     if len(parts) == 1:
         return parts[0].pin_memory() if pin else parts[0]
     rows = {}
-    for name in ROW_TENSORS:
+    for name in row_fields():
         tensors = [getattr(p, name) for p in parts]
         if tensors[0] is None:
             rows[name] = None
@@ -117,8 +156,8 @@ def joined(parts: Sequence[Batch], pin: bool = False) -> Batch:
         rows[name] = torch.cat(tensors, out=out)
     lengths = [p.text_length for p in parts]
     keys = None if any(p.keys is None for p in parts) else [k for p in parts for k in p.keys]
-    return Batch(**rows, text_length=None if None in lengths else max(lengths), keys=keys,
-                 jpegs=_joined_jpegs(parts))
+    return _batch(rows, text_length=None if None in lengths else max(lengths), keys=keys,
+                  jpegs=_joined_jpegs(parts))
 
 
 def _joined_jpegs(parts: Sequence[Batch]):

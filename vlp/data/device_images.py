@@ -2,7 +2,7 @@
 then normalise uint8 pixels once per batch (workers hand over uint8: a quarter of float32's bytes)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
@@ -71,4 +71,4 @@ def ready_images(batch: Batch, mean: Sequence[float], std: Sequence[float]) -> B
     images = batch.image
     if batch.jpegs is not None:
         images = decode_rows(images, batch.jpegs)
-    return replace(batch, image=normalize_images(images, mean, std), jpegs=None)
+    return batch.replaced(image=normalize_images(images, mean, std), jpegs=None)

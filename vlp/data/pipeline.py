@@ -28,6 +28,7 @@ from vlp.data.batch import Batch, Item
 from vlp.data.augment import augmented_image, train_image_op
 from vlp.data.decode import BadSample, SampleKeys, caption_pool, drawn_text, sample_label
 from vlp.data.device_images import stack_images
+from vlp.data.fields import SampleField
 from vlp.data.sources import DataError, Findings, Source
 from vlp.data.streams import epoch_pieces, raw_stream, rng_for, stream_quotas
 
@@ -50,6 +51,7 @@ class Plan:
     label_key: Optional[str] = None  # `data.label_key`
     max_captions: Optional[int] = None  # `data.captions: all`: every caption, at most this many; None: one drawn
     id_offsets: Optional[tuple[tuple[int, ...], ...]] = None  # per source and shard: its first sample id
+    sample_fields: tuple[SampleField, ...] = ()  # registered fields every source yields (`SourceReader.fields`)
     census_damage: tuple[tuple[str, int], ...] = ()  # damaged shards the census found, by kind: counted each epoch
     epoch: int = 0
     skip: int = 0  # positions of the epoch already consumed
@@ -78,6 +80,7 @@ class Fields(NamedTuple):
     id: Optional[int]
     label: Optional[int]
     captions: Optional[list[str]]
+    registered: tuple  # the value of each of `Plan.sample_fields`, in that order
 
 
 class Row(NamedTuple):
@@ -129,7 +132,7 @@ class StreamWorker:
             sample_id = plan.id_offsets[source][shard] + sample["__index__"]
         label = sample_label(sample, plan.label_key) if plan.label_key is not None else None
         captions = caption_pool(sample, keys)[:plan.max_captions] if plan.max_captions is not None else None
-        return Fields(sample_id, label, captions)
+        return Fields(sample_id, label, captions, tuple(f.read(sample) for f in plan.sample_fields))
 
     def _item(self, position: int, batch: Optional[Batch], streams: range, tail: Optional[tuple[int, ...]]) -> Item:
         """This worker's item at `position`, with what its streams met since the previous item."""
@@ -164,6 +167,9 @@ class StreamWorker:
             batch.captions[rows, places] = tokens
             batch.caption_mask = torch.zeros(len(fields), plan.max_captions, dtype=torch.bool)
             batch.caption_mask[rows, places] = True
+        for i, sample_field in enumerate(plan.sample_fields):
+            values = [f.registered[i] for f in fields]
+            setattr(batch, sample_field.name, torch.tensor(values, dtype=sample_field.dtype))
 
     def _rows(self, stream: int, pieces: Optional[Sequence]) -> Iterator[Row]:
         """Stream `stream`'s good samples' rows, in order; caption draws and augmentation are seeded by (seed, epoch,

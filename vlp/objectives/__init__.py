@@ -1,8 +1,9 @@
 """Training objectives, built by name from the recipe: see README.md in this folder for formulas and papers.
 
-Call as `objective(image_features, text_features, logit_scale=t, logit_bias=b, **extras)` with L2-normalised features
-local to the rank; the result is a dict with "loss" (to backprop) and every component term, all equal to their
-single-process values on the global batch.
+Call as `objective(image_features, text_features, logit_scale=t, logit_bias=b, samples=batch)` with L2-normalised
+features local to the rank and `batch` the `vlp.data.Batch` they embed (the fields the objective `reads`); the result
+is a dict with "loss" (to backprop) and every component term, all equal to their single-process values on the global
+batch.
 """
 from vlp.objectives import (dcl, false_negatives, hard_negative, isogclr, macl, multi_caption,  # noqa: F401
                             regularizers, sigmoid, softmax)  # (registration)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 import torch
 from torch import nn
@@ -15,22 +15,29 @@ from vlp.recipe.bounds import field_interval
 from vlp.recipe.errors import ConfigError
 from vlp.recipe.schema import ObjectiveConfig
 
+if TYPE_CHECKING:
+    from vlp.data.batch import Batch
+
 Scalar = Union[torch.Tensor, float]
 
 
 class Objective(nn.Module):
     """Base of all objectives.
 
-    Subclasses implement `compute(x, y, t, b, **extras) -> dict` returning this rank's terms, where "loss" follows the
-    convention of `vlp.objectives.distributed` (mean over ranks = global loss).  `forward` checks inputs and reports
-    every term as its global value.
+    Subclasses implement `compute(x, y, t, b, [negative_text_features, caption_features, samples]) -> dict` (each
+    keyword only when given) returning this rank's terms, where "loss" follows the convention of
+    `vlp.objectives.distributed` (mean over ranks = global loss).  `samples` is this rank's `vlp.data.Batch`, the one
+    carrier of every per-sample input, given to an objective that declares the fields it reads: `reads` (required:
+    checked against the recipe's data when the recipe loads) and `reads_if_present`.  `forward` checks inputs and
+    reports every term as its global value.
     """
 
     init_logit_scale: Optional[float] = math.log(1 / 0.07)  # log t at init
     init_logit_bias: Optional[float] = None
     tiled_form = False  # has a memory-efficient (no B×B) implementation
     gather_modes: tuple[str, ...] = ("global", "local_loss")
-    extras: tuple[str, ...] = ()  # keyword inputs beyond features/scale/bias it understands
+    reads: tuple[str, ...] = ()  # the `Batch` fields it needs ("negative_text"/"captions": their features)
+    reads_if_present: tuple[str, ...] = ()  # the `Batch` fields it uses where the data has them
 
     def __init__(self, *, gather: str = "global", tiled: bool = False, tile_size: int = 1024):
         super().__init__()
@@ -38,22 +45,30 @@ class Objective(nn.Module):
         self.gather, self.tiled, self.tile_size = gather, tiled, tile_size
 
     def forward(self, image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: Scalar,
-                logit_bias: Optional[Scalar] = None, **extras) -> dict[str, torch.Tensor]:
+                logit_bias: Optional[Scalar] = None, negative_text_features: Optional[torch.Tensor] = None,
+                caption_features: Optional[torch.Tensor] = None,
+                samples: Optional[Batch] = None) -> dict[str, torch.Tensor]:
+        """`negative_text_features` and `caption_features` (b, K, D) embed the fields negative_text and captions of
+        `samples`, the batch whose rows the features are."""
         check_features(image_features, text_features)
-        given = {k: full_precision(v) for k, v in extras.items() if v is not None}
-        unknown = sorted(set(given) - set(self.extras))
-        if unknown:
-            raise ValueError(f"{type(self).__name__} does not use {', '.join(unknown)}"
-                             + (" (hard-negative captions need objective 'hard_negative')"
-                                if "negative_text_features" in unknown else ""))
+        for features, field, name in ((negative_text_features, "negative_text", "negative_text_features"),
+                                      (caption_features, "captions", "caption_features")):
+            if features is not None and field not in self.reads + self.reads_if_present:
+                raise ValueError(f"{type(self).__name__} does not use {name}" + (
+                    " (hard-negative captions need objective 'hard_negative')" if field == "negative_text" else ""))
         with autocast_off(image_features, text_features):  # the loss math needs fp32: see precision.py
             x, y = full_precision(image_features), full_precision(text_features)
             t = as_scalar(full_precision(logit_scale), x, "logit_scale")
             b = None if logit_bias is None else as_scalar(full_precision(logit_bias), x, "logit_bias")
-            return average_terms(self.compute(x, y, t, b, **given))
+            # only the inputs given: an objective that reads none may take (x, y, t, b) alone
+            given = (("negative_text_features", full_precision(negative_text_features)),
+                     ("caption_features", full_precision(caption_features)),
+                     ("samples", samples if self.reads + self.reads_if_present else None))
+            return average_terms(self.compute(x, y, t, b, **{k: v for k, v in given if v is not None}))
 
     def compute(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, b: Optional[torch.Tensor],
-                **extras) -> dict[str, torch.Tensor]:
+                negative_text_features: Optional[torch.Tensor] = None, caption_features: Optional[torch.Tensor] = None,
+                samples: Optional[Batch] = None) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def components(self, data, device: torch.device) -> dict[str, Stateful]:
@@ -62,6 +77,10 @@ class Objective(nn.Module):
         checkpointed and told after every step whether it was applied; `data` is the training data, `device` where
         training runs."""
         return {}
+
+    def check_global_batch(self, global_batch: int) -> None:
+        """Raise ConfigError naming the parameter that cannot work at `global_batch` (every objective's floor of
+        two samples is `builder.check_batch`'s); none by default."""
 
 
 def check_execution(cls: type[Objective], gather: str, tiled: bool, tile_size: int) -> None:

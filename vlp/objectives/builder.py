@@ -51,28 +51,33 @@ def build_from_config(cfg) -> Objective:
 
 
 def check_inputs(cfg, data) -> None:
-    """Raise ConfigError when the objective section `cfg` needs per-sample inputs the `data` section does not
-    provide, or the data provides every caption and the objective would ignore them."""
-    wants, name = build_from_config(cfg).extras, cfg.name
-    captions = getattr(data, "captions", "one")
-    if "caption_features" in wants and captions != "all":
-        raise ConfigError("data.captions", f"objective {name!r} uses every caption of each sample: set 'all'")
-    if captions == "all" and "caption_features" not in wants:
+    """Raise ConfigError when the objective section `cfg` reads a per-sample field (`Objective.reads`) that the
+    `data` section does not provide, naming the key that would; or when the data provides every caption and the
+    objective would ignore them."""
+    from vlp.data.provided import missing_field  # the data package, imported by the one check that asks it
+
+    objective, name = build_from_config(cfg), cfg.name
+    for field in objective.reads:
+        missing = missing_field(data, field)
+        if missing is not None:
+            key, how = missing
+            hint = (" (or objective.params.equal_labels: false)"
+                    if field == "labels" and name == "masked_softmax" else "")
+            raise ConfigError(key, f"objective {name!r} reads {field!r}, which the data does not provide: {how}{hint}")
+    if data.captions == "all" and "captions" not in objective.reads:
         raise ConfigError("data.captions", f"'all' encodes every caption, which objective {name!r} does not use "
                                            "(multi_caption does); set 'one'")
-    if "labels" in wants and getattr(data, "label_key", None) is None:
-        hint = " (or objective.params.equal_labels: false)" if name == "masked_softmax" else ""
-        raise ConfigError("data.label_key", f"objective {name!r} uses sample labels: name the field that holds "
-                                            f"them, e.g. 'cls'{hint}")
 
 
 def check_batch(cfg, global_batch: int) -> None:
     """Raise ConfigError when the global batch holds no negatives: every objective contrasts each pair with the
-    batch's other samples, and with none its loss is constant (softmax: exactly 0) and nothing is learned."""
+    batch's other samples, and with none its loss is constant (softmax: exactly 0) and nothing is learned; or when a
+    parameter of the objective cannot work at that batch (`Objective.check_global_batch`)."""
     if global_batch < MIN_GLOBAL_BATCH:
         raise ConfigError("train.batch_size", f"objective {cfg.name!r} contrasts each pair with the other samples of "
                           f"the global batch, so it needs at least {MIN_GLOBAL_BATCH}, got {global_batch}; raise "
                           "train.batch_size (the global batch, over all processes)")
+    build_from_config(cfg).check_global_batch(global_batch)
 
 
 def _build_base(base_name: Optional[str], cfg) -> Optional[Objective]:

@@ -44,15 +44,19 @@ class Composite(Objective):
         self.base, self.features = base, features
         self.regularizers = [(name, get_regularizer(name), float(weight)) for name, weight in regularizers]
         if base is not None:
-            self.extras, self.init_logit_scale, self.init_logit_bias = (base.extras, base.init_logit_scale,
-                                                                        base.init_logit_bias)
+            self.reads, self.reads_if_present = base.reads, base.reads_if_present
+            self.init_logit_scale, self.init_logit_bias = base.init_logit_scale, base.init_logit_bias
 
     def components(self, data, device):
         return {} if self.base is None else self.base.components(data, device)
 
-    def compute(self, x, y, t, b=None, **extras):
+    def check_global_batch(self, global_batch: int) -> None:
         if self.base is not None:
-            terms = self.base.compute(x, y, t, b, **extras)
+            self.base.check_global_batch(global_batch)
+
+    def compute(self, x, y, t, b=None, **inputs):
+        if self.base is not None:
+            terms = self.base.compute(x, y, t, b, **inputs)
         else:
             terms = {"loss": torch.zeros((), dtype=x.dtype, device=x.device)}
         if self.features == "global":

@@ -14,5 +14,5 @@ class DecoupledLoss(Objective):
     def __init__(self, **execution):
         super().__init__(**execution)
 
-    def compute(self, x, y, t, b=None, **extras):
+    def compute(self, x, y, t, b=None, **inputs):
         return symmetric_weighted_nce(x, y, t, self.gather, alpha=0.0, beta=0.0)

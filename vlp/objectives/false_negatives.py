@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 
@@ -12,6 +12,9 @@ from vlp.objectives.distributed import gather_with_grad
 from vlp.objectives.registry import register
 from vlp.objectives.row_lse import PairMask
 from vlp.objectives.row_objective import RowObjective, positive_logits
+
+if TYPE_CHECKING:
+    from vlp.data.batch import Batch
 
 
 @register("masked_softmax")
@@ -25,18 +28,17 @@ class MaskedSoftmaxLoss(RowObjective):
             raise ValueError("masked_softmax with identical_captions and equal_labels both false masks nothing: "
                              "use objective 'softmax'")
         self.identical_captions, self.equal_labels = identical_captions, equal_labels
-        self.extras = tuple(name for name, on in (("text_tokens", identical_captions), ("labels", equal_labels))
-                            if on)
+        self.reads = tuple(name for name, on in (("text", identical_captions), ("labels", equal_labels)) if on)
 
-    def compute(self, x, y, t, b=None, text_tokens: Optional[torch.Tensor] = None,
-                labels: Optional[torch.Tensor] = None, **extras):
+    def compute(self, x, y, t, b=None, samples: Optional[Batch] = None, **inputs):
         d = directions(x, y, self.gather)
         keys = []  # gathered: the mask is decided on the global batch's own ids and labels
         if self.identical_captions:
-            keys.append(gather_with_grad(required(text_tokens, "the caption token ids", "masked_softmax",
-                                                  "the trainer passes them")))
+            keys.append(gather_with_grad(required(None if samples is None else samples.text, "the caption token ids",
+                                                  "masked_softmax", "the trainer passes them")))
         if self.equal_labels:
-            keys.append(gather_with_grad(required(labels, "sample labels", "masked_softmax",
+            keys.append(gather_with_grad(required(None if samples is None else samples.labels, "sample labels",
+                                                  "masked_softmax",
                                                   "set data.label_key, or objective.params.equal_labels: false")))
         mask = PairMask(tuple(d.rows(k) for k in keys), tuple(keys), d.offset)
         i2t, t2i = ((self.lse(a, c, t, mask) - positive_logits(a, c, d.offset, t)).mean() for _, a, c in d.pairs())
@@ -48,13 +50,14 @@ class SupConLoss(RowObjective):
     """Multi-positive InfoNCE (SupCon L_out): P(i) = {j : label_j = label_i}, own pair included;
     L_i = −(1/|P(i)|) Σ_{p∈P(i)} log(e^{z_ip} / Σ_j e^{z_ij}), both directions averaged."""
 
-    extras = ("labels",)
+    reads = ("labels",)
 
     def __init__(self, **execution):
         super().__init__(**execution)
 
-    def compute(self, x, y, t, b=None, labels: Optional[torch.Tensor] = None, **extras):
+    def compute(self, x, y, t, b=None, samples: Optional[Batch] = None, **inputs):
         d = directions(x, y, self.gather)
+        labels = None if samples is None else samples.labels
         all_labels = gather_with_grad(required(labels, "sample labels", "supcon", "set data.label_key"))
         terms = []
         for _, a, c in d.pairs():
@@ -76,7 +79,7 @@ class DebiasedLoss(RowObjective):
             raise ValueError(f"tau_plus must be in [0, 1), got {tau_plus}")
         self.tau_plus = tau_plus
 
-    def compute(self, x, y, t, b=None, **extras):
+    def compute(self, x, y, t, b=None, **inputs):
         d = directions(x, y, self.gather)
         if d.all_x.shape[0] < 2:
             raise ValueError("debiased needs at least 2 samples in the global batch")

@@ -64,7 +64,7 @@ class HardNegativeLoss(Objective):
     become extra image→text columns (shared by all images, as in NegCLIP); text→image uses the real captions only.
     """
 
-    extras = ("negative_text_features",)
+    reads_if_present = ("negative_text",)
 
     def __init__(self, alpha: float = 1.0, beta: float = 0.5, **execution):
         super().__init__(**execution)
@@ -74,7 +74,7 @@ class HardNegativeLoss(Objective):
             raise ValueError(f"beta must be a finite number >= 0, got {beta}")
         self.alpha, self.beta = alpha, beta
 
-    def compute(self, x, y, t, b=None, negative_text_features: Optional[torch.Tensor] = None, **extras):
+    def compute(self, x, y, t, b=None, negative_text_features: Optional[torch.Tensor] = None, **inputs):
         negatives = negative_text_features
         if negatives is not None and (negatives.dim() != 3 or negatives.shape[0] != x.shape[0]
                                       or negatives.shape[2] != x.shape[1]):

@@ -11,7 +11,7 @@ reads the same values, and a step the trainer skipped as non-finite leaves it as
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 import torch.distributed as dist
@@ -21,6 +21,10 @@ from vlp.objectives.base import Objective
 from vlp.objectives.distributed import gather_with_grad, world
 from vlp.objectives.registry import register
 from vlp.objectives.row_lse import PairMask, row_lse
+from vlp.recipe.errors import ConfigError
+
+if TYPE_CHECKING:
+    from vlp.data.batch import Batch
 
 FIELDS = ("image_log_u", "image_tau", "image_tau_grad", "text_log_u", "text_tau", "text_tau_grad")
 
@@ -35,9 +39,9 @@ class ISogCLRLoss(Objective):
 
     tiled_form = True
     gather_modes = ("global",)
-    extras = ("sample_ids",)
+    reads = ("sample_ids",)
 
-    def __init__(self, gamma: float = 0.8, rho: float = 6.0, tau_init: float = 0.01, tau_min: float = 0.005,
+    def __init__(self, gamma: float = 0.8, rho: float = 0.1, tau_init: float = 0.07, tau_min: float = 0.005,
                  tau_max: float = 1.0, eta: float = 0.03, beta: float = 0.9, grad_clip: float = 5.0, **execution):
         super().__init__(**execution)
         for key, value, low, high in (("gamma", gamma, 0, 1), ("beta", beta, 0, 1)):
@@ -60,9 +64,21 @@ class ISogCLRLoss(Objective):
         self.samples = SampleState(num_sample_ids, self.tau_init, device)
         return {"objective": self.samples}
 
+    def check_global_batch(self, global_batch: int) -> None:
+        """∂F/∂τ_i = log u_i + ρ − E_q[h/τ_i] = ρ − KL(q_i ‖ uniform), q_i ∝ exp(h_i/τ_i) over the B−1 negatives, and
+        that KL is at most log(B−1): from ρ = log(B−1) on, every τ only falls, to tau_min.  B is the global batch
+        because the negatives are gathered (gather: global), whatever the number of processes or micro-batches."""
+        bound = math.log(global_batch - 1)
+        if self.rho >= bound:
+            raise ConfigError("objective.params.rho", f"{self.rho:g} is at or above log(B−1) = {bound:.2f} for the "
+                              f"global batch B = {global_batch}, so every per-sample τ would fall to tau_min; set rho "
+                              f"below {bound:.2f} (default 0.1) or train.batch_size above e^rho + 1 = "
+                              f"{math.exp(self.rho) + 1:.0f}")
+
     # ---- the objective ----
 
-    def compute(self, x, y, t, b=None, sample_ids: Optional[torch.Tensor] = None, **extras):
+    def compute(self, x, y, t, b=None, samples: Optional[Batch] = None, **inputs):
+        sample_ids = None if samples is None else samples.sample_ids
         ids = gather_with_grad(required(sample_ids, "sample ids", "isogclr", "data with known shard sizes"))
         all_x, all_y = gather_with_grad(x), gather_with_grad(y)
         if all_x.shape[0] < 2:
@@ -104,6 +120,7 @@ class ISogCLRLoss(Objective):
         # gradient g/u · (E_p[∇s_iz] − ∇s_ii) = mean_z exp(h/τ)/u · ∇h, since ∇(τ·LSE_i) = E_p[∇s_iz]
         surrogate = (ratio * (tau * lse - positive)).mean()
         return surrogate, estimate, (log_u, new_tau, tau_grad)
+
 
 class SampleState:
     """(u, τ, m) of both anchors for every sample id: this rank's ids as the columns of one table, whole in the

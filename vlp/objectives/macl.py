@@ -27,7 +27,7 @@ class MACLLoss(RowObjective):
             raise ValueError(f"alpha·(1 + a0) must be < 1 so that τ_A stays positive, got {alpha * (1 + a0)}")
         self.temperature, self.alpha, self.a0 = temperature, alpha, a0
 
-    def compute(self, x, y, t, b=None, **extras):
+    def compute(self, x, y, t, b=None, **inputs):
         d = directions(x, y, self.gather)
         with torch.no_grad():  # A: the global batch's mean positive cosine, O(B·D) before any logits
             alignment = torch.einsum("id,id->", d.all_x, d.all_y) / d.all_x.shape[0]

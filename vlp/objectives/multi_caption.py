@@ -2,7 +2,7 @@
 that image's captions), for data with several captions per image (`data.captions: all`)."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 
@@ -11,6 +11,9 @@ from vlp.objectives.base import Objective
 from vlp.objectives.distributed import gather_with_grad
 from vlp.objectives.registry import register
 from vlp.objectives.row_lse import PairMask, row_lse
+
+if TYPE_CHECKING:
+    from vlp.data.batch import Batch
 
 
 @register("multi_caption")
@@ -23,16 +26,16 @@ class MultiCaptionLoss(Objective):
 
     tiled_form = True
     gather_modes = ("global",)
-    extras = ("caption_features", "caption_mask")
+    reads = ("captions", "caption_mask")
 
     def __init__(self, **execution):
         super().__init__(**execution)
 
     def compute(self, x, y, t, b=None, caption_features: Optional[torch.Tensor] = None,
-                caption_mask: Optional[torch.Tensor] = None, **extras):
+                samples: Optional[Batch] = None, **inputs):
         how = "set data.captions: all"
         captions = required(caption_features, "all captions' features", "multi_caption", how)
-        real = required(caption_mask, "caption_mask", "multi_caption", how)
+        real = required(None if samples is None else samples.caption_mask, "caption_mask", "multi_caption", how)
         if captions.dim() != 3 or captions.shape[0] != x.shape[0] or real.shape != captions.shape[:2]:
             raise ValueError(f"caption_features must be (batch, K, dim) with caption_mask (batch, K), got "
                              f"{tuple(captions.shape)} and {tuple(real.shape)}")

@@ -31,7 +31,7 @@ class SigmoidLoss(Objective):
     def __init__(self, **execution):
         super().__init__(**execution)
 
-    def compute(self, x, y, t, b=None, **extras):
+    def compute(self, x, y, t, b=None, **inputs):
         b = torch.zeros((), dtype=x.dtype, device=x.device) if b is None else b
         rank, _ = world()
         if self.gather == "ring":  # (text block, column of row 0's positive or None)

@@ -33,7 +33,7 @@ class SoftmaxLoss(Objective):
         self.label_smoothing = label_smoothing
         self.weights = (image_to_text_weight, text_to_image_weight)
 
-    def compute(self, x, y, t, b=None, **extras):
+    def compute(self, x, y, t, b=None, **inputs):
         rank, _ = world()
         all_x, all_y = gather_with_grad(x), gather_with_grad(y)
         if self.gather == "global":

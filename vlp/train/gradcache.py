@@ -12,7 +12,7 @@ same masks and the result equals the gradient of one large-batch forward with th
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
 import torch
@@ -28,17 +28,14 @@ class Features:
     negative_text: Optional[torch.Tensor]  # (b, K, D) hard-negative caption embeddings
     logit_scale: torch.Tensor  # t = exp(log-scale)
     logit_bias: Optional[torch.Tensor]
-    captions: Optional[torch.Tensor] = None  # (b, K, D) every caption's embedding, for objectives that ask
-    # per-sample inputs without a gradient that the objective declared (`Objective.extras`), by extra name
-    rows: dict[str, torch.Tensor] = field(default_factory=dict)
+    captions: Optional[torch.Tensor] = None  # (b, K, D) every caption's embedding, for objectives that read them
+    samples: Optional[Batch] = None  # the rows embedded: the per-sample inputs the objective reads (no gradient)
 
     def detached(self) -> "Features":
-        return Features(**{f.name: _map(getattr(self, f.name), torch.Tensor.detach) for f in fields(self)
-                           if f.name != "rows"}, rows=self.rows)
+        return replace(self, **{name: _map(getattr(self, name), torch.Tensor.detach) for name in EMBEDDINGS})
 
 
-# objective extra -> the Batch field it is read from (no gradient); feature extras are computed in forward_features
-ROW_EXTRAS = {"text_tokens": "text", "labels": "labels", "sample_ids": "sample_ids", "caption_mask": "caption_mask"}
+EMBEDDINGS = ("image", "text", "negative_text", "logit_scale", "logit_bias", "captions")  # Features with a gradient
 
 
 @dataclass
@@ -47,12 +44,12 @@ class StepOutput:
     features: Features  # the local batch's embeddings, detached (for logit statistics)
 
 
-def forward_features(model: torch.nn.Module, batch: Batch, wants: Sequence[str] = ()) -> Features:
-    """Embed a batch; hard-negative captions (and every caption, when `wants` — the objective's extras — has
-    caption_features) ride along in the text forward so DDP sees a single forward."""
+def forward_features(model: torch.nn.Module, batch: Batch, reads: Sequence[str] = ()) -> Features:
+    """Embed a batch; hard-negative captions (and every caption, when `reads` — the objective's — has captions)
+    ride along in the text forward so DDP sees a single forward."""
     n = batch.text.shape[0]
     groups = [batch.text, batch.negative_text,
-              batch.captions if "caption_features" in wants and batch.captions is not None else None]
+              batch.captions if "captions" in reads and batch.captions is not None else None]
     out = model(batch.image, torch.cat([g.flatten(0, g.dim() - 2) for g in groups if g is not None]),
                 **text_length_kwargs(model, batch.text_length))
     parts, start = [], n
@@ -60,19 +57,18 @@ def forward_features(model: torch.nn.Module, batch: Batch, wants: Sequence[str] 
         parts.append(None if g is None else out["text_features"][start:start + g.shape[0] * g.shape[1]].view(
             n, g.shape[1], -1))
         start += 0 if g is None else g.shape[0] * g.shape[1]
-    rows = {name: getattr(batch, key) for name, key in ROW_EXTRAS.items()
-            if name in wants and getattr(batch, key) is not None}
     return Features(out["image_features"], out["text_features"][:n], parts[0], out["logit_scale"],
-                    out.get("logit_bias"), parts[1], rows)
+                    out.get("logit_bias"), parts[1], batch)
 
 
 def objective_terms(objective: torch.nn.Module, f: Features) -> dict[str, torch.Tensor]:
-    """The objective on `f`, given the extras it declares (hard negatives always: one that does not use them
-    refuses them, rather than silently training without)."""
-    available = {"caption_features": f.captions, **f.rows}
-    extras = {k: v for k, v in available.items() if k in getattr(objective, "extras", ())}
+    """The objective on `f` and the samples it embeds (hard negatives always: one that does not use them refuses
+    them, rather than silently training without)."""
+    if not hasattr(objective, "reads"):  # a plain module with the objective call signature, reading no sample
+        return objective(f.image, f.text, logit_scale=f.logit_scale, logit_bias=f.logit_bias,
+                         negative_text_features=f.negative_text)
     return objective(f.image, f.text, logit_scale=f.logit_scale, logit_bias=f.logit_bias,
-                     negative_text_features=f.negative_text, **extras)
+                     negative_text_features=f.negative_text, caption_features=f.captions, samples=f.samples)
 
 
 def compute_gradients(model: torch.nn.Module, objective: torch.nn.Module, batch: Batch, micro_batch_size: int,
@@ -82,23 +78,24 @@ def compute_gradients(model: torch.nn.Module, objective: torch.nn.Module, batch:
     A non-finite loss is backpropagated too (its gradients are non-finite): deciding to skip here would make the
     host wait for the loss; the update skips the step on the device instead (`vlp.train.nonfinite`).
     """
-    wants = getattr(objective, "extras", ())  # any module with the objective call signature will do
+    reads = getattr(objective, "reads", ())  # any module with the objective call signature will do
     if micro_batch_size >= len(batch):
-        f = forward_features(model, batch, wants)
+        f = forward_features(model, batch, reads)
         terms = objective_terms(objective, f)
         accelerator.backward(terms["loss"])
         return StepOutput(_detach_terms(terms), f.detached())
-    return _cached_step(model, objective, batch.split(micro_batch_size), accelerator, wants)
+    return _cached_step(model, objective, batch, micro_batch_size, accelerator, reads)
 
 
-def _cached_step(model, objective, chunks: list[Batch], accelerator, wants: Sequence[str]) -> StepOutput:
-    states, cached = [], []
+def _cached_step(model, objective, batch: Batch, micro_batch_size: int, accelerator,
+                 reads: Sequence[str]) -> StepOutput:
+    chunks, states, cached = batch.split(micro_batch_size), [], []
     with torch.no_grad():
         for chunk in chunks:
             states.append(_rng_state())
-            cached.append(forward_features(model, chunk, wants))
+            cached.append(forward_features(model, chunk, reads))
     after = _rng_state()
-    full = _leaf(_concat(cached))
+    full = replace(_leaf(_concat(cached)), samples=batch)
     terms = objective_terms(objective, full)
     terms["loss"].backward()  # gradients w.r.t. the cached embeddings only; no parameter is touched yet
     offsets = [0]
@@ -109,7 +106,7 @@ def _cached_step(model, objective, chunks: list[Batch], accelerator, wants: Sequ
         last = i == len(chunks) - 1
         # DDP reduces gradients once, after the last micro-batch.
         with contextlib.nullcontext() if last else accelerator.no_sync(model):
-            f = forward_features(model, chunk, wants)
+            f = forward_features(model, chunk, reads)
             accelerator.backward(_surrogate(f, full, offsets[i], offsets[i + 1], with_logits=last))
     _set_rng_state(after)
     return StepOutput(_detach_terms(terms), full.detached())
@@ -135,14 +132,13 @@ def _concat(parts: list[Features]) -> Features:
         values = [getattr(p, name) for p in parts]
         return None if values[0] is None else torch.cat(values)
     first = parts[0]
-    rows = {name: torch.cat([p.rows[name] for p in parts]) for name in first.rows}
     return Features(cat("image"), cat("text"), cat("negative_text"), first.logit_scale, first.logit_bias,
-                    cat("captions"), rows)
+                    cat("captions"))
 
 
 def _leaf(f: Features) -> Features:
-    return Features(**{x.name: _map(getattr(f, x.name), lambda t: t.detach().float().requires_grad_())
-                       for x in fields(f) if x.name != "rows"}, rows=f.rows)
+    return replace(f, **{name: _map(getattr(f, name), lambda t: t.detach().float().requires_grad_())
+                         for name in EMBEDDINGS})
 
 
 def _map(value, fn):

@@ -113,3 +113,24 @@ def test_nonfinite_loss_is_backpropagated_without_a_host_decision(accelerator):
         out = compute_gradients(model, nan_loss, batch, micro, accelerator)
         assert out.terms["loss"].isnan()
         assert not torch.isfinite(model.visual.conv1.weight.grad).all()
+
+
+def test_with_every_caption_read_the_main_caption_is_embedded_once(accelerator):
+    """`data.captions: all` puts the main caption first among the captions: the text forward takes b·K rows, not
+    b·(K+1), and the text features are the first caption's, equal to embedding the main caption alone."""
+    from vlp.train.gradcache import forward_features
+
+    torch.manual_seed(0)
+    model, batch = tiny_clip().eval(), random_batch(4, negatives=2)
+    extra = torch.randint(1, 1000, (4, 2, 16), generator=torch.Generator().manual_seed(1))
+    batch.captions = torch.cat([batch.text[:, None], extra], dim=1)  # (4, 3, 16), main first
+    batch.caption_mask = torch.ones(4, 3, dtype=torch.bool)
+    rows, encode = [], model.encode_text
+    model.encode_text = lambda text, normalize=False: (rows.append(text.shape[0]), encode(text, normalize))[1]
+    with torch.no_grad():
+        f = forward_features(model, batch, reads=("captions", "caption_mask"))
+        alone = encode(batch.text, normalize=True)
+    assert rows == [4 * 2 + 4 * 3]  # the negatives and the captions, no separate main caption
+    torch.testing.assert_close(f.text, alone, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(f.captions[:, 0], f.text)
+    assert f.negative_text.shape == (4, 2, f.text.shape[1])

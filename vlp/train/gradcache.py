@@ -46,19 +46,21 @@ class StepOutput:
 
 def forward_features(model: torch.nn.Module, batch: Batch, reads: Sequence[str] = ()) -> Features:
     """Embed a batch; hard-negative captions (and every caption, when `reads` — the objective's — has captions)
-    ride along in the text forward so DDP sees a single forward."""
+    ride along in the text forward so DDP sees a single forward. With every caption read, the main caption is their
+    first (`data.captions: all`) and is embedded once, as one of them."""
     n = batch.text.shape[0]
-    groups = [batch.text, batch.negative_text,
-              batch.captions if "captions" in reads and batch.captions is not None else None]
+    all_captions = "captions" in reads and batch.captions is not None
+    groups = [None if all_captions else batch.text, batch.negative_text, batch.captions if all_captions else None]
     out = model(batch.image, torch.cat([g.flatten(0, g.dim() - 2) for g in groups if g is not None]),
                 **text_length_kwargs(model, batch.text_length))
-    parts, start = [], n
+    parts, start = [], 0 if all_captions else n
     for g in groups[1:]:  # (b, K, D) views of the extra caption groups, in the order they were appended
         parts.append(None if g is None else out["text_features"][start:start + g.shape[0] * g.shape[1]].view(
             n, g.shape[1], -1))
         start += 0 if g is None else g.shape[0] * g.shape[1]
-    return Features(out["image_features"], out["text_features"][:n], parts[0], out["logit_scale"],
-                    out.get("logit_bias"), parts[1], batch)
+    text = parts[1][:, 0] if all_captions else out["text_features"][:n]
+    return Features(out["image_features"], text, parts[0], out["logit_scale"], out.get("logit_bias"), parts[1],
+                    batch)
 
 
 def objective_terms(objective: torch.nn.Module, f: Features) -> dict[str, torch.Tensor]:

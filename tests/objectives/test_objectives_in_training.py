@@ -91,6 +91,17 @@ def test_isogclr_stop_and_resume_is_exact(digits):
     assert not torch.equal(step4["image_tau"], want_state["image_tau"])  # the state moved after step 4
 
 
+def test_state_the_resumed_run_does_not_keep_is_named_in_a_warning(digits):
+    """Started with isogclr, resumed with softmax: its per-sample state is not loaded, and the run says so."""
+    keys = {"duration": "4 steps", "checkpoint_every": "2 steps"}
+    path = recipe(digits, "iso_then_softmax", {"name": "isogclr"}, {}, keys)
+    with pytest.raises(Stop):
+        train(path, callbacks=[stop_after(3)])
+    with pytest.warns(UserWarning, match=r"holds state no part of this run keeps \(objective:"):
+        resumed = train(path, resume="latest", overrides=["objective.name=softmax"])
+    assert resumed.step == 4
+
+
 def test_isogclr_state_does_not_move_on_a_step_skipped_as_non_finite(digits, monkeypatch):
     """Step 3's loss is made NaN after the objective ran (so its state update happened): the trainer skips the step
     and the per-sample state stays as after step 2; step 4 moves it again."""

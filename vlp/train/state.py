@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +89,11 @@ class Checkpointer:
             else:
                 saved = self._shared(files, state, name, component)
             component.load_state_dict(saved)
+        unclaimed = _unclaimed(state, self.components)
+        if unclaimed:
+            warnings.warn(f"checkpoint {path} holds state no part of this run keeps ({', '.join(unclaimed)}: "
+                          "an objective or plugin the run was started with and this recipe lacks); not loaded",
+                          stacklevel=2)
 
     def _shared(self, files: Checkpoint, state: dict[str, Any], name: str, component: Stateful) -> dict[str, Any]:
         sharded = state.get("sharded", {})
@@ -152,6 +159,13 @@ def _prune(run: RunDir, keep: int, current: Path) -> None:
     for stale in run.temp_files():
         if stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
+
+
+def _unclaimed(state: dict[str, Any], components: dict[str, Stateful]) -> list[str]:
+    """The component names a checkpoint has tensor files for that no registered component takes."""
+    stems = {name.rsplit(".", 1)[0] for name in state.get("files", ()) if name.endswith(".safetensors")}
+    owners = {re.sub(r"(_\d+|-rank\d+-of-\d+)$", "", stem) for stem in stems}
+    return sorted(owners - set(components))
 
 
 def _write_synced(path: Path, text: str) -> None:

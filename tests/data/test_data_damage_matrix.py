@@ -134,7 +134,13 @@ def test_one_process_trains_every_readable_good_sample_once(damaged_sets, kind, 
 
 
 def _rank_epochs(rank: int, world: int, sets: dict, layouts: list, folder: Path) -> None:
+    import multiprocessing
+
     import torch.distributed as dist
+
+    # A child of mp.spawn inherits "spawn", so its DataLoader workers would re-import everything (~5 s an epoch);
+    # a torchrun or accelerate rank is a fresh interpreter whose workers fork, as here.
+    multiprocessing.set_start_method("fork", force=True)
 
     dist.init_process_group("gloo", init_method=f"file://{folder}/group", rank=rank, world_size=world)
     try:
@@ -147,7 +153,7 @@ def _rank_epochs(rank: int, world: int, sets: dict, layouts: list, folder: Path)
 
 TWO_PROCESS_LAYOUTS = [
     pytest.param([(4, 0), (None, 0)], id="in-process-loading"),
-    pytest.param([(4, 2), (None, 2)], id="two-workers", marks=pytest.mark.slow),
+    pytest.param([(4, 2), (None, 2)], id="two-workers"),
 ]
 
 

@@ -9,7 +9,7 @@ from typing import Optional
 
 from tqdm import tqdm
 
-from vlp.data.decode import BadSample, SampleKeys, check_text, decode_image
+from vlp.data.decode import BadSample, SampleKeys, drawn_text, decode_image
 from vlp.data.reader import ShardRead, tar_samples
 from vlp.data.sizes import read_shard_sizes
 from vlp.data.wds import expand_shards
@@ -32,7 +32,7 @@ class ShardReport:
 
 def _problem(sample: dict, keys: SampleKeys, rng: random.Random, max_caption_words: int) -> Optional[str]:
     try:
-        caption, _ = check_text(sample, keys, rng)
+        caption, _ = drawn_text(sample, keys, rng)
         decode_image(sample, keys)
     except BadSample as bad:
         return bad.kind

@@ -15,6 +15,7 @@ import pytest
 from helpers.runs import make_run_dir
 from helpers.train_support import make_shards, recipe_dict, write_recipe
 from vlp.cli import main as vlp_main
+from vlp.run_dir import EXPORT_MARKER
 from vlp.recipe import dump_recipe, load_recipe
 
 TOKEN = "hf_vlpTestSecretToken0123456789"
@@ -114,7 +115,7 @@ def test_push_uploads_the_export_without_leaking_the_token(tmp_path, hub):
     assert f"/api/models/{REPO}/commit/dev" in paths
     assert all(c["auth"] == f"Bearer {TOKEN}" for c in hub.calls)  # the token was sent, and only as the header
     sent = _committed_files(hub)
-    on_disk = {p.name: p.read_bytes() for p in out.iterdir()}
+    on_disk = {p.name: p.read_bytes() for p in out.iterdir() if p.name != EXPORT_MARKER}  # the marker stays local
     assert sent == on_disk
     assert {"open_clip_config.json", "open_clip_model.safetensors", "config.json", "model.safetensors",
             "README.md", "tokenizer.json"} <= set(sent)

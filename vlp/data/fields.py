@@ -3,9 +3,10 @@ pipeline reads each from every raw sample, and an objective that names one in it
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
-import torch
+if TYPE_CHECKING:  # torch stays unimported until data is built: `vlp --help` needs none of it
+    import torch
 
 
 @dataclass(frozen=True)
@@ -13,7 +14,7 @@ class SampleField:
     """`read(raw sample)` for each sample, stacked into a (b, ...) tensor of `dtype`: the batch's attribute `name`."""
     name: str
     read: Callable[[dict], Any]  # raises `vlp.data.decode.BadSample` for a sample that cannot give it
-    dtype: torch.dtype = torch.float32
+    dtype: Optional["torch.dtype"] = None  # None: torch.float32
 
 
 _REGISTERED: dict[str, SampleField] = {}

@@ -169,7 +169,7 @@ class StreamWorker:
             batch.caption_mask[rows, places] = True
         for i, sample_field in enumerate(plan.sample_fields):
             values = [f.registered[i] for f in fields]
-            setattr(batch, sample_field.name, torch.tensor(values, dtype=sample_field.dtype))
+            setattr(batch, sample_field.name, torch.tensor(values, dtype=sample_field.dtype or torch.float32))
 
     def _rows(self, stream: int, pieces: Optional[Sequence]) -> Iterator[Row]:
         """Stream `stream`'s good samples' rows, in order; caption draws and augmentation are seeded by (seed, epoch,

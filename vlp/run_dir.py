@@ -14,6 +14,7 @@
       report.html                    `vlp report`
       demo_report.json               `vlp demo`
       export/.vlp-export             marks a folder `vlp export` wrote (EXPORT_MARKER), which --overwrite may replace
+      .vlp-lock                      locked by the process training the run (vlp.run_lock); names it
 
 Other modules ask `RunDir` and `Checkpoint` for paths; this is the only module that spells these names. A checkpoint is
 written under a temporary name (vlp.train.state) and sealed by `state.json`, which carries a manifest (size and sha256
@@ -54,6 +55,11 @@ class Checkpoint:
     @staticmethod
     def is_named(path: Path) -> bool:
         return _CHECKPOINT_NAME.match(path.name) is not None
+
+    @property
+    def step(self) -> int:
+        """The step of a checkpoint directory named by `name` (or its temporary name)."""
+        return int(_CHECKPOINT_NAME.match(self.path.name.removeprefix(TEMP_PREFIX)).group(1))
 
     @property
     def model(self) -> Path:
@@ -140,6 +146,17 @@ class RunDir:
     pictures = _under("pictures")
     tensorboard = _under("tensorboard")
     report = _under("report.html")
+    lock = _under(".vlp-lock")
+
+    def holds_run(self) -> bool:
+        """Whether a run's results are here: a complete checkpoint, metrics, or anything else a start does not
+        write before its first step (the recipe, the lock, the trackers' files, a checkpoint cut short). A start that
+        failed (an unreadable init checkpoint, a crash before the first log) leaves only those: not a run, so the
+        same command may start again in the folder."""
+        if not self.root.is_dir():
+            return False
+        before_training = {self.recipe.name, self.lock.name, self.tensorboard.name, self.checkpoints.name}
+        return bool(self.list_checkpoints()) or any(p.name not in before_training for p in self.root.iterdir())
 
     def pictures_at(self, step: int) -> Path:
         """The pictures of the evaluation at `step` (one folder per eval set below it)."""

@@ -102,5 +102,13 @@ class NaiveSoftmax(torch.nn.Module):
         return {"loss": loss, "contrastive": loss.detach()}
 
 
+class SoloAccelerator:
+    """What the checkpointer asks of accelerate, for one process."""
+    process_index, num_processes, is_main_process = 0, 1, True
+
+    def wait_for_everyone(self):
+        pass
+
+
 def state_dicts_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.train_support import tiny_clip
+from helpers.train_support import SoloAccelerator, tiny_clip
 from vlp.recipe import Duration
 from vlp.recipe.schema import OptimConfig, ScheduleConfig
 from vlp.run_dir import Checkpoint, CheckpointError, RunDir
@@ -142,14 +142,6 @@ def test_optimizer_state_round_trips_bitwise_through_safetensors_and_json(tmp_pa
         for key, value in a["state"][index].items():
             assert torch.equal(value, b["state"][index][key]), (index, key)
     assert [g["lr"] for g in a["param_groups"]] == [g["lr"] for g in b["param_groups"]]
-
-
-class SoloAccelerator:
-    """What the checkpointer asks of accelerate, for one process."""
-    process_index, num_processes, is_main_process = 0, 1, True
-
-    def wait_for_everyone(self):
-        pass
 
 
 def test_random_generators_round_trip_through_a_checkpoint(tmp_path):

@@ -2,6 +2,7 @@
 local paths, brace ranges, http(s):// URLs or `pipe:` commands, with sizes from sizes.json."""
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from typing import Iterator, Optional
 
@@ -9,7 +10,7 @@ import braceexpand
 
 from vlp.data.reader import ShardRead, census, tar_samples
 from vlp.data.sizes import read_shard_sizes
-from vlp.data.sources import DataError, Findings, Piece, Source, SourceReader
+from vlp.data.sources import DataError, Findings, Piece, Source, SourceReader, data_message
 from vlp.recipe.schema import SourceConfig
 
 
@@ -41,6 +42,9 @@ class WebDatasetReader(SourceReader):
         if piece.takes(read.samples):
             if read.damage and (not source.damage or source.damage[piece.shard] != read.damage):
                 counts[read.damage] += 1  # not found by the census, which counts its findings itself
+                # a stream (its server gone) or a file changed since the census: named, once per epoch it happens
+                warnings.warn(data_message(f"shard {url}: the read stopped after {read.samples} samples "
+                                           f"({read.damage}); the rest of it is skipped this epoch"), stacklevel=2)
             expected = source.sizes[piece.shard] if source.sizes is not None else None
             if expected is not None and read.samples != expected:
                 findings[url] = (read.samples, expected)

@@ -1,14 +1,19 @@
 """`export`: run dir / checkpoint / exported folder → open_clip folder (+ transformers files) + model card (+ push)."""
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
+from safetensors import SafetensorError
+
+from vlp import run_lock
 from vlp.export.card import copy_pictures, model_card
 from vlp.export.formats import convert_transformers, transformers_kind, write_open_clip, write_transformers
 from vlp.export.layers import NotExportable
 from vlp.run_dir import EXPORT_MARKER, RunDir
+from vlp.write_errors import os_error, write_error
 
 FORMATS = ("open_clip", "transformers")
 
@@ -29,6 +34,7 @@ def export(source, out_dir, formats: Optional[Sequence[str]] = None, overwrite: 
     wanted = set(formats) if formats is not None else set(FORMATS)
     if not wanted <= set(FORMATS):
         raise ValueError(f"formats must be among {FORMATS}, got {sorted(wanted)}")
+    _refuse_live_run(out_dir)
     _refuse_overlap(Path(source), out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         if not overwrite:
@@ -46,17 +52,16 @@ def export(source, out_dir, formats: Optional[Sequence[str]] = None, overwrite: 
             log(f"transformers format skipped: {e}")
     written = ["open_clip"] + (["transformers"] if converted else [])
     staging = out_dir.parent / f".{out_dir.name}.exporting"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    write_open_clip(model, tokenizer, staging)
-    (staging / EXPORT_MARKER).write_text("written by `vlp export`, which may replace this folder (--overwrite)\n")
-    if converted:
-        write_transformers(converted, model, staging)
-    card = model_card(info, license, push_to_hub, written, transformers_kind(model), copy_pictures(info, staging))
-    (staging / "README.md").write_text(card)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    staging.rename(out_dir)
+    with _whole_or_not_at_all(out_dir, staging):
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        write_open_clip(model, tokenizer, staging)
+        (staging / EXPORT_MARKER).write_text("written by `vlp export`, which may replace this folder (--overwrite)\n")
+        if converted:
+            write_transformers(converted, model, staging)
+        card = model_card(info, license, push_to_hub, written, transformers_kind(model), copy_pictures(info, staging))
+        (staging / "README.md").write_text(card)
+        _replace(out_dir, staging)
     log(f"exported {', '.join(written)} to {out_dir}")
     result = {"out_dir": str(out_dir), "formats": written, "skipped": skipped}
     if push_to_hub:
@@ -67,6 +72,36 @@ def export(source, out_dir, formats: Optional[Sequence[str]] = None, overwrite: 
     return result
 
 
+@contextlib.contextmanager
+def _whole_or_not_at_all(out_dir: Path, staging: Path) -> Iterator[None]:
+    """An OS error while the export is staged or put in place (a full disk, a read-only folder) removes what was
+    staged, leaves `out_dir` as it was, and is raised as one line (WriteError)."""
+    try:
+        yield
+    except (OSError, SafetensorError) as e:
+        error = os_error(e)
+        if error is None:
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
+        raise write_error(error, f"the export to {out_dir}", f"{out_dir} is as it was",
+                          "run `vlp export` again") from None
+
+
+def _replace(out_dir: Path, staging: Path) -> None:
+    """`staging` becomes `out_dir`; a folder there is removed only once the export is in its place."""
+    previous = staging.with_name(f".{out_dir.name}.replaced")
+    shutil.rmtree(previous, ignore_errors=True)
+    if out_dir.exists():
+        out_dir.rename(previous)
+    try:
+        staging.rename(out_dir)
+    except OSError:
+        if previous.exists():
+            previous.rename(out_dir)
+        raise
+    shutil.rmtree(previous, ignore_errors=True)
+
+
 def _refuse_replacing(out_dir: Path) -> None:
     """`--overwrite` deletes `out_dir`: only a folder an export wrote (it holds EXPORT_MARKER) may go, never a run."""
     if RunDir.of(out_dir) is not None or RunDir(out_dir).checkpoints.is_dir():
@@ -75,6 +110,14 @@ def _refuse_replacing(out_dir: Path) -> None:
     if not (out_dir / EXPORT_MARKER).is_file():
         raise FileExistsError(f"{out_dir} was not written by `vlp export` (it has no {EXPORT_MARKER}); --overwrite "
                               "replaces only such folders: export elsewhere or empty it first")
+
+
+def _refuse_live_run(out_dir: Path) -> None:
+    """Nothing is written into a run, or inside one, that another process is training (vlp.run_lock)."""
+    for folder in (out_dir, *out_dir.resolve().parents):
+        holder = run_lock.holder(RunDir(folder))
+        if holder:
+            raise run_lock.RunLocked(f"{folder} is in use by {holder}; export when it has finished, or elsewhere")
 
 
 def _refuse_overlap(source: Path, out_dir: Path) -> None:

@@ -32,12 +32,15 @@ def _run(args) -> int:
     from vlp.export.layers import NotExportable
     from vlp.export.push import PushError
     from vlp.models.checkpoints import CheckpointError
+    from vlp.run_lock import RunLocked
+    from vlp.write_errors import WriteError
 
     try:
         export(args.source, args.out_dir, formats=args.formats, overwrite=args.overwrite, license=args.license,
                push_to_hub=args.push_to_hub, private=not args.public, revision=args.revision,
                weights=args.weights)
-    except (NotExportable, FileExistsError, FileNotFoundError, ValueError, PushError, CheckpointError) as e:
+    except (NotExportable, FileExistsError, FileNotFoundError, ValueError, PushError, CheckpointError,
+            RunLocked, WriteError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

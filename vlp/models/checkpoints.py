@@ -7,10 +7,13 @@ checkpoint dir must verify itself. The exported open_clip folder's two names are
 """
 from __future__ import annotations
 
+import pickle
+import re
 from pathlib import Path
 from typing import Optional
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from vlp.run_dir import WEIGHTS, Checkpoint, CheckpointError, RunDir, find_checkpoint
@@ -46,12 +49,33 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise FileNotFoundError(f"{path}: not a run dir, checkpoint dir, exported folder or weights file")
 
 
+# What a weights file may be; anything else is refused in one line that says so.
+ACCEPTED = (".safetensors, or .pt/.pth/.bin holding only tensors (what torch.load(weights_only=True) reads)")
+_CODE_GLOBAL = re.compile(r"\bGLOBAL ([\w.]+)")  # how torch's weights-only unpickler names a global it refused
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    """The tensors of a weights file; CheckpointError (one line) for a pickle that would import code, or a file
+    that is not weights at all."""
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # torch's message is ~10 lines on how to load it unsafely: not repeated
+        needs = _CODE_GLOBAL.search(str(e))
+        if needs:
+            raise CheckpointError(f"{path}: refused: its pickle imports {needs.group(1).rstrip('.')}, which could run "
+                                  f"code; vlp reads weights only from {ACCEPTED}: re-save the state dict as "
+                                  ".safetensors where you trust the file") from None
+        raise CheckpointError(_unreadable(path)) from None
+    except (SafetensorError, RuntimeError):  # safetensors' header check, torch's zip reader
+        raise CheckpointError(_unreadable(path)) from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _unreadable(path: Path) -> str:
+    return f"{path}: not a weights file vlp can read (damaged, or another format); accepted: {ACCEPTED}"
 
 
 def load_weights(model: torch.nn.Module, path: Path, partial: bool = False) -> None:

@@ -27,19 +27,30 @@ def register(subparsers) -> None:
 def _train(args) -> int:
     from vlp.data import DataError
     from vlp.run_dir import CheckpointError
+    from vlp.run_lock import RunLocked
     from vlp.train.loop import NonFiniteLossError, train
     from vlp.train.preempt import PREEMPTED_EXIT_STATUS, Preempted
+    from vlp.write_errors import WriteError
 
+    rank0 = os.environ.get("RANK", "0") == "0"
     try:
         result = train(args.recipe, resume=args.resume, overrides=args.overrides)
     except (CheckpointError, NonFiniteLossError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except RunLocked as e:  # every process of the job is refused; one of them says why
+        if rank0:
+            print(f"error: {e}", file=sys.stderr)
+        return 1
+    except WriteError as e:  # a checkpoint's is raised by every process, one of them says it
+        if rank0 or not e.every_process:
+            print(f"error: {e}", file=sys.stderr)
+        return 1
     except Preempted as e:  # every process exits with this status; one of them says why
-        if os.environ.get("RANK", "0") == "0":
+        if rank0:
             print(f"preempted: {e} (exit status {PREEMPTED_EXIT_STATUS})", file=sys.stderr)
         return PREEMPTED_EXIT_STATUS
-    if os.environ.get("RANK", "0") == "0":
+    if rank0:
         print(f"done: {result.step} steps, {result.samples_seen} samples; run directory {result.run_dir}")
     return 0
 

@@ -6,6 +6,7 @@ other ranks' embeddings, and DDP's gradient average equals the single-process gr
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import math
 import time
@@ -30,9 +31,10 @@ from vlp.train.nonfinite import NonFiniteLossError, NonFiniteSteps, step_is_fini
 from vlp.train.optim import build_optimizer, build_scheduler, step_unless_skipped
 from vlp.train.preempt import Preempted, PreemptionSignals
 from vlp.train.fsdp_wrap import release_process_group, replicated, shard_model
-from vlp.train.setup import (Steps, local_batch_size, make_accelerator, prepare_run_dir, read_recipe,
+from vlp.train.setup import (Steps, claim_run, local_batch_size, make_accelerator, prepare_run_dir, read_recipe,
                              release_accelerator_state, resolve_steps, start_trackers)
-from vlp.train.state import Checkpointer
+from vlp.train.state import Checkpointer, write_failure
+from vlp.write_errors import WRITE_ONLY
 
 
 @dataclass
@@ -78,15 +80,31 @@ def train(recipe: Recipe | str | Path, resume: Optional[str] = None, *, override
     `data` replaces the recipe's training data with any object following the vlp.data interface (built for this
     process's rank); `callbacks` are called on every process after every step as `callback(step, step_metrics)`.
     """
+    recipe, run_name, source = read_recipe(recipe, overrides)
+    run_dir = RunDir(Path(recipe.train.output_dir) / run_name)
+    acc = make_accelerator(recipe, run_dir, source)
+    try:
+        with claim_run(acc, run_dir):  # one trainer per run directory, before anything in it is read
+            return _train(recipe, run_name, source, run_dir, acc, resume, data, callbacks)
+    except OSError as e:  # the checkpointer says which checkpoint; any other write of the run is named here
+        if not _write_failed(e, run_dir):
+            raise
+        raise write_failure(run_dir, e, e.filename or f"into {run_dir.root}") from None
+    finally:
+        acc.end_training()
+        release_accelerator_state()
+        release_process_group()
+
+
+def _train(recipe: Recipe, run_name: str, source: str, run_dir: RunDir, acc, resume: Optional[str], data,
+           callbacks: Sequence[StepCallback]) -> RunResult:
+    """`train`, in the run directory this job holds."""
     from vlp.data import build_train_data
     from vlp.data.augment import train_crop
     from vlp.models import build_model
     from vlp.objectives import build_from_config
 
-    recipe, run_name, source = read_recipe(recipe, overrides)
     cfg = recipe.train
-    run_dir = RunDir(Path(cfg.output_dir) / run_name)
-    acc = make_accelerator(recipe, run_dir, source)
     world, rank = acc.num_processes, acc.process_index
     local_batch = local_batch_size(recipe, world, source)
     resume_from = run_dir.resume_from(resume) if resume else None
@@ -139,19 +157,19 @@ def train(recipe: Recipe | str | Path, resume: Optional[str] = None, *, override
     run = Run(recipe, steps, data, acc, model, raw_model, objective, optimizer, scheduler, ema, progress, checkpointer,
               sink, evaluator, run_dir, NonFiniteSteps(progress, acc.device), callbacks)
     final, last_logged = (resume_from[0] if resume_from else None), {}
-    try:
-        if progress.step < steps.total:  # else: resuming a run that already finished
-            with PreemptionSignals(world) as preemption:
-                last_logged = _loop(run, preemption)
-            final = checkpointer.save(progress.step)
-            evaluator.run(progress.step, final=True)
-            _export(recipe, run_dir, acc)
-    finally:
-        acc.end_training()
-        release_accelerator_state()
-        release_process_group()
+    if progress.step < steps.total:  # else: resuming a run that already finished
+        with PreemptionSignals(world) as preemption:
+            last_logged = _loop(run, preemption)
+        final = checkpointer.save(progress.step)
+        evaluator.run(progress.step, final=True)
+        _export(recipe, run_dir, acc)
     return RunResult(run_dir.root, final, progress.step, progress.samples_seen, last_logged, evaluator.records,
                      progress.nonfinite_total)
+
+
+def _write_failed(e: OSError, run_dir: RunDir) -> bool:
+    """Whether `e` is a write of the run the disk refused: full, read-only, or the run directory gone."""
+    return e.errno in WRITE_ONLY or (e.errno in (errno.ENOENT, errno.ESTALE) and not run_dir.root.is_dir())
 
 
 def _loop(run: Run, preemption: PreemptionSignals) -> dict[str, float]:

@@ -1,17 +1,19 @@
 """Before the loop: the recipe, the accelerator, the run directory and trackers, and step counts from durations."""
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
 from vlp.recipe import (Duration, Recipe, RecipeError, check_recipe, dump_recipe, load_recipe, recipe_to_dict,
                         redact)
 from vlp.run_dir import RunDir
+from vlp.run_lock import RunLock, RunLocked, hold
 from vlp.train.trackers import tracker_list
 
 
@@ -109,11 +111,30 @@ def release_accelerator_state() -> None:
     AcceleratorState._reset_state()
 
 
+def claim_run(accelerator, run: RunDir) -> Union[RunLock, contextlib.nullcontext]:
+    """Rank 0 locks the run directory for this job (vlp.run_lock says why rank 0 alone); when another live process
+    holds it, every process raises the same RunLocked. Use as a context: it releases the lock."""
+    lock, refusal = None, None
+    if accelerator.is_main_process:
+        try:
+            lock = hold(run, "vlp train", "wait for it to finish or stop it, or choose another train.run_name / "
+                        "train.output_dir")
+        except RunLocked as e:
+            refusal = str(e)
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        refusal = broadcast_object_list([refusal])[0]
+    if refusal:
+        raise RunLocked(refusal)
+    return lock or contextlib.nullcontext()
+
+
 def prepare_run_dir(accelerator, recipe: Recipe, run: RunDir, resuming: bool, source: str) -> None:
-    """Refuse to reuse a non-empty run directory unless resuming (as OpenCLIP refuses an existing experiment name),
-    so a fresh run never mixes its metrics, checkpoints or evaluations with an earlier run's; write the resolved
-    recipe (rank 0)."""
-    if not resuming and run.root.is_dir() and any(run.root.iterdir()):
+    """Refuse to reuse a directory holding a run unless resuming (as OpenCLIP refuses an existing experiment name),
+    so a fresh run never mixes its metrics, checkpoints or evaluations with an earlier run's (a start that failed
+    left no run: `RunDir.holds_run`); write the resolved recipe (rank 0)."""
+    if not resuming and run.holds_run():
         raise RecipeError(source, "train.run_name", f"{run.root} already holds a run: pass --resume latest to "
                           "continue it, or choose another train.run_name / train.output_dir")
     accelerator.wait_for_everyone()

@@ -16,21 +16,24 @@ loads the components in the order they were registered, on any world size. Paths
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 import torch
+import torch.distributed as dist
 from safetensors import safe_open
 from torch.distributed.checkpoint.stateful import Stateful
 
 from vlp.run_dir import TEMP_PREFIX, Checkpoint, RunDir
 from vlp.train.sharded_checkpoint import holds_shards, read_shards, write_consolidated, write_shards
 from vlp.train.tensor_files import read_tensors, write_tensors
+from vlp.write_errors import WriteError, write_error
 
 
 class Checkpointer:
@@ -38,6 +41,7 @@ class Checkpointer:
 
     def __init__(self, run: RunDir, acc: Any, components: dict[str, Stateful], keep: int):
         self.run, self.acc, self.components, self.keep = run, acc, components, keep
+        self.run_dir_existed = run.root.is_dir()  # and so, if it goes, is never recreated (`_begin_in`)
 
     def after_step(self, applied: torch.Tensor) -> None:
         """Tell every component that has the hook whether the optimizer step was applied (a 0-d bool device tensor)."""
@@ -46,37 +50,54 @@ class Checkpointer:
                 component.after_step(applied)
 
     def save(self, step: int) -> Path:
-        """Write the checkpoint of `step` on every process (every state_dict may be a collective); returns its path."""
-        acc, tmp = self.acc, self.run.temp_checkpoint(step)
+        """Write the checkpoint of `step` on every process (every state_dict may be a collective); returns its path.
+        An OS error on any process (a full disk, a read-only or vanished folder) removes the temporary files and
+        raises the same one-line WriteError on every process."""
+        acc, tmp, writes = self.acc, self.run.temp_checkpoint(step), _Writes()
         rank, world, main = acc.process_index, acc.num_processes, acc.is_main_process
         if main:
-            begin(tmp)
-        acc.wait_for_everyone()
+            writes.run(_begin_in, self.run, tmp, self.run_dir_existed)
+        self._agree(writes, step)
         state: dict[str, Any] = {}
         sharded: dict[str, Any] = {}
         for name, component in self.components.items():
             tensors, values = _split(component.state_dict())
             if getattr(component, "per_process", False):
-                write_tensors(tmp.per_process(name, rank), tensors, {k: json.dumps(v) for k, v in values.items()})
+                writes.run(write_tensors, tmp.per_process(name, rank), tensors,
+                           {k: json.dumps(v) for k, v in values.items()})
                 continue
             if holds_shards(tensors):
-                sharded[name] = write_shards(tmp.shard(name, rank, world), tensors, rank)
+                sharded[name] = writes.run(write_shards, tmp.shard(name, rank, world), tensors, rank)
                 if values:
                     sharded[f"{name}_structure"] = values
                 if getattr(component, "consolidated", False):
-                    write_consolidated(tmp.component(name), tensors, rank)
+                    writes.run(write_consolidated, tmp.component(name), tensors, rank)
                 continue
             if main and tensors:
-                write_tensors(tmp.component(name), tensors)
+                writes.run(write_tensors, tmp.component(name), tensors)
             if values:
                 state[name] = values
         if sharded:
             state["sharded"] = {"world_size": world, **sharded}
-        acc.wait_for_everyone()
+        self._agree(writes, step)
         if main:
-            commit(self.run, tmp, state, self.keep)
-        acc.wait_for_everyone()
+            writes.run(commit, self.run, tmp, state, self.keep)
+        self._agree(writes, step)
         return self.run.checkpoint(step).path
+
+    def _agree(self, writes: _Writes, step: int) -> None:
+        """A barrier that also shares each process's first OS error: after one anywhere, rank 0 removes the
+        temporary files and every process raises the same WriteError."""
+        errors = [writes.error]
+        if self.acc.num_processes > 1 and dist.is_initialized():
+            errors = [None] * self.acc.num_processes
+            dist.all_gather_object(errors, writes.error)
+        error = next((e for e in errors if e is not None), None)
+        if error is None:
+            return
+        if self.acc.is_main_process:
+            remove_temp_files(self.run)
+        raise write_failure(self.run, error, f"checkpoint step {step} to {self.run.checkpoints}", every_process=True)
 
     def restore(self, path: Path, state: dict[str, Any]) -> None:
         """Load every component from the (verified) checkpoint `path` whose state.json is `state`, in order."""
@@ -119,6 +140,33 @@ class Checkpointer:
                     **{k: json.loads(v) for k, v in (f.metadata() or {}).items()}}
 
 
+class _Writes:
+    """The writes of one process for one checkpoint: the first OS error is kept and the process goes on, since its
+    writes sit among state_dicts and consolidations that are collectives every process must still join."""
+
+    def __init__(self) -> None:
+        self.error: Optional[OSError] = None
+
+    def run(self, write: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return write(*args)
+        except OSError as e:
+            self.error = self.error or e
+            return None
+
+
+def write_failure(run: RunDir, error: OSError, writing: str, every_process: bool = False) -> WriteError:
+    """The one line for an OS error while `writing` into `run`: what is kept, and to resume once fixed."""
+    done = run.list_checkpoints()
+    if not run.root.is_dir():
+        kept = f"{run.root} no longer exists"
+    elif done:
+        kept = f"the last complete checkpoint is step {Checkpoint(done[0]).step}"
+    else:
+        kept = "no checkpoint is complete yet (`--resume latest` starts over)"
+    return write_error(error, writing, kept, "run with `--resume latest`", every_process)
+
+
 def _split(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """A component's state_dict as (its tensors, its other values)."""
     tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
@@ -126,6 +174,14 @@ def _split(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, An
 
 
 # ---- writing a checkpoint directory: under a temporary name, sealed with a manifest, renamed when complete ----
+
+def _begin_in(run: RunDir, tmp: Checkpoint, existed: bool) -> None:
+    """`begin`; a run directory that existed must still exist: never recreated where a removed folder or an
+    unmounted disk was (which would write the checkpoint to whatever disk lies below)."""
+    if existed and not run.root.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "the run directory is gone", str(run.root))
+    begin(tmp)
+
 
 def begin(tmp: Checkpoint) -> None:
     """Create the empty temporary directory of a checkpoint (a stale one from a killed run is discarded)."""
@@ -159,6 +215,15 @@ def _prune(run: RunDir, keep: int, current: Path) -> None:
     for stale in run.temp_files():
         if stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
+
+
+def remove_temp_files(run: RunDir) -> None:
+    """Every checkpoint and pointer being written (a failed write's), as far as the disk lets them go."""
+    for stale in run.temp_files():
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
 
 
 def _unclaimed(state: dict[str, Any], components: dict[str, Stateful]) -> list[str]:

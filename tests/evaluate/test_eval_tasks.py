@@ -45,7 +45,7 @@ def test_registered_task_is_a_cli_choice(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["eval", "--help"])
     assert exit_info.value.code == 0
-    assert "{zeroshot,retrieval,binding,toy}" in capsys.readouterr().out
+    assert "{zeroshot,retrieval,binding,linear_probe,toy}" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["eval", "--model", "m", "--task", "toyy", "--data", "d"])
     assert "invalid choice: 'toyy'" in capsys.readouterr().err

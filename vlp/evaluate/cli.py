@@ -38,6 +38,7 @@ def register(subparsers) -> None:
     p.add_argument("--type", dest="data_type", choices=["wds", "imagefolder", "hf"], default="wds")
     p.add_argument("--name", help="dataset name in the results (default: the --data folder name)")
     p.add_argument("--split", default="test")
+    p.add_argument("--train-split", help="split of --data that linear_probe fits on (e.g. train)")
     p.add_argument("--classnames", help='"imagenet" or a .txt/.json file overriding the class names')
     p.add_argument("--templates", help='"imagenet" or a .txt/.json file overriding the prompt templates')
     p.add_argument("--max-samples", type=int)
@@ -155,7 +156,7 @@ def _eval_config(args, run_recipe) -> EvalConfig:
     if args.data:
         dataset = EvalDatasetConfig(name=args.name or Path(args.data).resolve().name, task=args.task,
                                     path=args.data, type=args.data_type, split=args.split,
-                                    classnames=args.classnames, templates=args.templates,
+                                    train_split=args.train_split, classnames=args.classnames, templates=args.templates,
                                     max_samples=args.max_samples)
         eval_cfg = dataclasses.replace(eval_cfg, datasets=[dataset])
     if args.batch_size is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from vlp.evaluate.prompts import BUILTIN
-from vlp.evaluate.tasks import task_names
+from vlp.evaluate.tasks import get_task, task_names
 from vlp.recipe.bounds import check_section
 from vlp.recipe.errors import ConfigError, did_you_mean
 from vlp.recipe.paths import require_path
@@ -17,6 +17,9 @@ def check(cfg: EvalConfig) -> None:
         if dataset.task not in task_names():
             hint = did_you_mean(dataset.task, task_names(), f"; registered: {', '.join(task_names())}")
             raise ConfigError(f"eval.datasets[{i}].task", f"unknown evaluation task {dataset.task!r}{hint}")
+        problem = get_task(dataset.task).config_problem(dataset)
+        if problem is not None:
+            raise ConfigError(f"eval.datasets[{i}].{problem[0]}", problem[1])
 
 
 def require_files(cfg: EvalConfig) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from vlp.evaluate.config_check import check
+from vlp.evaluate.feature_cache import one_evaluation
 from vlp.evaluate.results import make_record
 from vlp.evaluate.tasks import TaskResult, get_task
 from vlp.recipe.schema import EvalConfig, EvalDatasetConfig
@@ -23,10 +24,11 @@ def evaluate(model, preprocess: Callable, tokenizer: Callable, eval_cfg: EvalCon
     was_training = model.training
     model.eval()
     try:
-        for ds_cfg in eval_cfg.datasets:
-            metrics = evaluate_dataset(model, preprocess, tokenizer, ds_cfg, eval_cfg, device, progress,
-                                       pictures=Path(pictures) / ds_cfg.name if pictures else None)
-            records.append(make_record(model_name, ds_cfg.name, ds_cfg.task, metrics, pretrained))
+        with one_evaluation():  # a split that several sets read is encoded once
+            for ds_cfg in eval_cfg.datasets:
+                metrics = evaluate_dataset(model, preprocess, tokenizer, ds_cfg, eval_cfg, device, progress,
+                                           pictures=Path(pictures) / ds_cfg.name if pictures else None)
+                records.append(make_record(model_name, ds_cfg.name, ds_cfg.task, metrics, pretrained))
     finally:
         model.train(was_training)
     return records

@@ -157,6 +157,7 @@ class EvalDatasetConfig:
     path: str = REQUIRED  # CLIP_benchmark webdataset dir, image folder, or HF dataset (load_from_disk)
     type: Literal["wds", "imagefolder", "hf"] = "wds"  # CLIP_benchmark layout, DIR/[split/]CLASS/*.jpg, or HF dataset
     split: str = "test"  # sub-directory (wds, imagefolder) or DatasetDict split (hf)
+    train_split: Optional[str] = None  # the split a task that fits on images reads (linear_probe), e.g. "train"
     classnames: Optional[str] = None  # "imagenet" (open_clip's list) or a .txt/.json file overriding the class names
     templates: Optional[str] = None  # "imagenet" (OpenAI's 80) or a .txt/.json file: {c} templates / per-class prompts
     image_column: str = "image"  # for type hf

@@ -37,6 +37,11 @@ class Task:
     def __init__(self, cfg: EvalDatasetConfig):
         self.cfg = cfg
 
+    @classmethod
+    def config_problem(cls, cfg: EvalDatasetConfig) -> Optional[tuple[str, str]]:
+        """(the key of `cfg` at fault, why) when this task cannot run on `cfg`; checked when the recipe loads."""
+        return None
+
     def run(self, model, preprocess, tokenizer, eval_cfg: EvalConfig, device: str = "cpu",
             progress: bool = True) -> TaskResult:
         raise NotImplementedError
@@ -50,7 +55,15 @@ class Task:
     def encode_images(self, eval_set, model, preprocess, eval_cfg: EvalConfig, device: str,
                       progress: bool) -> tuple[Any, list]:
         """(L2-normalised image embeddings (N, D) on the CPU, targets), in set order; the images are decoded by
-        `eval.workers` DataLoader workers."""
+        `eval.workers` DataLoader workers. Within one `evaluate` call a split is encoded once (`feature_cache`):
+        the result is shared, not to be changed in place."""
+        from vlp.evaluate.feature_cache import cached, split_key
+
+        return cached(split_key(self.cfg, self.targets),
+                      lambda: self._encode_images(eval_set, model, preprocess, eval_cfg, device, progress))
+
+    def _encode_images(self, eval_set, model, preprocess, eval_cfg: EvalConfig, device: str,
+                       progress: bool) -> tuple[Any, list]:
         from vlp.evaluate.encode import encode_images
         from vlp.evaluate.stream import image_batches
 

@@ -1,6 +1,6 @@
-"""Linear probe (CLIP_benchmark's `linear_probe` task): a logistic regression fitted on the frozen image features of
-the set's `train_split`, scored on its `split` (`vlp.evaluate.linear_probe`). Reads single-label sets; no pictures
-and no geometry, as no text is encoded."""
+"""Linear probe (the CLIP paper's protocol, under CLIP_benchmark's task name): a logistic regression fitted on the
+frozen image features of the set's `train_split`, scored on its `split` (`vlp.evaluate.linear_probe`). Reads
+single-label sets; no pictures and no geometry, as no text is encoded."""
 from __future__ import annotations
 
 import dataclasses

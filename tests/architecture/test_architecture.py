@@ -241,7 +241,7 @@ def test_the_loader_checks_each_section_once_through_its_owner(tmp_path, monkeyp
     monkeypatch.setattr(import_module(OWNERS[section]), "check", owner_rejects)
     path = tmp_path / "recipe.yaml"
     path.write_text(ONE_MODEL)
-    assert main(["recipe", "show", str(path)]) == 2
+    assert main(["recipe", "show", "--check", str(path)]) == 2
     assert capsys.readouterr().err.strip() == f"error: {path}: {section}.probe: rejected by the section's owner"
     assert len(seen) == 1 and type(seen[0]).__name__.lower().startswith(section)
 

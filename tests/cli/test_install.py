@@ -1,5 +1,5 @@
 """What a fresh install relies on: CI runs the README's test command, a non-editable install carries the recipes the
-demo needs, and `vlp --help` starts without importing the heavy libraries."""
+demo needs, and `vlp --help` and `vlp recipe show` start without importing the heavy libraries."""
 import importlib
 import inspect
 import pkgutil
@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+HEAVY = ("torch", "numpy", "transformers", "open_clip", "webdataset", "accelerate", "datasets", "matplotlib")
 
 
 def _readme_command(marker: str) -> str:
@@ -48,15 +49,24 @@ def test_wheel_carries_the_recipes_and_the_demo_finds_them(tmp_path):
 
 
 def test_cli_help_imports_no_heavy_library():
-    heavy = ("torch", "numpy", "transformers", "open_clip", "webdataset", "accelerate", "datasets", "matplotlib")
     probe = ("import sys; from vlp.cli import build_parser; build_parser(); "
-             f"print([m for m in {heavy!r} if m in sys.modules])")
+             f"print([m for m in {HEAVY!r} if m in sys.modules])")
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           check=True).stdout.strip() == "[]"
 
 
+def test_recipe_show_imports_no_heavy_library():
+    # every shipped recipe: an open_clip arch, a config, eval-only; the objective's own rules wait for --check
+    recipes = sorted(str(p) for p in (ROOT / "recipes").glob("*.yaml"))
+    probe = ("import sys; from vlp.cli import main; "
+             f"codes = [main(['recipe', 'show', r]) for r in {recipes!r}]; "
+             f"print(codes, [m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert proc.stderr.strip() == f"{[0] * len(recipes)} []"
+
+
 def test_every_lazily_exported_name_resolves():
-    for package in ("vlp.data", "vlp.train", "vlp.evaluate", "vlp.export", "data_tools"):
+    for package in ("vlp.data", "vlp.models", "vlp.train", "vlp.evaluate", "vlp.export", "data_tools"):
         module = importlib.import_module(package)
         for info in pkgutil.iter_modules(module.__path__):  # importing a submodule binds its name in the package
             if info.name != "__main__":

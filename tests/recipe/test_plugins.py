@@ -32,9 +32,9 @@ def _files(tmp_path, plugins: str):
 
 def test_a_plugin_registers_an_objective_for_the_cli(tmp_path, monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert main(["recipe", "show", _files(tmp_path, "")]) == 2  # not imported: the objective does not exist
+    assert main(["recipe", "show", "--check", _files(tmp_path, "")]) == 2  # not imported: the objective does not exist
     assert "unknown objective 'plugin_margin'" in capsys.readouterr().err
-    assert main(["recipe", "show", _files(tmp_path, "plugins: [my_vlp_plugin]\n")]) == 0
+    assert main(["recipe", "show", "--check", _files(tmp_path, "plugins: [my_vlp_plugin]\n")]) == 0
     assert "plugin_margin" in capsys.readouterr().out
 
 

@@ -109,6 +109,15 @@ def test_recipe_show_prints_resolved_recipe(base, capsys):
     assert "lr: 0.01" in out and "duration: 100 steps" in out
 
 
+def test_recipe_show_applies_the_objectives_own_rules_with_check(tmp_path, capsys):
+    path = write(tmp_path, "r.yaml", TINY_MODEL + "objective: {name: softmax, params: {temperature: 2}}\n")
+    assert main(["recipe", "show", str(path)]) == 0  # showing imports no torch; building the objective would
+    assert main(["recipe", "show", "--check", str(path)]) == 2
+    assert "objective 'softmax' has no parameter 'temperature'" in capsys.readouterr().err
+    with pytest.raises(RecipeError, match="no parameter 'temperature'"):
+        load_recipe(path, ["train.duration=10", "data.train=x.tar"], for_training=True, objective=False)
+
+
 def test_for_training_needs_duration_and_data(tmp_path):
     path = write(tmp_path, "r.yaml", TINY_MODEL)
     load_recipe(path)  # fine for showing or evaluating
@@ -143,7 +152,7 @@ BAD_RECIPES = [
 @pytest.mark.parametrize("body,overrides,expected", BAD_RECIPES)
 def test_bad_recipe_gives_one_clear_line_and_exit_2(tmp_path, capsys, body, overrides, expected):
     path = write(tmp_path, "bad.yaml", TINY_MODEL + body + "\n")
-    argv = ["recipe", "show", str(path)] + [a for o in overrides for a in ("--set", o)]
+    argv = ["recipe", "show", "--check", str(path)] + [a for o in overrides for a in ("--set", o)]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     source = f"--set {overrides[-1]}" if overrides else path  # an override's error names the --set at fault

@@ -1,13 +1,11 @@
 """Dual encoders built from the recipe's `model` section: any registered tower following `DualEncoder`, open_clip's
 CLIP / CustomTextCLIP (as vlp subclasses) by default."""
-from vlp.models.build import build_model
-from vlp.models.checkpoints import CheckpointError, find_checkpoint, resolve_checkpoint
-from vlp.models.config_check import check
-from vlp.models.pretrained import load_pretrained
-from vlp.models.registry import DualEncoder, register_tower, tower_types
-from vlp.models.towers import PKG_PREFIX, make_tokenizer, portable_config, resolve_hf_name
-from vlp.models.transforms import image_transform
+from vlp.lazy import lazy_names
 
-__all__ = ["build_model", "check", "DualEncoder", "register_tower", "tower_types", "image_transform", "load_pretrained",
-           "make_tokenizer", "CheckpointError", "find_checkpoint", "resolve_checkpoint", "resolve_hf_name",
-           "portable_config", "PKG_PREFIX"]
+# lazy: the recipe loader imports `check` from here, and `vlp recipe show` must not import torch
+__getattr__, __all__ = lazy_names(__name__, {
+    "build_model": "build", "check": "config_check", "DualEncoder": "registry", "register_tower": "registry",
+    "tower_types": "registry", "image_transform": "transforms", "load_pretrained": "pretrained",
+    "make_tokenizer": "towers", "CheckpointError": "checkpoints", "find_checkpoint": "checkpoints",
+    "resolve_checkpoint": "checkpoints", "resolve_hf_name": "towers", "portable_config": "towers",
+    "PKG_PREFIX": "towers"})

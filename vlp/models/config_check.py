@@ -1,8 +1,11 @@
 """Rules on the recipe's `model` section, in one place: the recipe loader calls `check`, and so may any builder
-handed a section made in Python. Cheap to import; open_clip is imported only to look an architecture up."""
+handed a section made in Python. Cheap to import, and no torch: architectures are looked up in open_clip's config
+folder unless open_clip is already imported."""
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 from vlp.recipe.bounds import Interval, check_section
@@ -31,12 +34,19 @@ def check(cfg: ModelConfig) -> None:
     if cfg.config is not None and cfg.type is None:
         _check_open_clip_sizes(cfg.config)
     if cfg.arch is not None:
-        import open_clip  # deferred: slow to import, only needed here
-
-        known = open_clip.list_models()
+        known = _open_clip_archs()
         if cfg.arch not in known:
             hint = did_you_mean(cfg.arch, known)
             raise ConfigError("model.arch", f"unknown open_clip architecture {cfg.arch!r}{hint}")
+
+
+def _open_clip_archs() -> list[str]:
+    """open_clip's architecture names: `list_models()` once it is imported (it may hold configs added at run time),
+    else the names of the config files it lists them from, as importing it takes seconds (it imports torch)."""
+    if "open_clip" in sys.modules:
+        return sys.modules["open_clip"].list_models()
+    folder = Path(importlib.util.find_spec("open_clip").submodule_search_locations[0]) / "model_configs"
+    return sorted(path.stem for path in folder.glob("*.json"))
 
 
 def require_files(cfg: ModelConfig) -> None:

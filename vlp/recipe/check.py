@@ -1,6 +1,7 @@
 """The one validation path of a typed recipe: each section is held to the rules of the subpackage that owns it
 (`vlp.models.check`, `vlp.data.check`, `vlp.objectives.check`, `vlp.evaluate.check`); a section without an owner
-to the ranges and choices schema.py declares. Owners are imported on use: some import torch."""
+to the ranges and choices schema.py declares. Owners are imported on use, from the module defining `check` rather
+than the package (whose `__init__` may import torch); the objective's rules build it, which imports torch."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,20 +14,22 @@ from vlp.recipe.bounds import check_section
 from vlp.recipe.errors import ConfigError, RecipeError
 from vlp.recipe.schema import Recipe
 
-OWNERS = {"model": "vlp.models", "data": "vlp.data", "objective": "vlp.objectives",
-          "eval": "vlp.evaluate"}  # section -> package whose `check(section)` holds all its rules
+OWNERS = {"model": "vlp.models.config_check", "data": "vlp.data.config_check", "objective": "vlp.objectives.builder",
+          "eval": "vlp.evaluate.config_check"}  # section -> module whose `check(section)` holds all its rules
 
 
-def check_recipe(recipe: Recipe, source: str | Path, for_training: bool = False, *, files: bool = True) -> None:
+def check_recipe(recipe: Recipe, source: str | Path, for_training: bool = False, *, files: bool = True,
+                 objective: bool = True) -> None:
     """Raise RecipeError (file `source`) for the first key that is invalid or means nothing; `for_training` also
     requires what `vlp train` needs (a duration, training data and, unless `files` is false, every local path it
-    names: false validates a recipe on a machine without its data)."""
+    names: false validates a recipe on a machine without its data). `objective` false holds the objective section
+    to its schema only, without importing torch (its own rules build it); training always applies them."""
     try:
         _import_plugins(recipe.plugins)
         for f in dataclasses.fields(recipe):
             section = getattr(recipe, f.name)
             if dataclasses.is_dataclass(section):
-                _section_check(f.name)(section)
+                _section_check(f.name, objective or for_training)(section)
         if for_training:
             _check_trainable(recipe, files)
     except ConfigError as e:
@@ -42,9 +45,9 @@ def _import_plugins(modules: list[str]) -> None:
                                                    "PYTHONPATH?") from None
 
 
-def _section_check(name: str) -> Callable:
-    """The `check(section)` of recipe section `name`."""
-    if name in OWNERS:
+def _section_check(name: str, objective: bool) -> Callable:
+    """The `check(section)` of recipe section `name` (the schema's alone for the objective unless `objective`)."""
+    if name in OWNERS and (objective or name != "objective"):
         return import_module(OWNERS[name]).check
     return functools.partial(check_section, key=name)
 

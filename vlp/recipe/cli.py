@@ -1,4 +1,4 @@
-"""`vlp recipe show RECIPE [--set KEY=VALUE ...]`: print the fully resolved recipe, headed by what in it runs code."""
+"""`vlp recipe show RECIPE [--set KEY=VALUE ...] [--check]`: print the fully resolved recipe, headed by what in it runs code."""
 from __future__ import annotations
 
 from vlp.recipe.loader import dump_recipe, load_recipe
@@ -20,11 +20,14 @@ def register(subparsers) -> None:
     actions = recipe.add_subparsers(dest="action", metavar="ACTION", required=True)
     show = actions.add_parser("show", help="print the resolved recipe (bases merged, overrides applied, checked)")
     add_recipe_arguments(show)
+    # the objective's own rules build it, and importing torch would make showing a recipe take seconds
+    show.add_argument("--check", action="store_true",
+                      help="also apply the objective's own rules (parameters, execution options), as training does")
     show.set_defaults(func=_show)
 
 
 def _show(args) -> int:
-    recipe = load_recipe(args.recipe, args.overrides)
+    recipe = load_recipe(args.recipe, args.overrides, objective=args.check)
     code = code_it_runs(recipe)
     if code:  # a YAML comment, so that the output still loads as a recipe
         print(f"# runs code on this machine: {'; '.join(code)}")

@@ -22,9 +22,10 @@ from vlp.recipe.schema import REQUIRED, Recipe
 
 
 def load_recipe(path: str | Path, overrides: Iterable[str] = (), for_training: bool = False, *,
-                files: bool = True) -> Recipe:
+                files: bool = True, objective: bool = True) -> Recipe:
     """Read `path` (following `base:`), apply `key.path=value` overrides, check everything (`check_recipe`: with
-    `for_training`, also that each local path exists unless `files` is false), return the Recipe."""
+    `for_training`, also that each local path exists unless `files` is false; `objective` false skips the objective's
+    own rules, which import torch), return the Recipe."""
     path = Path(path)
     raw = _read_with_bases(path, chain=())
     overrides = list(overrides)
@@ -32,7 +33,7 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = (), for_training: b
         for item in overrides:
             _apply_override(raw, item, path)
         recipe = _build(Recipe, raw, "", path)
-        check_recipe(recipe, path, for_training, files=files)
+        check_recipe(recipe, path, for_training, files=files, objective=objective)
     except RecipeError as e:
         raise _blamed(e, overrides) from None
     return recipe

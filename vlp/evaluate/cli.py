@@ -1,8 +1,8 @@
 """`vlp eval`: evaluate a run dir, checkpoint dir or exported open_clip folder on zero-shot / retrieval sets.
 
 Datasets come from `--task/--data` (one set), else from `--recipe`'s `eval:` section, else from the run's own
-recipe.yaml. Results: a table on stdout and the suite table (a row per set and task: its main metrics and their
-average); with `--out` a JSON list of CLIP_benchmark-style records, the suite table as markdown, CSV and JSON beside
+recipe.yaml. Results: a table on stdout and the suite table (a row per set and task: its headline and main
+metrics); with `--out` a JSON list of CLIP_benchmark-style records, the suite table as markdown, CSV and JSON beside
 it, and each set's pictures (`vlp.evaluate.pictures`).
 """
 from __future__ import annotations
@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 from vlp.evaluate.config_check import check
-from vlp.evaluate.table import AVERAGE
 from vlp.evaluate.tasks import task_names
 from vlp.recipe.errors import ConfigError
 from vlp.recipe.schema import EvalConfig, EvalDatasetConfig
@@ -22,8 +21,9 @@ from vlp.run_dir import WEIGHTS
 COMPARE_HELP = """`vlp compare SOURCE...`: the suite table of each source side by side, one column per source.
 
 A source is a run directory (its newest evaluation of each set), an exported folder (its model card's results) or a
-`vlp eval --out` JSON file. Each cell is the row's average of its main metrics (--metric picks one instead); the last
-row averages each source over the sets that every source has.
+`vlp eval --out` JSON file. Each cell is the set's headline metric, named in the metric column (zero-shot: top-1,
+retrieval: mean R@1, binding: accuracy; --metric picks one instead); below, for each metric that several sets share,
+a row averaging each source over those sets that every source has. Different metrics are never averaged together.
 """
 
 
@@ -56,8 +56,7 @@ def register(subparsers) -> None:
     c = subparsers.add_parser("compare", help="the suite table of several runs, exports or vlp eval results side "
                               "by side", description=COMPARE_HELP)
     c.add_argument("sources", nargs="+", help="run dir, exported folder or `vlp eval --out` JSON file")
-    c.add_argument("--metric", default=AVERAGE, help="the metric each cell shows (default: average, the mean of "
-                   "the row's main metrics)")
+    c.add_argument("--metric", help="the metric each cell shows, e.g. acc5 (default: each set's headline metric)")
     c.add_argument("--out", help="also write the table to OUT.md, OUT.csv and OUT.json")
     c.set_defaults(func=compare)
 

@@ -102,8 +102,9 @@ def _evaluation(run: RunDir) -> str:
     columns, rows = suite_table(records)
     names = list(dict.fromkeys(m for r in latest for m in r["metrics"]))
     every = [[name] + [r["metrics"].get(name) for r in latest] for name in names]
-    return (f"<h2>Evaluation{when}</h2><p>Main metrics per set and their average (the suite table of "
-            f"<code>vlp eval</code>):</p>{_table(columns, rows)}"
+    return (f"<h2>Evaluation{when}</h2><p>Each set's headline metric (zero-shot: top-1, retrieval: mean R@1, "
+            f"binding: accuracy) and main metrics, the last row averaging each metric over its sets (the suite table "
+            f"of <code>vlp eval</code>):</p>{_table(columns, rows)}"
             f"<details><summary>every metric</summary>{_table(['metric'] + [r['dataset'] for r in latest], every)}"
             "</details>")
 

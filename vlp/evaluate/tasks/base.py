@@ -38,6 +38,13 @@ class Task:
         self.cfg = cfg
 
     @classmethod
+    def headline(cls, metrics: dict[str, float]) -> Optional[tuple[str, float]]:
+        """(name, value) of the one number that stands for a result's `metrics` in `vlp compare`'s cells and the
+        suite table's first column; by default the first of `main_metrics` it has. None: it has none."""
+        name = next((m for m in cls.main_metrics if m in metrics), None)
+        return None if name is None else (name, metrics[name])
+
+    @classmethod
     def config_problem(cls, cfg: EvalDatasetConfig) -> Optional[tuple[str, str]]:
         """(the key of `cfg` at fault, why) when this task cannot run on `cfg`; checked when the recipe loads."""
         return None

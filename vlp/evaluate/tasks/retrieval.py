@@ -1,6 +1,8 @@
 """Image↔text retrieval over every caption of the set. Geometry pairs each image with its first caption."""
 from __future__ import annotations
 
+from typing import Optional
+
 from vlp.evaluate.tasks.base import register_task
 from vlp.evaluate.tasks.paired import PairedTask
 from vlp.recipe.schema import EvalConfig
@@ -13,6 +15,12 @@ class Retrieval(PairedTask):
     hub_type = "zero-shot-retrieval"
     targets = "captions"
     main_metrics = ("image_to_text_R@1", "image_to_text_R@5", "text_to_image_R@1", "text_to_image_R@5")
+
+    @classmethod
+    def headline(cls, metrics: dict[str, float]) -> Optional[tuple[str, float]]:
+        """Mean R@1 of the two directions: one number per set, as a zero-shot set has top-1."""
+        both = [metrics.get("image_to_text_R@1"), metrics.get("text_to_image_R@1")]
+        return None if None in both else ("mean_R@1", sum(both) / 2)
 
     def score(self, model, tokenizer, eval_set, image_emb, targets: list, eval_cfg: EvalConfig, device: str,
               progress: bool):

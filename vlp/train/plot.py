@@ -1,6 +1,7 @@
-"""`plot_run(RUN_DIR)`: PNGs of the training curves from metrics.jsonl (one figure per group, one panel per metric)
-and of the evaluation metrics over steps: one figure per eval set, its metrics grouped in a few panels (scores,
-ranks, geometry, effective rank) so a run evaluated once still draws every panel with several points."""
+"""`plot_run(RUN_DIR)`: PNGs of the training curves from metrics.jsonl (one figure per group, one panel per metric,
+a curve logged under two names drawn once) and of the evaluation metrics over steps: one figure per eval set, one
+small panel per quantity (scores, ranks, cosines, uniformity, effective rank, and each other geometry metric alone),
+so that no axis mixes numbers of different scales."""
 from __future__ import annotations
 
 import math
@@ -18,10 +19,12 @@ GROUPS: dict[str, Callable[[str], bool]] = {
     "throughput": lambda k: k.startswith("samples_per_s") or k == "data_time",
 }
 EVAL_PREFIX = "eval/"  # metrics.jsonl keys eval/<set>/<metric>
+# panels of the eval figure, each holding metrics of one quantity and scale; any other geometry_ metric: its own panel
 EVAL_PANELS: dict[str, Callable[[str], bool]] = {
     "scores": lambda m: not m.startswith("geometry_") and not m.endswith("_rank"),
-    "ranks (1 = best)": lambda m: m.endswith("_rank"),
-    "geometry": lambda m: m.startswith("geometry_") and "effective_rank" not in m,
+    "ranks (1 = best)": lambda m: m.endswith("_rank") and not m.startswith("geometry_"),
+    "cosines": lambda m: m.startswith("geometry_") and m.endswith("_cosine"),
+    "uniformity (lower = more spread)": lambda m: m.startswith("geometry_uniformity"),
     "effective rank": lambda m: m.startswith("geometry_effective_rank"),
 }
 
@@ -69,48 +72,76 @@ def eval_series(curves: dict) -> dict[str, dict[str, tuple[list[int], list[float
 
 
 def eval_figure(plt, dataset: str, metrics: dict[str, tuple[list[int], list[float]]]):
-    """One panel per metric family, one line per metric (markers: an evaluation)."""
-    panels = {name: sorted(m for m in metrics if member(m)) for name, member in EVAL_PANELS.items()}
-    panels = {name: names for name, names in panels.items() if names}
-    cols = min(2, len(panels))
-    rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 3.8 * rows), squeeze=False)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.axis("off")
-    for ax, (panel, names) in zip(axes.flat, panels.items()):
+    """One small panel per quantity (`eval_panels`), one line per metric (markers: an evaluation)."""
+    panels = eval_panels(metrics)
+    fig, axes = _grid(plt, len(panels), cols=3, size=(4.0, 2.8))
+    for ax, (panel, names) in zip(axes, panels.items()):
         for name in names:
             steps, values = metrics[name]
             ax.plot(steps, values, marker="o", markersize=4, label=name.removeprefix("geometry_"))
-        ax.set_title(panel, fontsize=10)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
+        _label(ax, panel, 9)
         ax.legend(fontsize=6)
     fig.suptitle(f"evaluation on {dataset}")
     fig.tight_layout()
     return fig
 
 
+def eval_panels(metrics) -> dict[str, list[str]]:
+    """panel title → its metrics: the families of EVAL_PANELS, then one panel per other geometry metric."""
+    panels = {name: sorted(m for m in metrics if member(m)) for name, member in EVAL_PANELS.items()}
+    placed = {m for names in panels.values() for m in names}
+    panels.update({m.removeprefix("geometry_"): [m] for m in sorted(metrics) if m not in placed})
+    return {name: names for name, names in panels.items() if names}
+
+
+def group_figure(plt, curves: dict, group: str, title: str):
+    """The figure of training-metric `group`, None when it has no data: one panel per distinct curve."""
+    panels = distinct_curves(curves, sorted(k for k in curves if GROUPS[group](k)))
+    if not panels:
+        return None
+    fig, axes = _grid(plt, len(panels), cols=3, size=(4.5, 3.2))
+    for ax, (names, key) in zip(axes, panels.items()):
+        steps, values = curves[key]
+        ax.plot(steps, values, marker="o" if len(steps) < 30 else None, markersize=3)
+        _label(ax, " = ".join(names), 9)
+    fig.suptitle(f"{title}: {group}")
+    fig.tight_layout()
+    return fig
+
+
+def distinct_curves(curves: dict, keys: list[str]) -> dict[tuple[str, ...], str]:
+    """(every name of one curve) → the key to draw it from: `loss` and `objective/contrastive_loss` hold the same
+    numbers when the objective has one term, and two panels of one curve only look like two findings."""
+    names: dict[tuple, list[str]] = {}
+    for key in keys:
+        steps, values = curves[key]
+        names.setdefault((tuple(steps), tuple(values)), []).append(key)
+    return {tuple(same): same[0] for same in names.values()}
+
+
 def _plot_groups(plt, curves: dict, title: str, out: Path) -> list[Path]:
     written = []
-    for group, member in GROUPS.items():
-        keys = sorted(k for k in curves if member(k))
-        if not keys:
-            continue
-        cols = min(3, len(keys))
-        rows = math.ceil(len(keys) / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)
-        for ax, key in zip(axes.flat, keys):
-            steps, values = curves[key]
-            ax.plot(steps, values, marker="o" if len(steps) < 30 else None, markersize=3)
-            ax.set_title(key, fontsize=9)
-            ax.set_xlabel("step")
-            ax.grid(alpha=0.3)
-        for ax in list(axes.flat)[len(keys):]:
-            ax.axis("off")
-        fig.suptitle(f"{title}: {group}")
-        fig.tight_layout()
-        path = out / f"{group}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+    for group in GROUPS:
+        fig = group_figure(plt, curves, group, title)
+        if fig is not None:
+            path = out / f"{group}.png"
+            fig.savefig(path, dpi=100)
+            plt.close(fig)
+            written.append(path)
     return written
+
+
+def _grid(plt, panels: int, cols: int, size: tuple[float, float]):
+    """(figure, the first `panels` axes of a grid `cols` wide); the grid's spare axes are hidden."""
+    cols = min(cols, panels)
+    rows = math.ceil(panels / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(size[0] * cols, size[1] * rows), squeeze=False)
+    for ax in list(axes.flat)[panels:]:
+        ax.axis("off")
+    return fig, list(axes.flat)[:panels]
+
+
+def _label(ax, title: str, fontsize: int) -> None:
+    ax.set_title(title, fontsize=fontsize)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)

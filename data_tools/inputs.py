@@ -1,9 +1,10 @@
-"""Samples to shard from: an image folder with sidecar captions, a CSV/TSV/Parquet table, or an HF dataset.
+"""Samples to shard from: an image folder with sidecar captions, a CSV/TSV/JSONL/Parquet table, or an HF dataset.
 
 Each reader yields `Item`s whose image is loaded lazily, so splitting and counting never read image bytes.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import urllib.request
 from dataclasses import dataclass, field
@@ -64,48 +65,97 @@ def class_folder_items(root: Union[str, Path]) -> tuple[list[Item], list[str]]:
     return items, classes
 
 
+CAPTION_COLUMNS = ("caption", "text", "txt")  # looked for in this order when no caption column is named
+
+
+def caption_column(columns, asked: Optional[str], where: str) -> str:
+    """The caption column asked for, or the first of CAPTION_COLUMNS present; one line naming the columns if none."""
+    if asked is not None:
+        if asked not in columns:
+            raise ValueError(f"{where}: no column {asked!r} (columns: {list(columns)})")
+        return asked
+    for name in CAPTION_COLUMNS:
+        if name in columns:
+            return name
+    raise ValueError(f"{where}: no caption column ({', '.join(CAPTION_COLUMNS)}); name one with --caption-column "
+                     f"(columns: {list(columns)})")
+
+
 def read_table(path: Union[str, Path]):
     import pandas as pd
 
     path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         return pd.read_parquet(path)
+    if suffix in (".jsonl", ".ndjson"):
+        return pd.read_json(path, lines=True)
     return pd.read_csv(path, sep="\t" if suffix in (".tsv", ".tab") else ",", keep_default_na=False)
 
 
-def table_items(path: Union[str, Path], image_column: str, caption_column: str) -> list[Item]:
-    """Rows of a CSV/TSV/Parquet table: image column holds a path (relative to the table) or an http(s) URL.
-    Rows sharing an image are merged into one item with several captions (retrieval sets)."""
+def table_items(path: Union[str, Path], image_column: str, caption: Optional[str] = None) -> list[Item]:
+    """Rows of a CSV/TSV/JSONL/Parquet table. The image cell is a path (relative to the table), an http(s) URL,
+    encoded bytes or an HF image struct {bytes, path} (what `Dataset.to_parquet` writes). Rows sharing an image are
+    merged into one item with several captions (retrieval sets)."""
     table = read_table(path)
-    for column in (image_column, caption_column):
-        if column not in table.columns:
-            raise ValueError(f"{path}: no column {column!r} (columns: {list(table.columns)})")
+    if image_column not in table.columns:
+        raise ValueError(f"{path}: no column {image_column!r} (columns: {list(table.columns)})")
+    caption = caption_column(table.columns, caption, str(path))
     base = Path(path).parent
-    grouped: dict[str, list[str]] = {}
-    for image, caption in zip(table[image_column], table[caption_column]):
-        grouped.setdefault(str(image), []).append(str(caption))
-    items = []
-    for image, captions in grouped.items():
-        load = _url_image(image) if image.startswith(("http://", "https://")) else _file_image(base / image)
-        items.append(Item(f"{len(items):08d}", load, captions[0] if len(captions) == 1 else captions))
-    return items
+    grouped: dict[str, tuple[Callable, list[str]]] = {}
+    for row, (cell, text) in enumerate(zip(table[image_column], table[caption])):
+        identity, load = _cell_image(cell, base, f"{path} row {row}")
+        grouped.setdefault(identity, (load, []))[1].append(str(text))
+    return [Item(f"{i:08d}", load, captions[0] if len(captions) == 1 else captions)
+            for i, (load, captions) in enumerate(grouped.values())]
 
 
-def hf_items(dataset, image_column: str, caption_column: str, label_column: Optional[str] = None) -> Iterator[Item]:
-    """Rows of a `datasets.Dataset` (images as PIL or {bytes, path}); re-encoded as PNG only when not bytes."""
+def _cell_image(cell, base: Path, where: str) -> tuple[str, Callable[[], tuple[bytes, str]]]:
+    """(what identifies the image, its loader) for one table cell; one line naming the row for a cell of no known
+    kind, never its repr (a cell may hold megabytes)."""
+    if isinstance(cell, dict) and cell.get("bytes") is not None:
+        cell = cell["bytes"]
+    elif isinstance(cell, dict) and cell.get("path"):
+        cell = cell["path"]
+    if isinstance(cell, (bytes, bytearray, memoryview)):
+        data = bytes(cell)
+        return hashlib.sha1(data).hexdigest(), lambda: (data, _sniffed_ext(data))
+    if isinstance(cell, str) and cell:
+        if cell.startswith(("http://", "https://")):
+            return cell, _url_image(cell)
+        return cell, _file_image(base / cell)
+    raise ValueError(f"{where}: image cell is {type(cell).__name__}, not a path, URL, bytes or {{bytes, path}}")
+
+
+def _sniffed_ext(data: bytes) -> str:
+    """The file extension of encoded image bytes, from their magic number (PNG otherwise)."""
+    if data[:2] == b"\xff\xd8":
+        return "jpg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return "png"
+
+
+def hf_items(dataset, image_column: str, caption: Optional[str] = None,
+             label_column: Optional[str] = None) -> Iterator[Item]:
+    """Rows of a `datasets.Dataset` (images as PIL, {bytes, path}, bytes or paths); re-encoded as PNG only when
+    decoded."""
+    for name in (image_column, label_column):
+        if name is not None and name not in dataset.column_names:
+            raise ValueError(f"dataset has no column {name!r} (columns: {dataset.column_names})")
+    caption = caption_column(dataset.column_names, caption, "dataset")
     for index, row in enumerate(dataset):
-        yield Item(f"{index:08d}", _hf_image(row[image_column]), row[caption_column] if caption_column else "",
+        yield Item(f"{index:08d}", _hf_image(row[image_column], f"row {index}"), row[caption],
                    row[label_column] if label_column else None)
 
 
-def _hf_image(value) -> Callable[[], tuple[bytes, str]]:
-    def load() -> tuple[bytes, str]:
-        if isinstance(value, dict) and value.get("bytes") is not None:
-            return value["bytes"], "jpg" if value["bytes"][:2] == b"\xff\xd8" else "png"
-        if isinstance(value, dict):
-            return _file_image(Path(value["path"]))()
-        buffer = io.BytesIO()
-        value.save(buffer, format="PNG")
-        return buffer.getvalue(), "png"
-    return load
+def _hf_image(value, where: str) -> Callable[[], tuple[bytes, str]]:
+    if hasattr(value, "save"):  # a decoded PIL image
+        def encode() -> tuple[bytes, str]:
+            buffer = io.BytesIO()
+            value.save(buffer, format="PNG")
+            return buffer.getvalue(), "png"
+        return encode
+    return _cell_image(value, Path("."), where)[1]

@@ -11,21 +11,9 @@ import torch
 from data_tools import (build_digits, class_folder_items, folder_items, hf_items, split_items, table_items,
                         write_train_shards, write_zeroshot_set)
 from data_tools.cli import main as tools_main
-from helpers.shards import TRANSFORM, png
+from helpers.shards import TRANSFORM, captions_read_back, png
 from vlp.data import build_train_data
 from vlp.recipe.schema import DataConfig, SourceConfig
-
-
-def captions_read_back(spec: str, n: int, **cfg) -> list[str]:
-    seen: list[str] = []
-
-    def tokenizer(texts):
-        seen.extend(texts)
-        return torch.zeros(len(texts), 1, dtype=torch.long)
-    data = DataConfig(train=spec, workers=0, **cfg)
-    list(build_train_data(data, TRANSFORM, tokenizer, local_batch_size=1, seed=0, rank=0, world_size=1).batches(0))
-    assert len(seen) == n
-    return sorted(seen)
 
 
 def test_folder_with_sidecar_captions(tmp_path):

@@ -57,3 +57,15 @@ def jpeg_shards(folder, n: int = 12) -> str:
             writer.write(f"s{i:03d}", {"jpg": photo(300 + 40 * i, 260 + 20 * (i % 3)), "txt": f"sample {i}"})
     return writer.spec
 
+
+def captions_read_back(spec: str, n: int, **cfg) -> list[str]:
+    """The captions one epoch of `spec` trains, sorted; asserts there are `n`."""
+    seen: list[str] = []
+
+    def tokenizer(texts):
+        seen.extend(texts)
+        return torch.zeros(len(texts), 1, dtype=torch.long)
+    data = DataConfig(train=spec, workers=0, **cfg)
+    list(build_train_data(data, TRANSFORM, tokenizer, local_batch_size=1, seed=0, rank=0, world_size=1).batches(0))
+    assert len(seen) == n
+    return sorted(seen)

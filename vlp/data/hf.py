@@ -16,13 +16,22 @@ ROWS_PER_CHUNK = 1000
 _OPEN: dict = {}  # per process: (spec, split, streaming) → dataset
 
 
+# file suffix → the `datasets` builder that reads it (with its options)
+FILE_BUILDERS = {".parquet": ("parquet", {}), ".csv": ("csv", {}), ".tsv": ("csv", {"delimiter": "\t"}),
+                 ".json": ("json", {}), ".jsonl": ("json", {}), ".ndjson": ("json", {})}
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
 def open_hf_dataset(spec: str, split: str = "train", streaming: bool = False):
-    """One split of a `save_to_disk` folder, of a local `imagefolder` / `webdataset` folder, or of a hub dataset
-    (online only). Raises ValueError for a split the folder does not have."""
+    """One split of what `spec` holds, routed by its contents: a `save_to_disk` folder; a Parquet/CSV/JSONL file (its
+    one split is `train`) or a folder of them (splits from the file names, as the Hub names them); a folder of tar
+    shards (`webdataset`) or of images (`imagefolder`); otherwise a Hub dataset (online only). Raises ValueError,
+    in one line, for a split the data lacks, a path that does not exist, or a Hub name while offline."""
     import datasets
     from datasets.config import DATASET_STATE_JSON_FILENAME, DATASETDICT_JSON_FILENAME
 
-    path = Path(spec)
+    path = Path(spec).expanduser()
     if (path / DATASET_STATE_JSON_FILENAME).is_file() or (path / DATASETDICT_JSON_FILENAME).is_file():
         ds = datasets.load_from_disk(str(path))
         if isinstance(ds, datasets.DatasetDict):
@@ -30,10 +39,36 @@ def open_hf_dataset(spec: str, split: str = "train", streaming: bool = False):
                 raise ValueError(f"{spec}: split {split!r} not in {list(ds)}")
             ds = ds[split]
         return ds.to_iterable_dataset() if streaming else ds
-    if path.is_dir():
-        builder = "webdataset" if any(path.rglob("*.tar")) else "imagefolder"
-        return datasets.load_dataset(builder, data_dir=str(path), split=split, streaming=streaming)
+    if path.is_file() or path.is_dir():
+        builder, options = _local_builder(path)
+        try:
+            return datasets.load_dataset(builder, split=split, streaming=streaming, **options)
+        except ValueError as e:  # an unknown split: `datasets` names the ones there are
+            raise ValueError(f"{spec}: {str(e).splitlines()[0]}") from None
+    if path.suffix.lower() in FILE_BUILDERS or spec.startswith((".", "/", "~")):
+        raise ValueError(f"{spec}: no such file or folder")
+    if datasets.config.HF_HUB_OFFLINE:
+        raise ValueError(f"{spec}: not a local file or folder, and the Hub is offline (HF_HUB_OFFLINE / "
+                         "HF_DATASETS_OFFLINE), so it cannot be read as a Hub dataset")
     return datasets.load_dataset(spec, split=split, streaming=streaming)
+
+
+def _local_builder(path: Path) -> tuple[str, dict]:
+    """The `datasets` builder and its arguments for a local file, or for a folder by the files it holds."""
+    if path.is_file():
+        if path.suffix.lower() not in FILE_BUILDERS:
+            raise ValueError(f"{path}: not a dataset file ({', '.join(FILE_BUILDERS)}) nor a save_to_disk folder")
+        builder, options = FILE_BUILDERS[path.suffix.lower()]
+        return builder, {**options, "data_files": {"train": str(path)}}
+    suffixes = {p.suffix.lower() for p in path.rglob("*") if p.is_file()}
+    if ".tar" in suffixes:
+        return "webdataset", {"data_dir": str(path)}
+    if suffixes & IMAGE_SUFFIXES:  # an image folder, perhaps with its metadata.jsonl / metadata.csv
+        return "imagefolder", {"data_dir": str(path)}
+    for suffix, (builder, options) in FILE_BUILDERS.items():
+        if suffix in suffixes:
+            return builder, {**options, "data_dir": str(path)}
+    raise ValueError(f"{path}: holds no images, tar shards, Parquet/CSV/JSONL files or save_to_disk dataset")
 
 
 def _opened(cfg: SourceConfig):

@@ -2,6 +2,8 @@
 local paths, brace ranges, http(s):// URLs or `pipe:` commands, with sizes from sizes.json."""
 from __future__ import annotations
 
+import glob
+import os
 import warnings
 from collections import Counter
 from typing import Iterator, Optional
@@ -11,15 +13,26 @@ import braceexpand
 from vlp.data.reader import ShardRead, census, tar_samples
 from vlp.data.sizes import read_shard_sizes
 from vlp.data.sources import DataError, Findings, Piece, Source, SourceReader, data_message
+from vlp.recipe.paths import is_remote
 from vlp.recipe.schema import SourceConfig
 
 
 def expand_shards(spec: str) -> list[str]:
-    """`data/{000..009}.tar` → ten paths. `pipe:` commands and URLs are expanded the same way."""
-    urls = list(braceexpand.braceexpand(spec.strip()))
+    """`data/{000..009}.tar` → ten paths; a local glob (`data/*.tar`, what a shell user types) → the files it
+    matches, sorted. `pipe:` commands and URLs are brace-expanded only."""
+    urls = [url for pattern in braceexpand.braceexpand(spec.strip()) for url in _glob(pattern)]
     if not urls:
         raise DataError(f"shard spec {spec!r} names no shards")
     return urls
+
+
+def _glob(pattern: str) -> list[str]:
+    if is_remote(pattern) or not glob.has_magic(pattern):
+        return [pattern]
+    matches = sorted(glob.glob(os.path.expanduser(pattern)))
+    if not matches:
+        raise DataError(f"shard spec {pattern!r} matches no file")
+    return matches
 
 
 class WebDatasetReader(SourceReader):

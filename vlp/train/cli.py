@@ -51,8 +51,22 @@ def _train(args) -> int:
             print(f"preempted: {e} (exit status {PREEMPTED_EXIT_STATUS})", file=sys.stderr)
         return PREEMPTED_EXIT_STATUS
     if rank0:
+        _print_final_evaluation(result.eval_results)
         print(f"done: {result.step} steps, {result.samples_seen} samples; run directory {result.run_dir}")
     return 0
+
+
+def _print_final_evaluation(records: list[dict]) -> None:
+    """The main metrics of each eval set's newest evaluation (the final one), as `vlp eval` prints them; the rest
+    (geometry, every step) are in the run's eval_results.json."""
+    from vlp.evaluate.results import format_table
+    from vlp.evaluate.table import main_metrics, newest
+
+    final = newest(records)
+    if final:
+        step = max(r.get("step", 0) for r in final)
+        print(f"evaluation at step {step}:")
+        print(format_table([{**r, "metrics": main_metrics(r)} for r in final]))
 
 
 def _plot(args) -> int:

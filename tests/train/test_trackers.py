@@ -33,6 +33,23 @@ def test_tensorboard_events_hold_the_scalars_and_pictures(evaluated_digits):
         assert stored[-1].encoded_image_string[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_tensorboard_lists_the_run_once_with_its_hyperparameters(evaluated_digits):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    from vlp.recipe import load_recipe
+
+    run = RunDir(evaluated_digits[0])
+    # once three runs: this one, add_hparams' timestamp-named sub-run and another holding only hparams.yml
+    assert [p for p in run.tensorboard.rglob("*") if p.is_dir()] == []
+    [events_file] = run.tensorboard.glob("events.out.tfevents*")
+    assert events_file.stat().st_size > 0
+    events = EventAccumulator(str(run.tensorboard)).Reload()
+    start = HParamsPluginData.FromString(events.PluginTagToContent("hparams")["_hparams_/session_start_info"])
+    assert start.session_start_info.hparams["optim.lr"].number_value == load_recipe(run.recipe).optim.lr
+    assert events.Scalars("loss")  # the same event file holds the curves
+
+
 def test_wandb_offline_run_holds_the_scalars_and_pictures(tmp_path, monkeypatch):
     pytest.importorskip("wandb")  # in the dev extra
     from helpers.eval_support import write_wds_set

@@ -10,11 +10,12 @@ from vlp.run_dir import RunDir
 def tracker_list(names: list[str], run: RunDir) -> list:
     """`log_with` for accelerate. TensorBoard is built here because accelerate would write below
     project_dir/<project name>; W&B keeps accelerate's (project = the run name unless logging.wandb_project)."""
-    from accelerate.tracking import TensorBoardTracker
+    from vlp.train.tensorboard_tracker import OneRunTensorBoard
 
     # run_name "" makes TensorBoard's log dir exactly RUN_DIR/tensorboard/ (accelerate joins logging_dir/run_name)
-    return [TensorBoardTracker("", str(run.tensorboard)) if name == TensorBoardTracker.name else name
+    return [OneRunTensorBoard("", str(run.tensorboard)) if name == OneRunTensorBoard.name else name
             for name in names]
+
 
 
 def log_pictures(accelerator, folder: Path, step: int) -> None:

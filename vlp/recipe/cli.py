@@ -18,7 +18,8 @@ def add_recipe_arguments(parser, default: str | None = None) -> None:
 def register(subparsers) -> None:
     recipe = subparsers.add_parser("recipe", help="inspect recipe files")
     actions = recipe.add_subparsers(dest="action", metavar="ACTION", required=True)
-    show = actions.add_parser("show", help="print the resolved recipe (bases merged, overrides applied, checked)")
+    show = actions.add_parser("show", help="print the resolved recipe (bases merged, overrides applied, checked; "
+                              "the objective's own rules with --check)")
     add_recipe_arguments(show)
     # the objective's own rules build it, and importing torch would make showing a recipe take seconds
     show.add_argument("--check", action="store_true",

@@ -12,7 +12,9 @@ from torch import nn
 
 from vlp.objectives.base import Objective
 from vlp.objectives.composite import PRESETS, Composite
+from vlp.objectives.distill import Distilled
 from vlp.objectives.registry import check_params, get, get_regularizer
+from vlp.objectives.teacher import check as check_teacher
 from vlp.recipe.bounds import check_section
 from vlp.recipe.errors import ConfigError
 
@@ -33,7 +35,8 @@ def check(cfg) -> None:
 
 def build_from_config(cfg) -> Objective:
     """Objective for a recipe `ObjectiveConfig`: name + params, preset and explicit regularizers (explicit weights
-    override a preset's), regularizer_features, tiled/tile_size and gather.  Raises ConfigError."""
+    override a preset's), regularizer_features, tiled/tile_size and gather, and distill (a `Distilled` whose
+    teacher is loaded apart: `vlp.objectives.teacher.load_teacher`).  Raises ConfigError."""
     check_section(cfg, "objective")
     _registered(get, cfg.name, "objective.name")
     try:
@@ -44,10 +47,12 @@ def build_from_config(cfg) -> Objective:
     base = _build_base(base_name, cfg)
     regularizers = {name: 1.0 for name in preset_regularizers}
     regularizers.update(_configured_regularizers(cfg))
-    if not regularizers:
-        return base
-    return Composite(base, list(regularizers.items()), cfg.regularizer_features, tiled=cfg.tiled,
-                     tile_size=cfg.tile_size)
+    objective = base if not regularizers else Composite(base, list(regularizers.items()), cfg.regularizer_features,
+                                                        tiled=cfg.tiled, tile_size=cfg.tile_size)
+    if cfg.distill is None:
+        return objective
+    check_teacher(cfg.distill)
+    return Distilled(objective, cfg.distill.weight)
 
 
 def check_inputs(cfg, data) -> None:

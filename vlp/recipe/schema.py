@@ -90,6 +90,15 @@ class RegularizerConfig:
     weight: float = bounded("[0, inf)", 1.0)
 
 
+@dataclass
+class DistillConfig:
+    # the frozen teacher: a run dir, checkpoint dir or exported folder (what `vlp eval --model` takes), or an
+    # open_clip architecture name; it must preprocess images and tokenize captions as the student does
+    teacher: str = REQUIRED
+    pretrained: Optional[str] = None  # for an architecture name: local weights file or open_clip tag in the cache
+    weight: float = bounded("[0, inf)", 1.0)  # loss = objective's loss + weight × distillation loss
+
+
 # the one list of the cross-rank forms of the contrastive loss (each objective class declares those it supports)
 GatherMode = Literal["global", "local_loss", "ring"]
 RegularizerFeatures = Literal["local", "global"]  # the regularizers see this rank's or all-gathered features
@@ -106,6 +115,7 @@ class ObjectiveConfig:
     tiled: bool = False  # memory-efficient form without any B×B matrix (softmax and sigmoid, and presets on them)
     tile_size: int = bounded("[1, inf)", 1024)  # rows/columns per tile of the tiled form
     gather: GatherMode = "global"  # cross-rank form: whole loss per rank | own rows vs gathered (OpenCLIP local_loss) | ring of text features (sigmoid)
+    distill: Optional[DistillConfig] = None  # add a teacher's soft targets to the loss (OpenCLIP --distill-model)
 
 
 @dataclass
@@ -180,7 +190,7 @@ class EvalConfig:
 @dataclass
 class ExportConfig:
     # written to RUN_DIR/export at the end of the run; none listed but push_to_hub set: `vlp export`'s default formats
-    formats: list[Literal["open_clip", "transformers"]] = field(default_factory=list)
+    formats: list[Literal["open_clip", "transformers", "onnx"]] = field(default_factory=list)
     push_to_hub: Optional[str] = None  # ORG/NAME; token from HF_TOKEN or `hf auth login`; shard credentials redacted
     private: bool = True  # create the Hub repo private (as `vlp export` does unless --public)
     revision: Optional[str] = None  # Hub branch to push to (created when missing)

@@ -69,3 +69,7 @@ def _check_trainable(recipe: Recipe, files: bool) -> None:
     require_model_files(recipe.model)
     require_training_files(recipe.data)
     require_eval_files(recipe.eval)
+    if recipe.objective.distill is not None:
+        from vlp.objectives.teacher import require_files as require_teacher_files
+
+        require_teacher_files(recipe.objective.distill)

@@ -20,7 +20,7 @@ import torch
 from vlp.data.batch import Batch
 from vlp.data.device_images import ready_images
 from vlp.data.train_data import prefetch_to
-from vlp.recipe import Recipe
+from vlp.recipe import ConfigError, Recipe, RecipeError
 from vlp.run_dir import RunDir
 from vlp.train.components import (EMA, Generators, ModelWeights, OptimizerState, Progress, ScalerState,
                                    SchedulerState, plugin_components)
@@ -113,6 +113,8 @@ def _train(recipe: Recipe, run_name: str, source: str, run_dir: RunDir, acc, res
 
     objective = build_from_config(recipe.objective).to(acc.device)
     raw_model, tokenizer = build_model(recipe.model, objective.init_logit_scale, objective.init_logit_bias)
+    if recipe.objective.distill is not None:  # once the student exists: their preprocessing must agree
+        objective.teacher = _teacher(recipe, raw_model, acc.device, source)
     if data is None:
         transform = train_crop(raw_model.preprocess_cfg, recipe.data.augment_scale, recipe.data.augment_ratio,
                                recipe.data.decode)
@@ -165,6 +167,15 @@ def _train(recipe: Recipe, run_name: str, source: str, run_dir: RunDir, acc, res
         _export(recipe, run_dir, acc)
     return RunResult(run_dir.root, final, progress.step, progress.samples_seen, last_logged, evaluator.records,
                      progress.nonfinite_total)
+
+
+def _teacher(recipe: Recipe, student: torch.nn.Module, device: torch.device, source: str):
+    from vlp.objectives.teacher import load_teacher
+
+    try:
+        return load_teacher(recipe.objective.distill, student, recipe.train.precision, device)
+    except ConfigError as e:
+        raise RecipeError(source, e.key, e.message) from None
 
 
 def _write_failed(e: OSError, run_dir: RunDir) -> bool:

@@ -1,4 +1,5 @@
-"""`export`: run dir / checkpoint / exported folder → open_clip folder (+ transformers files) + model card (+ push)."""
+"""`export`: run dir / checkpoint / exported folder → open_clip folder (+ transformers files, + ONNX encoders) + model
+card (+ push)."""
 from __future__ import annotations
 
 import contextlib
@@ -15,25 +16,31 @@ from vlp.export.layers import NotExportable
 from vlp.run_dir import EXPORT_MARKER, RunDir
 from vlp.write_errors import os_error, write_error
 
-FORMATS = ("open_clip", "transformers")
+FORMATS = ("open_clip", "transformers", "onnx")
+DEFAULT_FORMATS = ("open_clip", "transformers")  # onnx needs the optional extra: only when asked
 
 
 def export(source, out_dir, formats: Optional[Sequence[str]] = None, overwrite: bool = False,
            license: str = "apache-2.0", push_to_hub: Optional[str] = None, private: bool = True,
            revision: Optional[str] = None, weights: str = "raw", log=print) -> dict:
-    """Write the export; open_clip is always written, transformers when asked or (`formats=None`) when expressible.
+    """Write the export; open_clip is always written, transformers when asked or (`formats=None`) when expressible,
+    onnx (OUT_DIR/onnx: vlp.export.onnx_encoders) when asked.
 
     `weights`: "raw" or "ema" (the run's moving average; the model card says which), as in `load_pretrained`.
     Returns {"out_dir", "formats" (written), "skipped" (format → reason), "commit_url" (when pushed)}.
     Raises NotExportable when transformers is asked for explicitly and cannot express the model, ValueError when
-    `out_dir` would replace (part of) the source.
+    `out_dir` would replace (part of) the source, MissingExtra when onnx is asked for without the onnx packages.
     """
     from vlp.models import load_pretrained
 
     out_dir = Path(out_dir)
-    wanted = set(formats) if formats is not None else set(FORMATS)
+    wanted = set(formats) if formats is not None else set(DEFAULT_FORMATS)
     if not wanted <= set(FORMATS):
         raise ValueError(f"formats must be among {FORMATS}, got {sorted(wanted)}")
+    if "onnx" in wanted:
+        from vlp.export.onnx_encoders import require_onnx
+
+        require_onnx()
     _refuse_live_run(out_dir)
     _refuse_overlap(Path(source), out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
@@ -50,7 +57,7 @@ def export(source, out_dir, formats: Optional[Sequence[str]] = None, overwrite: 
                 raise
             skipped["transformers"] = str(e)
             log(f"transformers format skipped: {e}")
-    written = ["open_clip"] + (["transformers"] if converted else [])
+    written = ["open_clip"] + (["transformers"] if converted else []) + (["onnx"] if "onnx" in wanted else [])
     staging = out_dir.parent / f".{out_dir.name}.exporting"
     with _whole_or_not_at_all(out_dir, staging):
         shutil.rmtree(staging, ignore_errors=True)
@@ -59,6 +66,10 @@ def export(source, out_dir, formats: Optional[Sequence[str]] = None, overwrite: 
         (staging / EXPORT_MARKER).write_text("written by `vlp export`, which may replace this folder (--overwrite)\n")
         if converted:
             write_transformers(converted, model, staging)
+        if "onnx" in wanted:
+            from vlp.export.onnx_encoders import write_onnx
+
+            write_onnx(model, tokenizer, staging)
         card = model_card(info, license, push_to_hub, written, transformers_kind(model), copy_pictures(info, staging))
         (staging / "README.md").write_text(card)
         _replace(out_dir, staging)

@@ -137,4 +137,7 @@ def _usage(name: str, formats: list[str], kind: str) -> str:
         text += ("\ntransformers:\n\n```python\n"
                  f"from transformers import AutoProcessor, {cls}\n"
                  f"model = {cls}.from_pretrained('{name}')\nprocessor = AutoProcessor.from_pretrained('{name}')\n```\n")
+    if "onnx" in formats:
+        text += ("\nONNX: `onnx/image_encoder.onnx` and `onnx/text_encoder.onnx` (unnormalised embeddings), with the "
+                 "image preprocessing, tokenizer and logit scale a runtime needs in `onnx/preprocess.json`.\n")
     return text

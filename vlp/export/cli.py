@@ -1,5 +1,5 @@
-"""`vlp export CHECKPOINT_OR_RUN_DIR OUT_DIR [--format F ...] [--weights raw|ema] [--push-to-hub ORG/NAME] [--public]
-[--revision B]`."""
+"""`vlp export CHECKPOINT_OR_RUN_DIR OUT_DIR [--format open_clip|transformers|onnx ...] [--weights raw|ema]
+[--push-to-hub ORG/NAME] [--public] [--revision B]`."""
 from __future__ import annotations
 
 import sys
@@ -12,9 +12,10 @@ def register(subparsers) -> None:
                                                   "optionally push to the Hugging Face Hub")
     parser.add_argument("source", help="run dir (latest checkpoint), checkpoint dir or exported open_clip folder")
     parser.add_argument("out_dir", help="folder to write (must be empty or absent unless --overwrite)")
-    parser.add_argument("--format", dest="formats", action="append", choices=["open_clip", "transformers"],
+    parser.add_argument("--format", dest="formats", action="append", choices=["open_clip", "transformers", "onnx"],
                         help="formats to write (repeatable; open_clip is always written); default: open_clip, plus "
-                             "transformers when the architecture is expressible")
+                             "transformers when the architecture is expressible; onnx: OUT_DIR/onnx, the two "
+                             "encoders and preprocess.json (pip install vlp[onnx])")
     parser.add_argument("--weights", choices=WEIGHTS, default="raw",
                         help="raw: the trained weights (default); ema: their moving average (runs with "
                              "train.ema_decay)")
@@ -30,6 +31,7 @@ def register(subparsers) -> None:
 def _run(args) -> int:
     from vlp.export.api import export
     from vlp.export.layers import NotExportable
+    from vlp.export.onnx_encoders import MissingExtra
     from vlp.export.push import PushError
     from vlp.models.checkpoints import CheckpointError
     from vlp.run_lock import RunLocked
@@ -40,7 +42,7 @@ def _run(args) -> int:
                push_to_hub=args.push_to_hub, private=not args.public, revision=args.revision,
                weights=args.weights)
     except (NotExportable, FileExistsError, FileNotFoundError, ValueError, PushError, CheckpointError,
-            RunLocked, WriteError) as e:
+            RunLocked, WriteError, MissingExtra) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

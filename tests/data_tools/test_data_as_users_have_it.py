@@ -90,8 +90,8 @@ def test_a_shard_glob_expands_sorted_in_training_check_and_stats(tmp_path, capsy
     assert captions_read_back(glob_spec, 6) == sorted(f"sample {i}" for i in range(6))
     assert main(["data", "check", glob_spec]) == 0 and main(["data", "stats", glob_spec]) == 0
     assert "3 shards, 6 samples" in capsys.readouterr().out
-    assert main(["data", "check", str(tmp_path / "none" / "*.tar")]) == 2
-    assert "matches no file" in capsys.readouterr().err
+    assert main(["data", "check", str(tmp_path / "none" / "*.tar")]) == 1  # named as the missing shard it is
+    assert f"BAD {tmp_path / 'none' / '*.tar'}: 0 samples; missing_shard=1" in capsys.readouterr().out
 
 
 def test_check_write_sizes_records_the_samples_of_shards_written_without_sizes(tmp_path, capsys):

@@ -27,12 +27,11 @@ def expand_shards(spec: str) -> list[str]:
 
 
 def _glob(pattern: str) -> list[str]:
+    """The files a local glob matches; a pattern matching none stays as it is, so the caller names it as the missing
+    path it is (a `?` may also just be part of a file name)."""
     if is_remote(pattern) or not glob.has_magic(pattern):
         return [pattern]
-    matches = sorted(glob.glob(os.path.expanduser(pattern)))
-    if not matches:
-        raise DataError(f"shard spec {pattern!r} matches no file")
-    return matches
+    return sorted(glob.glob(os.path.expanduser(pattern))) or [pattern]
 
 
 class WebDatasetReader(SourceReader):

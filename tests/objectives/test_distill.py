@@ -164,3 +164,41 @@ def test_two_processes_equal_one_process(two_process_results, name):
             torch.testing.assert_close(terms[key], ref_terms[key], atol=1e-5, rtol=1e-5, msg=lambda m: f"{key}: {m}")
         for key in ref_grads:
             torch.testing.assert_close(grads[key], ref_grads[key], atol=1e-5, rtol=1e-5, msg=lambda m: f"{key}: {m}")
+
+
+def test_an_open_clip_architecture_with_a_local_weights_file_is_a_frozen_teacher(tmp_path):
+    import json
+
+    import open_clip
+    from safetensors.torch import save_file
+
+    from helpers.runs import TINY
+    from vlp.models import build_model
+    from vlp.objectives.teacher import load_teacher
+    from vlp.recipe import ModelConfig
+
+    (tmp_path / "tiny-distill-teacher.json").write_text(json.dumps(TINY))
+    open_clip.add_model_config(tmp_path / "tiny-distill-teacher.json")
+    source, _ = build_model(ModelConfig(config=TINY))
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, tmp_path / "w.safetensors")
+    student, _ = build_model(ModelConfig(config=TINY))
+    cfg = DistillConfig(teacher="tiny-distill-teacher", pretrained=str(tmp_path / "w.safetensors"))
+    loaded = load_teacher(cfg, student, "bf16", torch.device("cpu"))
+    assert loaded.autocast is torch.bfloat16 and not loaded.model.training
+    assert not any(p.requires_grad for p in loaded.model.parameters())
+    for key, value in source.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[key], value), key
+
+
+def test_the_teacher_computes_in_the_training_precision_even_inside_the_fp32_objective():
+    """Under `train.precision: bf16` the teacher's towers run in bf16, as the student's do, though the objective
+    around them leaves autocast; its features reach the loss in fp32."""
+    mentor, seen = Teacher(LinearTeacher().eval().requires_grad_(False), torch.bfloat16), []
+    mentor.model.image.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    objective = Distilled(objectives.build("softmax"), 1.0, mentor)
+    x, y = (f.float() for f in features(4, DIM, 0))
+    samples = Batch(torch.randn(4, DIM_IN), torch.randint(0, 5, (4, TOKENS)))
+    with torch.autocast("cpu", torch.bfloat16):
+        out = objective(x, y, 10.0, samples=samples)
+    assert seen == [torch.bfloat16] and out["distill_loss"].dtype == torch.float32
+    assert mentor.features(samples).image.dtype == torch.float32

@@ -188,6 +188,10 @@ def test_an_open_clip_architecture_with_a_local_weights_file_is_a_frozen_teacher
     assert not any(p.requires_grad for p in loaded.model.parameters())
     for key, value in source.state_dict().items():
         assert torch.equal(loaded.model.state_dict()[key], value), key
+    with pytest.raises(ConfigError, match="neither a file nor an open_clip tag") as e:
+        load_teacher(DistillConfig(teacher="tiny-distill-teacher", pretrained="no_such_tag"), student, "no",
+                     torch.device("cpu"))
+    assert e.value.key == "objective.distill.pretrained"
 
 
 def test_the_teacher_computes_in_the_training_precision_even_inside_the_fp32_objective():

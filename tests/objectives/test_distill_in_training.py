@@ -93,6 +93,14 @@ def test_a_teacher_preprocessing_otherwise_is_refused_in_one_line(setup, student
     assert "\n" not in str(e.value) and "objective.distill.teacher" in str(e.value)
 
 
+def test_a_missing_teacher_is_refused_when_the_recipe_loads(setup):
+    path = recipe(setup, "missing")
+    path.write_text(path.read_text().replace(str(setup[2]), str(setup[0] / "no_such_run")))
+    with pytest.raises(RecipeError, match="objective.distill.teacher: no run dir, checkpoint dir or exported folder"):
+        train(path)
+    assert not (setup[0] / "runs" / "missing").exists()
+
+
 def test_gradcache_micro_batches_distill_as_the_whole_batch_does(setup):
     """The teacher embeds the step's whole local batch; the student's micro-batches get the same loss terms and
     gradient norms (weights are not compared: AdamW's first steps magnify float noise in near-zero gradients)."""

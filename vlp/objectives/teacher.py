@@ -94,7 +94,12 @@ def _load(cfg: DistillConfig) -> torch.nn.Module:
     from vlp.models import build_model
 
     with _as_distill_keys():
-        return build_model(_arch_config(cfg))[0]
+        try:
+            return build_model(_arch_config(cfg))[0]
+        except ConfigError:
+            raise
+        except ValueError as e:  # weights that are no open_clip tag, or that do not fit the architecture
+            raise ConfigError(f"{KEY}.pretrained", str(e)) from None
 
 
 def preprocessing_mismatch(student, teacher) -> Optional[str]:

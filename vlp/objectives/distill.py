@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 
 def soft_cross_entropy(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
-    """Mean over rows of −Σ_j softmax(teacher)_ij · log softmax(student)_ij (OpenCLIP's `DistillClipLoss.dist_loss`)."""
+    """Mean over rows of −Σ_j softmax(teacher)_ij · log softmax(student)_ij: OpenCLIP's `DistillClipLoss.dist_loss`."""
     return -(teacher_logits.softmax(1) * student_logits.log_softmax(1)).sum(1).mean(0)
 
 

@@ -135,7 +135,8 @@ def test_onnx_files_state_their_axes_and_preprocessing(digits_onnx):
     assert facts["text"]["length"] == "fixed"
     assert facts["image"]["size"] == [16, 16] and facts["image"]["interpolation"] == "bicubic"
     assert facts["image"]["mean"] == list(open_clip.OPENAI_DATASET_MEAN)
-    assert facts["logit_scale"] == pytest.approx(float(model.logit_scale.detach().exp())) and facts["logit_bias"] is None
+    assert facts["logit_scale"] == pytest.approx(float(model.logit_scale.detach().exp()))
+    assert facts["logit_bias"] is None
     assert facts["text"]["tokenizer"]["bpe_file"] == "bpe_simple_vocab_16e6.txt.gz"
     assert (folder / "bpe_simple_vocab_16e6.txt.gz").read_bytes() == open(open_clip.tokenizer.default_bpe(),
                                                                            "rb").read()

@@ -17,25 +17,32 @@ RESIZE = {"shortest": "resize the shorter side to the image size, then crop the 
 
 
 def preprocess_facts(model: torch.nn.Module, tokenizer, dynamic_length: bool) -> dict:
-    cfg = preprocess_config(model)
-    size = cfg["size"] if isinstance(cfg["size"], list) else [cfg["size"], cfg["size"]]
     bias = getattr(model, "logit_bias", None)
     return {
-        "image": {"input": "pixel_values", "layout": "NCHW float32 RGB", "size": size, "resize_mode": cfg["resize_mode"],
-                  "resize": RESIZE[cfg["resize_mode"]], "interpolation": cfg["interpolation"],
-                  "fill_color": model.preprocess_cfg["fill_color"], "scale": "pixel / 255, then (x - mean) / std",
-                  "mean": cfg["mean"], "std": cfg["std"]},
-        "text": {"input": "input_ids", "dtype": "int64", "context_length": tokenizer.context_length,
-                 "length": "dynamic" if dynamic_length else "fixed",
-                 "length_note": ("any length up to context_length: pad to the batch's longest" if dynamic_length else
-                                 "open_clip's text transformer is traced at its context length: always pad to it"),
-                 "tokenizer": _tokenizer_facts(model, tokenizer)},
+        "image": _image_facts(model), "text": _text_facts(model, tokenizer, dynamic_length),
         "outputs": {"image": "image_embeds", "text": "text_embeds", "normalized": False,
                     "note": "projected embeddings, not L2-normalised: normalise both before cosine similarity"},
         "logit_scale": float(model.logit_scale.detach().exp()),
         "logit_bias": None if bias is None else float(bias.detach()),
         "logits": "logit_scale * cosine_similarity + logit_bias (0 when null)",
     }
+
+
+def _image_facts(model: torch.nn.Module) -> dict:
+    cfg = preprocess_config(model)
+    size = cfg["size"] if isinstance(cfg["size"], list) else [cfg["size"], cfg["size"]]
+    return {"input": "pixel_values", "layout": "NCHW float32 RGB", "size": size, "resize_mode": cfg["resize_mode"],
+            "resize": RESIZE[cfg["resize_mode"]], "interpolation": cfg["interpolation"],
+            "fill_color": model.preprocess_cfg["fill_color"], "scale": "pixel / 255, then (x - mean) / std",
+            "mean": cfg["mean"], "std": cfg["std"]}
+
+
+def _text_facts(model: torch.nn.Module, tokenizer, dynamic_length: bool) -> dict:
+    return {"input": "input_ids", "dtype": "int64", "context_length": tokenizer.context_length,
+            "length": "dynamic" if dynamic_length else "fixed",
+            "length_note": ("any length up to context_length: pad to the batch's longest" if dynamic_length else
+                            "open_clip's text transformer is traced at its context length: always pad to it"),
+            "tokenizer": _tokenizer_facts(model, tokenizer)}
 
 
 def _tokenizer_facts(model: torch.nn.Module, tokenizer) -> dict:
@@ -58,6 +65,7 @@ def write_tokenizer_files(model: torch.nn.Module, tokenizer, folder: Path) -> No
 
 
 def _bpe_path(model: torch.nn.Module) -> str:
-    """The BPE vocabulary the tokenizer was built from (vlp.models.towers.make_tokenizer): the config's or open_clip's."""
+    """The BPE vocabulary the tokenizer was built from (vlp.models.towers.make_tokenizer): the config's, else
+    open_clip's."""
     kwargs = model.open_clip_config.get("text_cfg", {}).get("tokenizer_kwargs") or {}
     return kwargs.get("bpe_path", default_bpe())

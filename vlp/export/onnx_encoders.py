@@ -20,7 +20,7 @@ from vlp.export.onnx_preprocess import preprocess_facts, write_tokenizer_files
 ONNX_DIR, IMAGE_FILE, TEXT_FILE, PREPROCESS_FILE = "onnx", "image_encoder.onnx", "text_encoder.onnx", "preprocess.json"
 OPSET = 18
 TRACE_BATCH = 2  # torch.export specialises sizes 0 and 1: a batch of 2 keeps the batch axis symbolic
-INLINE_WEIGHTS = 2**30  # bytes: larger weights go to NAME.onnx.data beside the graph (protobuf caps a file at 2 GiB)
+INLINE_WEIGHTS = 2**30  # bytes of model weights above which they go to NAME.onnx.data (protobuf caps a file at 2 GiB)
 
 
 class MissingExtra(RuntimeError):

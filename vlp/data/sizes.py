@@ -1,15 +1,20 @@
 """`sizes.json`, the samples-per-shard table next to local shards: {shard file name: samples}. Shard writers
-(`data_tools`) write it and training reads it; this module is the one definition of its name and format."""
+(`data_tools`) write it and training reads it; this module is the one definition of its name and format.
+
+Shards as img2dataset writes them (`NNNNN.tar` beside `NNNNN_stats.json`, no sizes.json) are sized by the stats
+file's `successes`: the tar holds the downloaded samples only, so failed downloads are not missing samples."""
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Mapping, Optional, Union
 
 from vlp.recipe.paths import is_remote
 
 SIZES_FILE = "sizes.json"
+IMG2DATASET_STATS_SUFFIX = "_stats.json"  # NNNNN.tar → NNNNN_stats.json
 
 
 def write_shard_sizes(folder: Union[str, Path], sizes: Mapping[str, int]) -> Path:
@@ -31,6 +36,22 @@ def read_shard_sizes(urls: list[str]) -> Optional[tuple[int, ...]]:
             tables[folder] = json.loads(Path(path).read_text()) if os.path.isfile(path) else {}
         count = tables[folder].get(os.path.basename(url))
         if count is None:
+            count = img2dataset_size(url)
+        if count is None:
             return None
         sizes.append(int(count))
     return tuple(sizes)
+
+
+def img2dataset_size(url: str) -> Optional[int]:
+    """The samples img2dataset wrote to shard `url`: `successes` in its `STEM_stats.json`; None without one (or with
+    one that does not say, which is warned about: the shard is then counted by reading it)."""
+    stats = os.path.splitext(url)[0] + IMG2DATASET_STATS_SUFFIX
+    if not os.path.isfile(stats):
+        return None
+    try:
+        return int(json.loads(Path(stats).read_text())["successes"])
+    except (ValueError, KeyError, TypeError) as e:
+        warnings.warn(f"{stats}: no sample count in it ({type(e).__name__}: {e}); its shard is counted by reading it",
+                      stacklevel=2)
+        return None

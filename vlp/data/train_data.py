@@ -37,8 +37,9 @@ def _check_epoch_plan(cfg: DataConfig, sources: list[Source], size: Optional[int
         raise DataError("source weights need `data.resampled: true` (an epoch reads every source exactly once)")
     if size is None:
         names = ", ".join(s.name for s in sources)
-        raise DataError(f"epoch size unknown for {names}: add sizes.json next to the shards (data_tools writes it) "
-                        "or set data.num_samples")
+        raise DataError(f"epoch size unknown for {names}: write sizes.json next to the shards (`vlp data check "
+                        "SPEC --write-sizes`; data_tools and img2dataset's stats files give it too) or set "
+                        "data.num_samples")
 
 
 def _streams(cfg: DataConfig, batch: int, world_size: int) -> int:

@@ -11,6 +11,11 @@ the first `--warmup` ones (also reported: batch / median step time, which shrugs
 Memory: peak of the summed RSS (and PSS, which counts pages shared between the forked DataLoader workers and the
 main process once) of the whole process tree, sampled every 0.2 s the same way for both.
 
+Ceiling: `vlp train` on CACHED batches already in memory (bench/model_ceiling.py: no loader, the same model,
+objective, optimizer step and logging), timed the same way; each trainer's rate is reported as a share of it, and the
+ceiling run's per-phase times (forward, objective, backward, optimizer, logging) with vlp's data wait break down
+vlp's end-to-end step.
+
 OpenCLIP's trainer needs webdataset <= 0.2.86, so it runs from bench/.venv-openclip (see bench/openclip_env.py:
 the running interpreter's packages with webdataset 0.2.86 in front; created when missing).
 Usage: python bench/train_throughput.py [--runs 3] [--steps 30] [--warmup 6] [--workers 2] [--cores 2]
@@ -27,7 +32,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psutil
@@ -40,6 +45,7 @@ WORK = BENCH / "work"
 RECIPE = BENCH / "tiny-throughput.yaml"
 MODEL_NAME = "vlp-bench-tiny"
 BATCH = 128
+TRAINERS = ("openclip", "vlp", "ceiling")
 # Registers the benchmark's model JSON with open_clip, then runs the trainer's own entry point unchanged.
 OPENCLIP_WRAPPER = ("import sys, open_clip; open_clip.add_model_config(sys.argv[1]); "
                     "from open_clip_train.main import main; sys.exit(main(sys.argv[2:]))")
@@ -55,6 +61,7 @@ class Run:
     wall_s: float  # whole process, start-up and final checkpoint included
     data_wait_s_per_step: float  # steady-state time the loop waited for a batch
     log: str  # the trainer's own per-step log
+    phases: dict = field(default_factory=dict)  # ceiling runs: median seconds per step of each phase
 
 
 def ensure_shards() -> str:
@@ -78,10 +85,15 @@ def write_model_config() -> Path:
     return folder
 
 
-def vlp_command(spec: str, steps: int, workers: int, run_name: str) -> list[str]:
+def vlp_command(spec: str, steps: int, workers: int, run_name: str, ceiling: bool = False) -> list[str]:
     sets = [f"data.train={spec}", f"data.workers={workers}", f"train.duration={steps} steps",
             f"train.batch_size={BATCH}", f"train.output_dir={WORK / 'runs' / 'vlp'}", f"train.run_name={run_name}"]
-    return [sys.executable, "-m", "vlp", "train", str(RECIPE), *[a for s in sets for a in ("--set", s)]]
+    start = ([str(BENCH / "model_ceiling.py"), str(phases_file(run_name))] if ceiling else ["-m", "vlp", "train"])
+    return [sys.executable, *start, str(RECIPE), *[a for s in sets for a in ("--set", s)]]
+
+
+def phases_file(run_name: str) -> Path:
+    return WORK / "runs" / "vlp" / f"{run_name}.phases.json"
 
 
 def openclip_command(spec: str, steps: int, workers: int, run_name: str, configs: Path) -> list[str]:
@@ -174,11 +186,15 @@ def openclip_step_times(log: Path, batch: int = BATCH) -> tuple[dict[int, float]
 def measure(trainer: str, index: int, args, spec: str, configs: Path) -> Run:
     name = f"run{index}-{int(time.time())}"
     cores = args.cores_list
-    if trainer == "vlp":
+    phases = {}
+    if trainer in ("vlp", "ceiling"):
         log = WORK / "runs" / "vlp" / f"{name}.log"
-        rss, pss, wall = run_monitored(vlp_command(spec, args.steps, args.workers, name), log, cores)
+        command = vlp_command(spec, args.steps, args.workers, name, ceiling=trainer == "ceiling")
+        rss, pss, wall = run_monitored(command, log, cores)
         step_log = WORK / "runs" / "vlp" / name / "metrics.jsonl"
         times = vlp_step_times(step_log.parent)
+        if trainer == "ceiling":
+            phases = phase_medians(json.loads(phases_file(name).read_text()), args.warmup)
     else:
         log = WORK / "runs" / "openclip" / f"{name}.stdout"
         command = openclip_command(spec, args.steps, args.workers, name, configs)
@@ -186,7 +202,12 @@ def measure(trainer: str, index: int, args, spec: str, configs: Path) -> Run:
         step_log = WORK / "runs" / "openclip" / name / "out.log"
         times = openclip_step_times(step_log)
     rate, median_rate, wait = steady_rate(*times, args.steps, args.warmup)
-    return Run(trainer, rate, median_rate, rss, pss, wall, wait, str(step_log.relative_to(ROOT)))
+    return Run(trainer, rate, median_rate, rss, pss, wall, wait, str(step_log.relative_to(ROOT)), phases)
+
+
+def phase_medians(per_step: dict[str, list[float]], warmup: int) -> dict[str, float]:
+    """Median seconds per step of each phase over the steps after warm-up (logging: over the steps that log)."""
+    return {phase: statistics.median(times[warmup:] or times) for phase, times in per_step.items() if times}
 
 
 def versions() -> dict[str, dict[str, str]]:
@@ -198,8 +219,11 @@ def versions() -> dict[str, dict[str, str]]:
 
 def summarize(runs: list[Run]) -> dict[str, dict[str, float]]:
     fields = ("samples_per_s", "median_step_samples_per_s", "peak_rss_gib", "peak_pss_gib", "wall_s", "data_wait_s_per_step")
-    return {t: {f: statistics.median(getattr(r, f) for r in runs if r.trainer == t) for f in fields}
-            for t in ("openclip", "vlp")}
+    medians = {t: {f: statistics.median(getattr(r, f) for r in runs if r.trainer == t) for f in fields}
+               for t in TRAINERS}
+    ceiling = [r.phases for r in runs if r.trainer == "ceiling"]
+    medians["phases"] = {p: statistics.median(c[p] for c in ceiling) for p in ceiling[0]}
+    return medians
 
 
 def report(runs: list[Run], medians: dict, args) -> str:
@@ -214,7 +238,22 @@ def report(runs: list[Run], medians: dict, args) -> str:
     per_run = ", ".join(f"{r.trainer} {r.samples_per_s:.1f}/s {r.peak_rss_gib:.2f} GiB" for r in runs)
     return (f"medians of {args.runs} runs per trainer, {args.steps} steps each, steps {args.warmup + 1}-"
             f"{args.steps} timed, batch {BATCH}, {args.workers} workers, cores {args.cores_list}\n"
-            + "\n".join(lines) + f"\nruns (in order): {per_run}")
+            + "\n".join(lines) + "\n\n" + ceiling_report(medians) + f"\nruns (in order): {per_run}")
+
+
+def ceiling_report(medians: dict) -> str:
+    """Each trainer's rate as a share of the model-only ceiling, and vlp's step broken down by phase."""
+    c, v = medians["ceiling"], medians["vlp"]
+    share = " | ".join(f"{name} {medians[t]['samples_per_s']:.1f}/s = **{medians[t]['samples_per_s'] / c['samples_per_s']:.0%}**"
+                       for name, t in (("vlp", "vlp"), ("OpenCLIP", "openclip")))
+    step_ms = 1000 * BATCH / v["samples_per_s"]
+    parts = {**{p: 1000 * s for p, s in medians["phases"].items()}, "data wait": 1000 * v["data_wait_s_per_step"]}
+    parts["other (loop, host syncs, tensor moves)"] = step_ms - sum(parts.values())
+    rows = ["| phase of vlp's step | ms | share |", "|---|---|---|"] + [
+        f"| {p} | {ms:.1f} | {ms / step_ms:.0%} |" for p, ms in parts.items()]
+    return (f"model-only ceiling {c['samples_per_s']:.1f} samples/s (batches in memory): {share}\n"
+            f"vlp end-to-end step {step_ms:.1f} ms; phases from the ceiling run, data wait from vlp's:\n"
+            + "\n".join(rows))
 
 
 def parse_args(argv=None):
@@ -240,7 +279,7 @@ def main(argv=None) -> int:
     print(json.dumps(info), flush=True)
     runs = []
     for index in range(args.runs):
-        for trainer in ("openclip", "vlp"):  # alternating, so drift in machine load hits both alike
+        for trainer in TRAINERS:  # alternating, so drift in machine load hits every trainer alike
             runs.append(measure(trainer, index, args, spec, configs))
             print(json.dumps(asdict(runs[-1])), flush=True)
     medians = summarize(runs)

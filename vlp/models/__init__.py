@@ -8,4 +8,4 @@ __getattr__, __all__ = lazy_names(__name__, {
     "tower_types": "registry", "image_transform": "transforms", "load_pretrained": "pretrained",
     "make_tokenizer": "towers", "CheckpointError": "checkpoints", "find_checkpoint": "checkpoints",
     "resolve_checkpoint": "checkpoints", "resolve_hf_name": "towers", "portable_config": "towers",
-    "PKG_PREFIX": "towers"})
+    "PKG_PREFIX": "towers", "published_config": "published"})

@@ -1,12 +1,14 @@
 """Recipe `model` section → (dual encoder, tokenizer), through the tower registry."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import torch
 
 from vlp.models.checkpoints import load_weights, resolve_checkpoint
 from vlp.models.config_check import check
+from vlp.models.published import load_published, published_kind
 from vlp.models.registry import DualEncoder, tower_builder, tower_type
 from vlp.recipe.schema import ModelConfig
 
@@ -27,5 +29,13 @@ def build_model(model_cfg: ModelConfig, logit_scale: Optional[float] = None, log
         raise TypeError(f"tower type {name!r} built a {type(model).__name__}, not a torch.nn.Module following "
                         f"vlp.models.DualEncoder")
     if model_cfg.init_checkpoint:
-        load_weights(model, resolve_checkpoint(model_cfg.init_checkpoint))
+        _load_init_checkpoint(model, Path(model_cfg.init_checkpoint))
     return model, model.tokenizer
+
+
+def _load_init_checkpoint(model: torch.nn.Module, path: Path) -> None:
+    """A published folder (open_clip's or transformers' layout) or vlp's own run dir, checkpoint or weights file."""
+    if published_kind(path):
+        load_published(model, path)
+    else:
+        load_weights(model, resolve_checkpoint(path))

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from vlp.run_dir import WEIGHTS, Checkpoint, CheckpointError, RunDir, find_checkpoint
 
 __all__ = ["CheckpointError", "EXPORT_CONFIG", "EXPORT_WEIGHTS", "WEIGHTS", "checkpoint_weights", "find_checkpoint",
-           "load_weights", "read_state_dict", "resolve_checkpoint"]
+           "load_state", "load_weights", "mismatch", "read_state_dict", "resolve_checkpoint"]
 
 EXPORT_CONFIG = "open_clip_config.json"
 EXPORT_WEIGHTS = "open_clip_model.safetensors"
@@ -84,7 +84,11 @@ def load_weights(model: torch.nn.Module, path: Path, partial: bool = False) -> N
     `partial`: every entry the file lacks keeps the model's value (an EMA file averages only floating-point weights;
     integer buffers are the raw checkpoint's, loaded before it). Unknown entries are still an error.
     """
-    state = read_state_dict(path)
+    load_state(model, read_state_dict(path), path, partial)
+
+
+def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path, partial: bool = False) -> None:
+    """`load_weights` for tensors already read from `source` (named in the error)."""
     if partial:
         state = {**model.state_dict(), **state}
     for name in ("logit_scale", "logit_bias"):
@@ -95,8 +99,21 @@ def load_weights(model: torch.nn.Module, path: Path, partial: bool = False) -> N
             state[name] = own.detach().clone()
         else:
             state[name] = state[name].reshape(own.shape)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"{path}: weights do not match the model config: {e}") from None
+    problem = mismatch(model.state_dict(), state)
+    if problem:
+        raise ValueError(f"{source}: weights do not match the model config: {problem}")
+    model.load_state_dict(state, strict=True)
 
+
+def mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], shown: int = 3) -> Optional[str]:
+    """One line naming the first few missing, unexpected and differently shaped entries; None when all match."""
+    shapes = [f"{k} {tuple(found[k].shape)} for {tuple(v.shape)}" for k, v in expected.items()
+              if k in found and found[k].shape != v.shape]
+    parts = {"missing": [k for k in expected if k not in found], "unexpected": [k for k in found if k not in expected],
+             "shape": shapes}
+    return "; ".join(f"{what} {first_few(items, shown)}" for what, items in parts.items() if items) or None
+
+
+def first_few(items: list[str], shown: int) -> str:
+    more = f" (+{len(items) - shown} more)" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more

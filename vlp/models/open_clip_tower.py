@@ -10,7 +10,8 @@ import open_clip
 
 from vlp.models.checkpoints import load_weights
 from vlp.models.lock import lock_text_tower
-from vlp.models.towers import OpenClipEncoder, arch_config, instantiate
+from vlp.models.registry import tower_type
+from vlp.models.towers import OpenClipEncoder, arch_config, instantiate, is_coca
 from vlp.recipe.schema import ModelConfig
 
 # Keys vlp accepts in an inline `model.config` besides open_clip's own: the image preprocessing (mean, std,
@@ -23,6 +24,7 @@ def build_open_clip(model_cfg: ModelConfig, logit_scale: Optional[float],
     """open_clip's CLIP / CustomTextCLIP (native, timm and HF towers alike), initialised and locked as the recipe
     says; the resolved open_clip config and preprocessing stay on the model for exports."""
     cfg, preprocess = _resolved_config(model_cfg, logit_scale, logit_bias)
+    _check_coca(model_cfg, cfg)
     weights, preprocess = _weights_source(model_cfg, preprocess)
     model = instantiate(cfg, preprocess, load_tower_weights=weights is None and not model_cfg.init_checkpoint,
                         trim_text=model_cfg.trim_text_padding)
@@ -36,6 +38,17 @@ def build_open_clip(model_cfg: ModelConfig, logit_scale: Optional[float],
     if model_cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
     return model
+
+
+def _check_coca(model_cfg: ModelConfig, cfg: dict) -> None:
+    """model.type coca and a CoCa config go together: the type says the forward returns caption logits, and
+    CoCa has no LiT locking."""
+    named = tower_type(model_cfg) == "coca"
+    if named != is_coca(cfg):
+        raise ValueError("model.type: coca needs a CoCa config (multimodal_cfg)" if named else
+                         "a CoCa config (multimodal_cfg) needs model.type: coca")
+    if named and (model_cfg.lock_image or model_cfg.lock_text):
+        raise ValueError("model.lock_image / lock_text: open_clip's CoCa has no tower locking")
 
 
 def _resolved_config(model_cfg: ModelConfig, logit_scale: Optional[float],

@@ -3,7 +3,8 @@
 Training, evaluation, load_pretrained and the exporters use a model only through `DualEncoder`. A tower type is
 registered with `@register_tower("name")` on a builder `(model_cfg, logit_scale, logit_bias) -> DualEncoder` and
 chosen by `model.type`; without it the type follows the config: `hf` (HF text tower), `timm` (timm image trunk)
-or `open_clip`, all three built by vlp's open_clip builder.
+or `open_clip`, all three built by vlp's open_clip builder, which also builds `coca` (open_clip's CoCa: a config
+with `multimodal_cfg`, named by the type explicitly as its forward also returns caption logits).
 """
 from __future__ import annotations
 
@@ -37,8 +38,9 @@ TowerBuilder = Callable[[ModelConfig, Optional[float], Optional[float]], DualEnc
 _BUILDERS: dict[str, TowerBuilder] = {}
 
 
-# One builder for all three: open_clip's config itself says whether the text tower is HF's and the image trunk timm's.
-BUILT_IN = ("hf", "open_clip", "timm")
+# One builder for all: open_clip's config itself says whether the text tower is HF's, the image trunk timm's and
+# whether a caption decoder follows (coca).
+BUILT_IN = ("coca", "hf", "open_clip", "timm")
 
 
 def register_tower(name: str) -> Callable[[TowerBuilder], TowerBuilder]:

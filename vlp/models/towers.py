@@ -60,16 +60,21 @@ def arch_config(arch: str) -> dict:
 def check_config(cfg: dict) -> None:
     if not isinstance(cfg, dict) or not {"embed_dim", "vision_cfg", "text_cfg"} <= set(cfg):
         raise ValueError("an open_clip model config needs the keys embed_dim, vision_cfg and text_cfg")
-    if "multimodal_cfg" in cfg:
-        raise ValueError("CoCa configs (multimodal_cfg) are not dual encoders; use a CLIP-style config")
+
+
+def is_coca(cfg: dict) -> bool:
+    """open_clip builds CoCa from a config with a multimodal (decoder) section."""
+    return "multimodal_cfg" in cfg
 
 
 class OpenClipEncoder:
     """What vlp adds to open_clip's dual encoders (mixed in before the open_clip class, so parameters and state_dict
     keys are open_clip's own): the config the model was built from, its tokenizer and its preprocessing."""
 
+    open_clip_kwargs: dict = {"output_dict": True}  # what the open_clip class is built with besides the config
+
     def __init__(self, config: dict, preprocess_cfg: dict, tokenizer, **open_clip_kwargs):
-        super().__init__(**open_clip_kwargs, output_dict=True)
+        super().__init__(**open_clip_kwargs, **self.open_clip_kwargs)
         self.open_clip_config = copy.deepcopy(config)  # what exports write (`pkg:` names kept until then)
         self.tokenizer = tokenizer
         full = open_clip.transform.merge_preprocess_dict(open_clip.transform.PreprocessCfg(), preprocess_cfg)
@@ -110,7 +115,8 @@ class CustomTextCLIP(OpenClipEncoder, open_clip.CustomTextCLIP):
 
 def instantiate(model_cfg: dict, preprocess_cfg: dict, load_tower_weights: bool, trim_text: bool = False,
                 tokenizer=None) -> OpenClipEncoder:
-    """Build the class open_clip's factory would pick (CustomTextCLIP for HF/custom text towers, else CLIP).
+    """Build the class open_clip's factory would pick (CoCa for a config with multimodal_cfg, CustomTextCLIP for
+    HF/custom text towers, else CLIP).
 
     `load_tower_weights` loads the HF text tower's / timm trunk's own pretrained weights (fresh runs); it is off
     when full model weights follow, as in open_clip's factory. The tokenizer defaults to the config's.
@@ -125,6 +131,10 @@ def instantiate(model_cfg: dict, preprocess_cfg: dict, load_tower_weights: bool,
     if "timm_model_name" in vision_cfg:
         vision_cfg["timm_model_pretrained"] = load_tower_weights and vision_cfg.get("timm_model_pretrained", False)
     model_class = CustomTextCLIP if cfg.pop("custom_text", False) or is_hf_text else CLIP
+    if is_coca(cfg):
+        from vlp.models.coca import CoCa  # deferred: vlp.models.coca subclasses OpenClipEncoder from here
+
+        model_class = CoCa
     tokenizer = tokenizer if tokenizer is not None else make_tokenizer(model_cfg)
     if model_class is CLIP:
         cfg["trim_text"] = trim_text

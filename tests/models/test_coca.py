@@ -1,0 +1,38 @@
+"""model.type coca: open_clip's CoCa built from a recipe, its forward's features and caption logits."""
+from __future__ import annotations
+
+import open_clip
+import pytest
+import torch
+
+from helpers.coca_support import TINY_COCA
+from vlp.models import build_model
+from vlp.recipe.schema import ModelConfig
+
+
+def test_coca_forward_gives_normalised_features_and_next_token_logits():
+    model, tokenizer = build_model(ModelConfig(type="coca", config=TINY_COCA))
+    assert isinstance(model, open_clip.CoCa)
+    text = tokenizer(["a red square", "a blue square", "a green square"])
+    out = model(torch.randn(2, 3, 16, 16), text)
+    assert out["image_features"].shape == (2, 32) and out["text_features"].shape == (3, 32)
+    torch.testing.assert_close(out["text_features"].norm(dim=-1), torch.ones(3))
+    assert out["logits"].shape == (2, text.shape[1] - 1, 49408)  # the images' captions only, shifted by one
+
+
+def test_coca_forward_equals_open_clips_on_the_same_weights():
+    model, tokenizer = build_model(ModelConfig(type="coca", config=TINY_COCA))
+    reference = open_clip.CoCa(**{k: v for k, v in TINY_COCA.items()}).eval()
+    reference.load_state_dict(model.state_dict())
+    image, text = torch.randn(2, 3, 16, 16), tokenizer(["a red square", "a blue square"])
+    ours, theirs = model.eval()(image, text), reference(image, text)
+    for key in ("image_features", "text_features", "logits", "logit_scale"):
+        torch.testing.assert_close(ours[key], theirs[key], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("model_type, config, message", [
+    ("coca", {k: v for k, v in TINY_COCA.items() if k != "multimodal_cfg"}, "model.type: coca needs a CoCa config"),
+    (None, TINY_COCA, "a CoCa config (multimodal_cfg) needs model.type: coca")])
+def test_coca_type_and_config_go_together(model_type, config, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        build_model(ModelConfig(type=model_type, config=config))

@@ -96,7 +96,7 @@ def _norm_weights(out: Tensors, prefix: str, source: Tensors, hf: str) -> None:
 
 
 def _blocks(out: Tensors, prefix: str, source: Tensors, hf: str, layers: int) -> None:
-    """HF encoder layers → open_clip ResidualAttentionBlocks (q, k, v stacked into nn.MultiheadAttention's in_proj)."""
+    """HF encoder layers → open_clip ResidualAttentionBlocks (q, k, v stacked into MultiheadAttention's in_proj)."""
     for i in range(layers):
         block, layer = f"{prefix}.{i}", f"{hf}.{i}"
         _norm_weights(out, f"{block}.ln_1", source, f"{layer}.layer_norm1")

@@ -20,6 +20,7 @@ Other modules ask `RunDir` and `Checkpoint` for paths; this is the only module t
 written under a temporary name (vlp.train.state) and sealed by `state.json`, which carries a manifest (size and sha256
 of every other file); every reader — training, eval, export, load_pretrained — verifies it here, so a truncated or
 altered checkpoint is detected and a run falls back to its previous complete one.
+A remote copy of the run (vlp.train.remote) keeps these same relative paths.
 """
 from __future__ import annotations
 
@@ -157,6 +158,11 @@ class RunDir:
             return False
         before_training = {self.recipe.name, self.lock.name, self.tensorboard.name, self.checkpoints.name}
         return bool(self.list_checkpoints()) or any(p.name not in before_training for p in self.root.iterdir())
+
+    def records(self) -> list[Path]:
+        """The run's small files that its remote copy (`train.remote_dir`, vlp.train.remote) holds beside the
+        checkpoints, each under the same relative path."""
+        return [self.recipe, self.metrics, self.eval_results, self.bad_samples]
 
     def pictures_at(self, step: int) -> Path:
         """The pictures of the evaluation at `step` (one folder per eval set below it)."""

@@ -29,8 +29,17 @@ class ShardRead:
     cut: Optional[str] = None  # the member whose bytes the damage cut, where its header could still be read
 
 
+# Shard URLs read through fsspec (s3fs): it signs each request with the environment's credentials, which curl cannot
+FSSPEC_SCHEMES = ("s3://",)
+
+
 def open_url(url: str):
-    """A readable byte stream for a local path, an http(s):// URL (curl) or a `pipe:` command (trusted input only)."""
+    """A readable byte stream for a local path, an http(s):// URL (curl), an s3:// URL (fsspec) or a `pipe:` command
+    (trusted input only)."""
+    if url.startswith(FSSPEC_SCHEMES):
+        import fsspec  # deferred, as webdataset is
+
+        return fsspec.open(url, "rb").open()
     from webdataset.gopen import gopen  # deferred: webdataset import is slow
 
     return gopen(url, "rb")

@@ -1,4 +1,4 @@
-"""`sizes.json`, the samples-per-shard table next to local shards: {shard file name: samples}. Shard writers
+"""`sizes.json`, the samples-per-shard table next to local (or s3://) shards: {shard file name: samples}. Shard writers
 (`data_tools`) write it and training reads it; this module is the one definition of its name and format.
 
 Shards as img2dataset writes them (`NNNNN.tar` beside `NNNNN_stats.json`, no sizes.json) are sized by the stats
@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Mapping, Optional, Union
 
+from vlp.data.reader import FSSPEC_SCHEMES
 from vlp.recipe.paths import is_remote
 
 SIZES_FILE = "sizes.json"
@@ -24,23 +25,45 @@ def write_shard_sizes(folder: Union[str, Path], sizes: Mapping[str, int]) -> Pat
 
 
 def read_shard_sizes(urls: list[str]) -> Optional[tuple[int, ...]]:
-    """Samples per shard from the sizes.json next to each of the (local) shards; None when any is unknown."""
-    if not urls or any(is_remote(u) for u in urls):
+    """Samples per shard from the sizes.json next to each of the shards (local, or s3:// read through fsspec); None
+    when any is unknown."""
+    if not urls or any(is_remote(u) and not u.startswith(FSSPEC_SCHEMES) for u in urls):
         return None
     tables: dict[str, dict] = {}
     sizes = []
     for url in urls:
-        folder = os.path.dirname(os.path.abspath(url))
+        folder, name = _split(url)
         if folder not in tables:
-            path = os.path.join(folder, SIZES_FILE)
-            tables[folder] = json.loads(Path(path).read_text()) if os.path.isfile(path) else {}
-        count = tables[folder].get(os.path.basename(url))
+            tables[folder] = _sizes_table(folder)
+        count = tables[folder].get(name)
         if count is None:
             count = img2dataset_size(url)
         if count is None:
             return None
         sizes.append(int(count))
     return tuple(sizes)
+
+
+def _split(url: str) -> tuple[str, str]:
+    """(folder, shard file name) of a local path or a URL."""
+    if url.startswith(FSSPEC_SCHEMES):
+        folder, _, name = url.rpartition("/")
+        return folder, name
+    return os.path.dirname(os.path.abspath(url)), os.path.basename(url)
+
+
+def _sizes_table(folder: str) -> dict:
+    """The folder's sizes.json, {} without one."""
+    if folder.startswith(FSSPEC_SCHEMES):
+        import fsspec  # deferred: only remote shards need it
+
+        try:
+            with fsspec.open(f"{folder}/{SIZES_FILE}", "rb") as f:
+                return json.loads(f.read())
+        except FileNotFoundError:
+            return {}
+    path = os.path.join(folder, SIZES_FILE)
+    return json.loads(Path(path).read_text()) if os.path.isfile(path) else {}
 
 
 def img2dataset_size(url: str) -> Optional[int]:

@@ -1,5 +1,5 @@
 """The webdataset source (`type: webdataset`, or `wds`; also what `data.train` means): tar shards named by a spec of
-local paths, brace ranges, http(s):// URLs or `pipe:` commands, with sizes from sizes.json."""
+local paths, brace ranges, http(s):// or s3:// URLs or `pipe:` commands, with sizes from sizes.json."""
 from __future__ import annotations
 
 import glob

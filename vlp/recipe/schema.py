@@ -41,7 +41,7 @@ class ModelConfig:
 
 @dataclass
 class SourceConfig:
-    shards: str = REQUIRED  # path, brace range, http(s):// URL, pipe: command (trusted only); hf: dir or hub name
+    shards: str = REQUIRED  # path, brace range, http(s)/s3:// URL, pipe: command (trusted only); hf: dir or hub name
     # share of samples drawn from this source when mixed (normalised; needs resampled: true)
     weight: float = bounded("(0, inf)", 1.0)
     type: str = "webdataset"  # webdataset (or wds), hf, or a reader added with vlp.data.register_source
@@ -153,6 +153,9 @@ class TrainConfig:
     run_name: Optional[str] = None  # default: recipe file stem
     checkpoint_every: Optional[Duration] = bounded("(0, inf)", None)  # e.g. "500 steps"; default: end of run only
     keep_checkpoints: int = bounded("[1, inf)", 3)  # newest complete checkpoints kept; >= 2 allows fallback
+    # fsspec URL of the run's remote copy (s3://bucket/runs/NAME): rank 0 uploads each checkpoint and the run's
+    # records there in the background; `--resume latest` without a local checkpoint downloads the newest from it
+    remote_dir: Optional[str] = None
     log_every: int = bounded("[1, inf)", 10)  # steps between metric records (values averaged over those steps)
     # non-finite loss/gradient steps are skipped; this many in a row stop the run (at the next log/checkpoint step)
     max_nonfinite_steps: int = bounded("[1, inf)", 5)

@@ -6,6 +6,7 @@ other ranks' embeddings, and DDP's gradient average equals the single-process gr
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import math
@@ -21,7 +22,7 @@ from vlp.data.batch import Batch
 from vlp.data.device_images import ready_images
 from vlp.data.train_data import prefetch_to
 from vlp.recipe import ConfigError, Recipe, RecipeError
-from vlp.run_dir import RunDir
+from vlp.run_dir import LATEST, RunDir
 from vlp.train.components import (EMA, Generators, ModelWeights, OptimizerState, Progress, ScalerState,
                                    SchedulerState, plugin_components)
 from vlp.train.evaluation import EvalHook
@@ -30,6 +31,7 @@ from vlp.train.metrics import MetricsSink, Values, Window, host_values, logit_st
 from vlp.train.nonfinite import NonFiniteLossError, NonFiniteSteps, step_is_finite  # noqa: F401 (vlp.train's)
 from vlp.train.optim import build_optimizer, build_scheduler, step_unless_skipped
 from vlp.train.preempt import Preempted, PreemptionSignals
+from vlp.train.remote import Mirror, fetch_when_missing, open_remote
 from vlp.train.fsdp_wrap import release_process_group, replicated, shard_model
 from vlp.train.setup import (Steps, claim_run, local_batch_size, make_accelerator, prepare_run_dir, read_recipe,
                              release_accelerator_state, resolve_steps, start_trackers)
@@ -107,6 +109,9 @@ def _train(recipe: Recipe, run_name: str, source: str, run_dir: RunDir, acc, res
     cfg = recipe.train
     world, rank = acc.num_processes, acc.process_index
     local_batch = local_batch_size(recipe, world, source)
+    remote = open_remote(cfg.remote_dir, run_dir, source) if cfg.remote_dir else None
+    if remote is not None and resume == LATEST:  # a machine without the run's checkpoints takes the remote's newest
+        fetch_when_missing(acc, remote)
     resume_from = run_dir.resume_from(resume) if resume else None
     prepare_run_dir(acc, recipe, run_dir, resume is not None, source)
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
@@ -147,7 +152,8 @@ def _train(recipe: Recipe, run_name: str, source: str, run_dir: RunDir, acc, res
         **plugin_components(recipe, data),
         "rng": Generators(),  # last: nothing restored after it draws a random number
     }
-    checkpointer = Checkpointer(run_dir, acc, components, cfg.keep_checkpoints)
+    mirror = Mirror(remote) if remote is not None and acc.is_main_process else None
+    checkpointer = Checkpointer(run_dir, acc, components, cfg.keep_checkpoints, mirror)
     if resume_from:
         checkpointer.restore(*resume_from)
 
@@ -160,11 +166,12 @@ def _train(recipe: Recipe, run_name: str, source: str, run_dir: RunDir, acc, res
               sink, evaluator, run_dir, NonFiniteSteps(progress, acc.device), callbacks)
     final, last_logged = (resume_from[0] if resume_from else None), {}
     if progress.step < steps.total:  # else: resuming a run that already finished
-        with PreemptionSignals(world) as preemption:
-            last_logged = _loop(run, preemption)
-        final = checkpointer.save(progress.step)
-        evaluator.run(progress.step, final=True)
-        _export(recipe, run_dir, acc)
+        with mirror or contextlib.nullcontext():  # waits for the last upload, whatever ends the run
+            with PreemptionSignals(world) as preemption:
+                last_logged = _loop(run, preemption)
+            final = checkpointer.save(progress.step)
+            evaluator.run(progress.step, final=True)
+            _export(recipe, run_dir, acc)
     return RunResult(run_dir.root, final, progress.step, progress.samples_seen, last_logged, evaluator.records,
                      progress.nonfinite_total)
 

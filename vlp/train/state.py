@@ -39,8 +39,9 @@ from vlp.write_errors import WriteError, write_error
 class Checkpointer:
     """Writes and reads the registered `components` (name → Stateful); `acc` gives the process's rank and barrier."""
 
-    def __init__(self, run: RunDir, acc: Any, components: dict[str, Stateful], keep: int):
+    def __init__(self, run: RunDir, acc: Any, components: dict[str, Stateful], keep: int, mirror: Any = None):
         self.run, self.acc, self.components, self.keep = run, acc, components, keep
+        self.mirror = mirror  # rank 0's uploads to the run's remote copy (vlp.train.remote.Mirror), if it has one
         self.run_dir_existed = run.root.is_dir()  # and so, if it goes, is never recreated (`_begin_in`)
 
     def after_step(self, applied: torch.Tensor) -> None:
@@ -56,6 +57,8 @@ class Checkpointer:
         acc, tmp, writes = self.acc, self.run.temp_checkpoint(step), _Writes()
         rank, world, main = acc.process_index, acc.num_processes, acc.is_main_process
         if main:
+            if self.mirror is not None:  # the commit may prune the checkpoint still going up
+                self.mirror.wait()
             writes.run(_begin_in, self.run, tmp, self.run_dir_existed)
         self._agree(writes, step)
         state: dict[str, Any] = {}
@@ -83,6 +86,8 @@ class Checkpointer:
         if main:
             writes.run(commit, self.run, tmp, state, self.keep)
         self._agree(writes, step)
+        if main and self.mirror is not None:
+            self.mirror.upload(self.run.checkpoint(step).path)
         return self.run.checkpoint(step).path
 
     def _agree(self, writes: _Writes, step: int) -> None:

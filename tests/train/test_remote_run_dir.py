@@ -1,0 +1,163 @@
+"""`train.remote_dir` against a real S3 API (moto's server on a loopback port): each checkpoint is uploaded sealed by
+its manifest, a run resumes bitwise from the remote alone (also after a kill mid-upload), and s3:// shards train as
+the same local shards do."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from helpers.killed_trainer import KILLED_TRAINER
+from helpers.processes import child_env
+from helpers.train_support import make_shards, recipe_dict, state_dicts_equal, write_recipe
+from vlp.cli import main
+from vlp.recipe.redact import redact_text
+from vlp.train import remote, train
+
+pytestmark = pytest.mark.faults
+torch.set_num_threads(1)
+
+TRAIN = dict(duration="14 steps", checkpoint_every="3 steps", ema_decay=0.9, keep_checkpoints=10)
+STEPS = ["step_00000003", "step_00000006", "step_00000009", "step_00000012", "step_00000014"]
+
+# `vlp train RECIPE`, SIGKILLed right after the first file of checkpoint NAME reached the remote (its manifest not).
+KILLED_UPLOAD = """
+import os, signal, sys
+from vlp.cli import main
+from vlp.train import remote
+
+name, recipe = sys.argv[1], sys.argv[2]
+real = remote.upload_file
+
+def upload_file(fs, local, path):
+    real(fs, local, path)
+    if local.parent.name == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+remote.upload_file = upload_file
+sys.exit(main(["train", recipe]))
+"""
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """An S3 endpoint with buckets `runs` and `data`, the environment pointing s3fs (botocore) at it."""
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in dict(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                                AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL=f"http://{host}:{port}").items():
+            env.setenv(name, value)
+        s3fs.S3FileSystem.clear_instance_cache()  # a cached client would keep another endpoint
+        fs = s3fs.S3FileSystem()
+        fs.mkdir("runs")
+        fs.mkdir("data")
+        yield fs
+        s3fs.S3FileSystem.clear_instance_cache()
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def setup(s3, tmp_path_factory):
+    """The uninterrupted run, mirrored to s3://runs/reference."""
+    root = tmp_path_factory.mktemp("remote")
+    recipe = recipe_dict(make_shards(root / "shards", shards=2, per_shard=24), root / "runs", **TRAIN)
+    train(write_recipe(root / "reference.yaml", with_remote(recipe, "reference")))
+    return root, recipe, s3
+
+
+def with_remote(recipe: dict, name: str, **train_keys) -> dict:
+    return {**recipe, "train": {**recipe["train"], "remote_dir": f"s3://runs/{name}", **train_keys}}
+
+
+def final_weights(run_dir: Path, name: str = "model.safetensors") -> dict:
+    return load_file(str(run_dir / "checkpoints" / "step_00000014" / name))
+
+
+def logged(run_dir: Path) -> list[tuple[int, float]]:
+    return [(r["step"], r["loss"]) for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())]
+
+
+def assert_resumes_from_the_remote_alone(root: Path, recipe: Path, run_dir: Path, monkeypatch,
+                                         expected: set[str]) -> None:
+    """Resumed from one of the `expected` remote checkpoints (not started over, which would end the same)."""
+    shutil.rmtree(run_dir)  # another machine: nothing of the run on its disk
+    fetched, fetch = [], remote.fetch_newest
+    monkeypatch.setattr(remote, "fetch_newest", lambda *args: fetched.append(fetch(*args)))
+    assert main(["train", str(recipe), "--resume", "latest"]) == 0
+    assert len(fetched) == 1 and fetched[0].name in expected, fetched
+    reference = root / "runs" / "reference"
+    for weights in ("model.safetensors", "ema.safetensors"):
+        assert state_dicts_equal(final_weights(run_dir, weights), final_weights(reference, weights)), weights
+    # redone steps logged once (a record's values average its window, which a resume from an odd step cuts)
+    assert [s for s, _ in logged(run_dir)] == [s for s, _ in logged(reference)]
+
+
+def test_each_checkpoint_is_uploaded_sealed_with_equal_files(setup):
+    root, _, fs = setup
+    run_dir = root / "runs" / "reference"
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir() if p.is_dir()) == STEPS
+    assert sorted(Path(p).name for p in fs.ls("runs/reference/checkpoints")) == ["latest", *STEPS]
+    for name in STEPS:
+        local = run_dir / "checkpoints" / name
+        assert fs.exists(f"runs/reference/checkpoints/{name}/state.json")
+        for file in local.iterdir():
+            assert fs.cat_file(f"runs/reference/checkpoints/{name}/{file.name}") == file.read_bytes(), file
+    assert fs.cat_file("runs/reference/checkpoints/latest") == (run_dir / "checkpoints" / "latest").read_bytes()
+    assert fs.cat_file("runs/reference/metrics.jsonl") == (run_dir / "metrics.jsonl").read_bytes()
+    assert fs.cat_file("runs/reference/recipe.yaml").decode() == redact_text((run_dir / "recipe.yaml").read_text())
+
+
+def test_resume_from_the_remote_alone_is_bitwise_identical(setup, monkeypatch):
+    """Killed after step 10 (the upload of step 9 may still have been going), the local run dir deleted."""
+    root, recipe, fs = setup
+    path = write_recipe(root / "killed.yaml", with_remote(recipe, "killed", keep_checkpoints=2))
+    proc = subprocess.run([sys.executable, "-c", KILLED_TRAINER, "step", "10", str(path)], env=child_env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert_resumes_from_the_remote_alone(root, path, root / "runs" / "killed", monkeypatch, set(STEPS[1:3]))
+    # the remote keeps what the local run keeps
+    assert sorted(Path(p).name for p in fs.ls("runs/killed/checkpoints")) == ["latest", *STEPS[-2:]]
+
+
+def test_kill_during_an_upload_leaves_the_previous_remote_checkpoint_usable(setup, monkeypatch):
+    root, recipe, fs = setup
+    path = write_recipe(root / "torn.yaml", with_remote(recipe, "torn"))
+    proc = subprocess.run([sys.executable, "-c", KILLED_UPLOAD, "step_00000006", str(path)], env=child_env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    torn = "runs/torn/checkpoints/step_00000006"
+    fs.invalidate_cache()
+    assert fs.ls(torn) and not fs.exists(f"{torn}/state.json")  # cut mid-upload, never sealed
+    assert fs.exists("runs/torn/checkpoints/step_00000003/state.json")
+    assert_resumes_from_the_remote_alone(root, path, root / "runs" / "torn", monkeypatch, {STEPS[0]})
+
+
+def test_s3_shards_train_as_the_same_local_shards(setup):
+    root, recipe, fs = setup
+    for file in (root / "shards").iterdir():  # the shards and their sizes.json
+        fs.put_file(str(file), f"data/shards/{file.name}")
+    short = {**recipe["train"], "duration": "6 steps", "checkpoint_every": None}
+    runs = {}
+    sources = {"local_shards": recipe["data"]["train"], "s3_shards": "s3://data/shards/shard-{000..001}.tar"}
+    for name, shards in sources.items():
+        data = {**recipe["data"], "train": shards}
+        runs[name] = train(write_recipe(root / f"{name}.yaml", {**recipe, "data": data, "train": short}))
+    local, remote = runs["local_shards"], runs["s3_shards"]
+    assert remote.samples_seen == local.samples_seen == 48
+    assert logged(remote.run_dir) == logged(local.run_dir)
+    assert state_dicts_equal(load_file(str(remote.checkpoint / "model.safetensors")),
+                             load_file(str(local.checkpoint / "model.safetensors")))

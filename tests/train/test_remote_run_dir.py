@@ -20,12 +20,14 @@ from helpers.processes import child_env
 from helpers.train_support import make_shards, recipe_dict, state_dicts_equal, write_recipe
 from vlp.cli import main
 from vlp.recipe.redact import redact_text
+from vlp.run_dir import RunDir
 from vlp.train import remote, train
 
 pytestmark = pytest.mark.faults
 torch.set_num_threads(1)
 
 TRAIN = dict(duration="14 steps", checkpoint_every="3 steps", ema_decay=0.9, keep_checkpoints=10)
+SECRET = "hunter2-not-for-the-bucket"
 STEPS = ["step_00000003", "step_00000006", "step_00000009", "step_00000012", "step_00000014"]
 
 # `vlp train RECIPE`, SIGKILLed right after the first file of checkpoint NAME reached the remote (its manifest not).
@@ -75,6 +77,7 @@ def setup(s3, tmp_path_factory):
     """The uninterrupted run, mirrored to s3://runs/reference."""
     root = tmp_path_factory.mktemp("remote")
     recipe = recipe_dict(make_shards(root / "shards", shards=2, per_shard=24), root / "runs", **TRAIN)
+    recipe["description"] = f"shards fetched with AWS_SECRET_ACCESS_KEY={SECRET}"  # to be masked on the remote
     train(write_recipe(root / "reference.yaml", with_remote(recipe, "reference")))
     return root, recipe, s3
 
@@ -118,7 +121,24 @@ def test_each_checkpoint_is_uploaded_sealed_with_equal_files(setup):
             assert fs.cat_file(f"runs/reference/checkpoints/{name}/{file.name}") == file.read_bytes(), file
     assert fs.cat_file("runs/reference/checkpoints/latest") == (run_dir / "checkpoints" / "latest").read_bytes()
     assert fs.cat_file("runs/reference/metrics.jsonl") == (run_dir / "metrics.jsonl").read_bytes()
-    assert fs.cat_file("runs/reference/recipe.yaml").decode() == redact_text((run_dir / "recipe.yaml").read_text())
+    uploaded = fs.cat_file("runs/reference/recipe.yaml").decode()
+    assert uploaded == redact_text((run_dir / "recipe.yaml").read_text()) and SECRET not in uploaded
+
+
+def test_a_failed_upload_is_one_warning_with_credentials_masked(setup, monkeypatch):
+    root, _, _ = setup
+    run = RunDir(root / "runs" / "reference")
+
+    def refused(fs, local, path):
+        raise PermissionError(f"denied to https://user:{SECRET}@storage.example/{path}")
+
+    monkeypatch.setattr(remote, "upload_file", refused)
+    with pytest.warns(UserWarning) as caught:
+        with remote.Mirror(remote.Remote("s3://runs/refused", run)) as mirror:
+            mirror.upload(run.checkpoint(14).path)  # training goes on: the failure is a warning
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "uploading to s3://runs/refused failed" in messages[0], messages
+    assert SECRET not in messages[0]
 
 
 def test_resume_from_the_remote_alone_is_bitwise_identical(setup, monkeypatch):

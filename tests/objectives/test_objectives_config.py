@@ -15,7 +15,7 @@ from vlp.recipe.schema import ObjectiveConfig, RegularizerConfig
 def test_registered_names():
     """The names vlp itself registers (plugins other tests load may add theirs)."""
     own = [n for n in objectives.names() if objectives.get(n).__module__.startswith("vlp.")]
-    assert own == ["clip_cua", "clip_cuaxu", "dcl", "debiased", "hard_negative", "isogclr", "macl",
+    assert own == ["clip_cua", "clip_cuaxu", "coca", "dcl", "debiased", "hard_negative", "isogclr", "macl",
                                   "masked_softmax", "multi_caption", "sigmoid", "softmax", "supcon", "uniformity"]
     assert objectives.regularizer_names() == ["align", "cross_uniform", "uniform"]
 

@@ -5,7 +5,7 @@ features local to the rank and `batch` the `vlp.data.Batch` they embed (the fiel
 is a dict with "loss" (to backprop) and every component term, all equal to their single-process values on the global
 batch.
 """
-from vlp.objectives import (dcl, false_negatives, hard_negative, isogclr, macl, multi_caption,  # noqa: F401
+from vlp.objectives import (coca, dcl, false_negatives, hard_negative, isogclr, macl, multi_caption,  # noqa: F401
                             regularizers, sigmoid, softmax)  # (registration)
 from vlp.objectives.base import Objective
 from vlp.objectives.builder import build, build_from_config, check

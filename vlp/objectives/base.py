@@ -38,6 +38,8 @@ class Objective(nn.Module):
     gather_modes: tuple[str, ...] = ("global", "local_loss")
     reads: tuple[str, ...] = ()  # the `Batch` fields it needs ("negative_text"/"captions": their features)
     reads_if_present: tuple[str, ...] = ()  # the `Batch` fields it uses where the data has them
+    # takes the model's caption-decoder logits (b, L−1, V) as `caption_logits` (a model output, not a Batch field)
+    reads_caption_logits = False
 
     def __init__(self, *, gather: str = "global", tiled: bool = False, tile_size: int = 1024):
         super().__init__()
@@ -47,10 +49,13 @@ class Objective(nn.Module):
     def forward(self, image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: Scalar,
                 logit_bias: Optional[Scalar] = None, negative_text_features: Optional[torch.Tensor] = None,
                 caption_features: Optional[torch.Tensor] = None,
-                samples: Optional[Batch] = None) -> dict[str, torch.Tensor]:
+                samples: Optional[Batch] = None,
+                caption_logits: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
         """`negative_text_features` and `caption_features` (b, K, D) embed the fields negative_text and captions of
-        `samples`, the batch whose rows the features are."""
+        `samples`, the batch whose rows the features are; `caption_logits` are the decoder's on its captions."""
         check_features(image_features, text_features)
+        if caption_logits is not None and not self.reads_caption_logits:
+            raise ValueError(f"{type(self).__name__} does not use caption_logits (objective 'coca' does)")
         for features, field, name in ((negative_text_features, "negative_text", "negative_text_features"),
                                       (caption_features, "captions", "caption_features")):
             if features is not None and field not in self.reads + self.reads_if_present:
@@ -63,6 +68,7 @@ class Objective(nn.Module):
             # only the inputs given: an objective that reads none may take (x, y, t, b) alone
             given = (("negative_text_features", full_precision(negative_text_features)),
                      ("caption_features", full_precision(caption_features)),
+                     ("caption_logits", full_precision(caption_logits)),
                      ("samples", samples if self.reads + self.reads_if_present else None))
             return average_terms(self.compute(x, y, t, b, **{k: v for k, v in given if v is not None}))
 

@@ -46,6 +46,7 @@ class Composite(Objective):
         if base is not None:
             self.reads, self.reads_if_present = base.reads, base.reads_if_present
             self.init_logit_scale, self.init_logit_bias = base.init_logit_scale, base.init_logit_bias
+            self.reads_caption_logits = base.reads_caption_logits
 
     def components(self, data, device):
         return {} if self.base is None else self.base.components(data, device)

@@ -46,6 +46,7 @@ class Distilled(Objective):
         self.reads = tuple(dict.fromkeys((*base.reads, "image", "text")))
         self.reads_if_present = base.reads_if_present
         self.init_logit_scale, self.init_logit_bias = base.init_logit_scale, base.init_logit_bias
+        self.reads_caption_logits = base.reads_caption_logits
 
     def components(self, data, device):
         return self.base.components(data, device)

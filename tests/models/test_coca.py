@@ -36,3 +36,11 @@ def test_coca_forward_equals_open_clips_on_the_same_weights():
 def test_coca_type_and_config_go_together(model_type, config, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         build_model(ModelConfig(type=model_type, config=config))
+
+
+def test_coca_decoder_projection_is_drawn_rather_than_left_as_torch_empty():
+    """open_clip leaves it uninitialised (garbage, at times NaN, so runs would differ from build to build)."""
+    model, _ = build_model(ModelConfig(type="coca", config=TINY_COCA))
+    projection = model.text_decoder.text_projection
+    assert torch.isfinite(projection).all()
+    assert projection.std().item() == pytest.approx(32 ** -0.5, rel=0.02)

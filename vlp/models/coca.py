@@ -17,6 +17,10 @@ class CoCa(OpenClipEncoder, open_clip.CoCa):
 
     def __init__(self, config: dict, preprocess_cfg: dict, tokenizer, **open_clip_kwargs):
         super().__init__({**config, "custom_text": True}, preprocess_cfg, tokenizer, **open_clip_kwargs)
+        # open_clip's MultimodalTransformer never calls its init_parameters (which fails: it reads a `transformer`
+        # it does not have), so its text_projection would keep torch.empty's memory, at times NaN; it is drawn
+        # as that method means to
+        torch.nn.init.normal_(self.text_decoder.text_projection, std=self.text_decoder.width ** -0.5)
 
     def forward(self, image: Optional[torch.Tensor] = None, text: Optional[torch.Tensor] = None) -> dict:
         """`DualEncoder`'s features and t, plus "logits" (b, L−1, vocab): the decoder's next-token logits of the

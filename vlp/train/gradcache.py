@@ -30,12 +30,14 @@ class Features:
     logit_bias: Optional[torch.Tensor]
     captions: Optional[torch.Tensor] = None  # (b, K, D) every caption's embedding, for objectives that read them
     samples: Optional[Batch] = None  # the rows embedded: the per-sample inputs the objective reads (no gradient)
+    caption_logits: Optional[torch.Tensor] = None  # (b, L−1, V) a caption decoder's next-token logits (CoCa)
 
     def detached(self) -> "Features":
         return replace(self, **{name: _map(getattr(self, name), torch.Tensor.detach) for name in EMBEDDINGS})
 
 
-EMBEDDINGS = ("image", "text", "negative_text", "logit_scale", "logit_bias", "captions")  # Features with a gradient
+# Features with a gradient
+EMBEDDINGS = ("image", "text", "negative_text", "logit_scale", "logit_bias", "captions", "caption_logits")
 
 
 @dataclass
@@ -60,17 +62,19 @@ def forward_features(model: torch.nn.Module, batch: Batch, reads: Sequence[str] 
         start += 0 if g is None else g.shape[0] * g.shape[1]
     text = parts[1][:, 0] if all_captions else out["text_features"][:n]
     return Features(out["image_features"], text, parts[0], out["logit_scale"], out.get("logit_bias"), parts[1],
-                    batch)
+                    batch, out.get("logits"))
 
 
 def objective_terms(objective: torch.nn.Module, f: Features) -> dict[str, torch.Tensor]:
     """The objective on `f` and the samples it embeds (hard negatives always: one that does not use them refuses
-    them, rather than silently training without)."""
+    them, rather than silently training without; a caption decoder's logits to the objective that reads them)."""
     if not hasattr(objective, "reads"):  # a plain module with the objective call signature, reading no sample
         return objective(f.image, f.text, logit_scale=f.logit_scale, logit_bias=f.logit_bias,
                          negative_text_features=f.negative_text)
+    logits = {"caption_logits": f.caption_logits} if getattr(objective, "reads_caption_logits", False) else {}
     return objective(f.image, f.text, logit_scale=f.logit_scale, logit_bias=f.logit_bias,
-                     negative_text_features=f.negative_text, caption_features=f.captions, samples=f.samples)
+                     negative_text_features=f.negative_text, caption_features=f.captions, samples=f.samples,
+                     **logits)
 
 
 def compute_gradients(model: torch.nn.Module, objective: torch.nn.Module, batch: Batch, micro_batch_size: int,
@@ -118,7 +122,7 @@ def _surrogate(f: Features, full: Features, start: int, stop: int, with_logits: 
     """A scalar whose parameter gradient is the chain rule through this micro-batch's embeddings; the logit scale
     and bias are shared by all micro-batches, so their cached gradient is applied once."""
     total = 0
-    for name in ("image", "text", "negative_text", "captions"):  # an objective may leave some unused (no grad)
+    for name in ("image", "text", "negative_text", "captions", "caption_logits"):  # some may be unused (no grad)
         mine, cached = getattr(f, name), getattr(full, name)
         if mine is not None and cached.grad is not None:
             total = total + (mine * cached.grad[start:stop]).sum()
@@ -135,7 +139,7 @@ def _concat(parts: list[Features]) -> Features:
         return None if values[0] is None else torch.cat(values)
     first = parts[0]
     return Features(cat("image"), cat("text"), cat("negative_text"), first.logit_scale, first.logit_bias,
-                    cat("captions"))
+                    cat("captions"), caption_logits=cat("caption_logits"))
 
 
 def _leaf(f: Features) -> Features:

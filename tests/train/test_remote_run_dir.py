@@ -172,9 +172,10 @@ def test_s3_shards_train_as_the_same_local_shards(setup):
         fs.put_file(str(file), f"data/shards/{file.name}")
     short = {**recipe["train"], "duration": "6 steps", "checkpoint_every": None}
     runs = {}
-    sources = {"local_shards": recipe["data"]["train"], "s3_shards": "s3://data/shards/shard-{000..001}.tar"}
-    for name, shards in sources.items():
-        data = {**recipe["data"], "train": shards}
+    # the s3 run through DataLoader worker processes, each opening its own connections (batches do not depend on them)
+    sources = {"local_shards": (recipe["data"]["train"], 0), "s3_shards": ("s3://data/shards/shard-{000..001}.tar", 2)}
+    for name, (shards, workers) in sources.items():
+        data = {**recipe["data"], "train": shards, "workers": workers}
         runs[name] = train(write_recipe(root / f"{name}.yaml", {**recipe, "data": data, "train": short}))
     local, remote = runs["local_shards"], runs["s3_shards"]
     assert remote.samples_seen == local.samples_seen == 48

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from helpers.coca_support import coca_recipe
-from helpers.train_support import make_shards, state_dicts_equal
+from helpers.train_support import TINY_MODEL, make_shards, state_dicts_equal, write_recipe
+from vlp.recipe import RecipeError
 from vlp.train import train
 
 torch.set_num_threads(1)
@@ -48,3 +50,13 @@ def test_coca_gradcache_micro_batches_give_the_whole_batchs_terms(setup):
     cached = train(coca_recipe(*setup, "cached", duration="2 steps", micro_batch_size=2))
     for key in ("loss", "objective/caption_loss", "objective/contrastive_loss", "grad_norm"):
         assert cached.metrics[key] == pytest.approx(plain.metrics[key], rel=1e-4), key
+
+
+def test_objective_coca_on_a_model_without_a_caption_decoder_is_refused_when_the_recipe_loads(setup):
+    path = coca_recipe(*setup, "clip_model")
+    recipe = yaml.safe_load(path.read_text())
+    recipe["model"] = {"config": TINY_MODEL}
+    write_recipe(path, recipe)
+    with pytest.raises(RecipeError, match="model.type: objective 'coca' trains a caption decoder") as e:
+        train(path)
+    assert "\n" not in str(e.value) and not (setup[0] / "runs" / "clip_model").exists()

@@ -74,6 +74,14 @@ def check_inputs(cfg, data) -> None:
                                            "(multi_caption does); set 'one'")
 
 
+def check_model(cfg, model) -> None:
+    """Raise ConfigError when the objective section `cfg` trains a caption decoder (`reads_caption_logits`) that
+    the `model` section does not build."""
+    if build_from_config(cfg).reads_caption_logits and model.type != "coca":
+        raise ConfigError("model.type", f"objective {cfg.name!r} trains a caption decoder: set model.type coca "
+                                        "(with a CoCa config), got " + repr(model.type))
+
+
 def check_batch(cfg, global_batch: int) -> None:
     """Raise ConfigError when the global batch holds no negatives: every objective contrasts each pair with the
     batch's other samples, and with none its loss is constant (softmax: exactly 0) and nothing is learned; or when a

@@ -56,12 +56,13 @@ def _check_trainable(recipe: Recipe, files: bool) -> None:
     from vlp.data.config_check import require_training_data, require_training_files
     from vlp.evaluate.config_check import require_files as require_eval_files
     from vlp.models.config_check import require_files as require_model_files
-    from vlp.objectives.builder import check_batch, check_inputs
+    from vlp.objectives.builder import check_batch, check_inputs, check_model
 
     if recipe.train.duration is None:
         raise ConfigError("train.duration", "missing required value (e.g. '1000 steps')")
     require_training_data(recipe.data)
     check_inputs(recipe.objective, recipe.data)
+    check_model(recipe.objective, recipe.model)
     check_batch(recipe.objective, recipe.train.batch_size)
     if not files:
         return

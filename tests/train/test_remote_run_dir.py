@@ -166,6 +166,20 @@ def test_kill_during_an_upload_leaves_the_previous_remote_checkpoint_usable(setu
     assert_resumes_from_the_remote_alone(root, path, root / "runs" / "torn", monkeypatch, {STEPS[0]})
 
 
+def test_a_failed_download_is_one_line_with_credentials_masked(setup, monkeypatch, capsys):
+    root, recipe, fs = setup
+    path = write_recipe(root / "unreadable.yaml", with_remote(recipe, "reference"))
+
+    def refused(rpath, lpath, **kwargs):
+        raise PermissionError(f"denied to https://user:{SECRET}@storage.example/{rpath}")
+
+    monkeypatch.setattr(fs, "get_file", refused)  # fsspec hands training this same (cached) client
+    assert main(["train", str(path), "--resume", "latest"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "downloading from s3://runs/reference failed" in lines[0], lines
+    assert SECRET not in lines[0]
+
+
 def test_s3_shards_train_as_the_same_local_shards(setup):
     root, recipe, fs = setup
     for file in (root / "shards").iterdir():  # the shards and their sizes.json

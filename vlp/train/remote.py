@@ -146,10 +146,20 @@ class Mirror:
 
 
 def fetch_when_missing(acc: Any, remote: Remote) -> None:
-    """`--resume latest` where the run has no local checkpoint: rank 0 downloads the newest from the remote."""
+    """`--resume latest` where the run has no local checkpoint: rank 0 downloads the newest from the remote. A failed
+    download is one CheckpointError on every process (none is left waiting for rank 0)."""
+    failure = None
     if acc.is_main_process and not remote.run.list_checkpoints():
-        fetch_newest(remote)
-    acc.wait_for_everyone()
+        try:
+            fetch_newest(remote)
+        except Exception as e:  # noqa: BLE001 (whatever the storage raises is the one line)
+            failure = redact_text(f"train.remote_dir: downloading from {remote.url} failed ({type(e).__name__}: {e})")
+    if acc.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        failure = broadcast_object_list([failure])[0]
+    if failure:
+        raise CheckpointError(failure)
 
 
 def fetch_newest(remote: Remote) -> Optional[Path]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from helpers.train_support import TINY_MODEL, recipe_dict, write_recipe
+from helpers.train_support import TINY_MODEL, make_shards, recipe_dict, write_recipe
 
 # open_clip's CoCa needs token outputs from both towers, an attentional pool on the image and a cls token on the text
 TINY_COCA = copy.deepcopy(TINY_MODEL)
@@ -22,3 +22,10 @@ def coca_recipe(root: Path, shards: str, name: str, **train_keys) -> Path:
     recipe["model"] = {"type": "coca", "config": copy.deepcopy(TINY_COCA)}
     recipe["objective"] = {"name": "coca", "params": {"caption_weight": 2.0, "contrastive_weight": 1.0}}
     return write_recipe(root / f"{name}.yaml", recipe)
+
+
+def coca_run(root: Path) -> Path:
+    """The run dir of a 3-step CoCa run on fresh shards under `root`."""
+    from vlp.train import train
+
+    return train(coca_recipe(root, make_shards(root / "shards", shards=1, per_shard=16), "coca")).run_dir

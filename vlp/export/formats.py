@@ -16,6 +16,7 @@ from vlp.export.hf_processor import hf_tokenizer, save_processor, token_ids
 from vlp.export.layers import require
 from vlp.models import portable_config
 from vlp.models.checkpoints import EXPORT_CONFIG, EXPORT_WEIGHTS
+from vlp.models.towers import CoCa
 from vlp.models.towers import OpenClipEncoder
 
 PREPROCESS_KEYS = ("size", "mean", "std", "interpolation", "resize_mode")
@@ -58,6 +59,8 @@ def convert_transformers(model: torch.nn.Module, tokenizer):
     from vlp.export.hf_clip import clip_config_and_weights
     from vlp.export.hf_siglip import siglip_config_and_weights
 
+    require(not isinstance(model, CoCa), "transformers has no CoCa model (a caption decoder); export it in the "
+            "open_clip format (--format open_clip)")
     kind = transformers_kind(open_clip_model(model))
     hf_tok = hf_tokenizer(tokenizer)
     ids = token_ids(hf_tok)

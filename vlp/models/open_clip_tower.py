@@ -10,7 +10,6 @@ import open_clip
 
 from vlp.models.checkpoints import load_weights
 from vlp.models.lock import lock_text_tower
-from vlp.models.registry import tower_type
 from vlp.models.towers import OpenClipEncoder, arch_config, instantiate, is_coca
 from vlp.recipe.schema import ModelConfig
 
@@ -43,7 +42,7 @@ def build_open_clip(model_cfg: ModelConfig, logit_scale: Optional[float],
 def _check_coca(model_cfg: ModelConfig, cfg: dict) -> None:
     """model.type coca and a CoCa config go together: the type says the forward returns caption logits, and
     CoCa has no LiT locking."""
-    named = tower_type(model_cfg) == "coca"
+    named = model_cfg.type == "coca"
     if named != is_coca(cfg):
         raise ValueError("model.type: coca needs a CoCa config (multimodal_cfg)" if named else
                          "a CoCa config (multimodal_cfg) needs model.type: coca")

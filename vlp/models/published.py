@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from huggingface_hub import constants
 
 from vlp.models.checkpoints import EXPORT_CONFIG, EXPORT_WEIGHTS, first_few, load_state, read_state_dict
 
-HF_CONFIG = "config.json"
-HF_WEIGHTS = "model.safetensors"
+HF_CONFIG, HF_WEIGHTS = constants.CONFIG_NAME, constants.SAFETENSORS_SINGLE_FILE  # transformers' folder layout
 OPEN_CLIP_BIN = "open_clip_pytorch_model.bin"  # read only as tensors (torch.load weights_only)
 HF_KINDS = {"clip": "hf_clip", "siglip": "hf_siglip"}  # config.json model_type → kind
 

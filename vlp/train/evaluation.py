@@ -16,6 +16,7 @@ class EvalHook:
         self.acc, self.sink, self.path, self.run_dir = accelerator, sink, run.eval_results, run
         self.records: list[dict] = []
         self._preprocess = None
+        self._kept = None  # the eval inputs every evaluation of the run reads (vlp.evaluate.kept_inputs)
 
     @property
     def enabled(self) -> bool:
@@ -32,13 +33,15 @@ class EvalHook:
 
     def _evaluate(self, step: int, final: bool) -> None:
         from vlp.evaluate import evaluate, write_results
+        from vlp.evaluate.kept_inputs import KeptInputs, keeping
         from vlp.models import image_transform
 
         if self._preprocess is None:
-            self._preprocess = image_transform(self.model)
+            self._preprocess, self._kept = image_transform(self.model), KeptInputs()
         pictures = self.run_dir.pictures_at(step) if self.recipe.eval.pictures else None
-        records = evaluate(self.model, self._preprocess, self.tokenizer, self.recipe.eval, str(self.acc.device),
-                           model_name=self.recipe.train.run_name or "", progress=False, pictures=pictures)
+        with keeping(self._kept):
+            records = evaluate(self.model, self._preprocess, self.tokenizer, self.recipe.eval, str(self.acc.device),
+                               model_name=self.recipe.train.run_name or "", progress=False, pictures=pictures)
         for record in records:
             record.update(step=step, final=final)
         self.records.extend(records)

@@ -71,10 +71,15 @@ class Task:
 
     def _encode_images(self, eval_set, model, preprocess, eval_cfg: EvalConfig, device: str,
                        progress: bool) -> tuple[Any, list]:
+        from vlp.evaluate import kept_inputs
         from vlp.evaluate.encode import encode_images
+        from vlp.evaluate.feature_cache import split_key
         from vlp.evaluate.stream import image_batches
 
-        batches = image_batches(eval_set, preprocess, eval_cfg.batch_size, eval_cfg.workers)
+        # a training run's later evaluations replay the batches its first one decoded (`kept_inputs`)
+        key = (*split_key(self.cfg, self.targets), eval_cfg.batch_size, preprocess)
+        batches = kept_inputs.image_batches(
+            key, lambda: image_batches(eval_set, preprocess, eval_cfg.batch_size, eval_cfg.workers))
         embeddings, targets = encode_images(model, batches, eval_set.limit, device, progress,
                                             desc=f"{self.cfg.name} images")
         if not targets:

@@ -1,12 +1,19 @@
-"""objective `coca`: open_clip's `CoCaLoss` (value and gradients), its recipe keys, and composition."""
+"""objective `coca`: open_clip's `CoCaLoss` (value and gradients), its recipe keys, composition, and two gloo
+processes giving the one-process value and gradients."""
 from __future__ import annotations
+
+import os
+import socket
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 import torch.nn.functional as F
 from open_clip.loss import CoCaLoss
 
 import vlp.objectives as objectives
+from helpers.objective_inputs import join_gloo
 from vlp.data.batch import Batch
 from vlp.recipe import ConfigError
 from vlp.recipe.schema import ObjectiveConfig, RegularizerConfig
@@ -79,3 +86,47 @@ def test_contrastive_objectives_refuse_caption_logits():
     x, y, t, _, logits = inputs()
     with pytest.raises(ValueError, match="does not use caption_logits"):
         objectives.build("softmax")(x, y, logit_scale=t, caption_logits=logits)
+
+
+WORLD = 2
+
+
+def coca_terms(rows: slice):
+    """Objective coca on `rows` of the global inputs: its terms and the gradients of its loss."""
+    x, y, t, text, logits = inputs()
+    leaves = [x.detach()[rows].requires_grad_(), y.detach()[rows].requires_grad_(), t,
+              logits.detach()[rows].requires_grad_()]
+    out = objectives.build("coca")(leaves[0], leaves[1], logit_scale=t,
+                                   samples=Batch(torch.zeros(len(text[rows]), 3, 2, 2), text[rows]),
+                                   caption_logits=leaves[3])
+    return {k: v.detach() for k, v in out.items()}, torch.autograd.grad(out["loss"], leaves)
+
+
+def worker(rank, port, out_dir):
+    join_gloo(rank, port, WORLD)
+    try:
+        terms, grads = coca_terms(slice(rank * B // WORLD, (rank + 1) * B // WORLD))
+        torch.save((terms, grads), os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.distributed
+def test_two_processes_equal_one_process_with_unequal_token_counts(tmp_path):
+    """The ranks' rows hold 12 and 9 caption tokens: each rank's own mean would not average to the global mean."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(worker, args=(port, str(tmp_path)), nprocs=WORLD, join=True)
+    want_terms, want_grads = coca_terms(slice(0, B))
+    scale_grads = []
+    for rank in range(WORLD):
+        terms, grads = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        for key in ("loss", "caption_loss", "contrastive_loss"):
+            torch.testing.assert_close(terms[key], want_terms[key], atol=1e-6, rtol=0)
+        rows = slice(rank * B // WORLD, (rank + 1) * B // WORLD)
+        # a rank's own rows get the gradient of every rank's loss, W × the global mean's (DDP divides by W)
+        for got, want in zip((grads[0], grads[1], grads[3]), (want_grads[0], want_grads[1], want_grads[3])):
+            torch.testing.assert_close(got / WORLD, want[rows], atol=1e-6, rtol=0)
+        scale_grads.append(grads[2])
+    torch.testing.assert_close(sum(scale_grads) / WORLD, want_grads[2], atol=1e-6, rtol=0)  # DDP's average

@@ -11,12 +11,14 @@ import torch.nn.functional as F
 from vlp.data.batch import Batch
 
 CAPTIONS = 3  # captions per sample for objectives that take every caption
+VOCAB = 5  # caption decoder logits' vocabulary (`text` ids are below it)
 
 
 def extra_inputs(objective, batch: int, dim: int, generator: torch.Generator, negatives: int = 2) -> dict:
     """Tensors for what `objective` reads (`reads`, `reads_if_present`), by `Batch` field or feature keyword: labels
     and caption token ids that repeat (so false-negative masks bite), sample ids (binding the objective's
-    per-sample state to them), all captions' features with some padded. `call_inputs` turns them into the call's."""
+    per-sample state to them), all captions' features with some padded, caption decoder logits. `call_inputs`
+    turns them into the call's."""
     wanted = (*objective.reads, *objective.reads_if_present)
     labels = torch.randint(0, max(2, batch // 4), (batch,), generator=generator)
     mask = torch.rand(batch, CAPTIONS, generator=generator) < 0.6
@@ -31,7 +33,10 @@ def extra_inputs(objective, batch: int, dim: int, generator: torch.Generator, ne
     }
     if "sample_ids" in wanted:
         state_components(objective, batch)
-    return {k: v for k, v in available.items() if k in wanted}
+    out = {k: v for k, v in available.items() if k in wanted}
+    if getattr(objective, "reads_caption_logits", False):  # the decoder's logits for `text`'s next tokens
+        out["caption_logits"] = torch.randn(batch, available["text"].shape[1] - 1, VOCAB, generator=generator)
+    return out
 
 
 FEATURES = {"negative_text": "negative_text_features", "captions": "caption_features"}  # field -> its features

@@ -109,7 +109,7 @@ TILED = tiled_configs()
 
 
 def test_every_tiled_objective_is_probed():
-    assert sorted({cfg.name for cfg in TILED}) == ["clip_cua", "clip_cuaxu", "debiased", "isogclr", "macl",
+    assert sorted({cfg.name for cfg in TILED}) == ["clip_cua", "clip_cuaxu", "coca", "debiased", "isogclr", "macl",
                                                    "masked_softmax", "multi_caption", "sigmoid", "softmax", "supcon",
                                                    "uniformity"]
 

@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 
 from helpers.coca_support import coca_recipe
 from helpers.train_support import TINY_MODEL, make_shards, state_dicts_equal, write_recipe
+from vlp.cli import main as vlp_main
 from vlp.recipe import RecipeError
 from vlp.train import train
 
@@ -60,3 +61,9 @@ def test_objective_coca_on_a_model_without_a_caption_decoder_is_refused_when_the
     with pytest.raises(RecipeError, match="model.type: objective 'coca' trains a caption decoder") as e:
         train(path)
     assert "\n" not in str(e.value) and not (setup[0] / "runs" / "clip_model").exists()
+
+
+def test_vlp_train_runs_the_coca_recipe(setup):
+    path = coca_recipe(*setup, "cli", duration="2 steps", checkpoint_every=None)
+    assert vlp_main(["train", str(path)]) == 0
+    assert any(key.startswith("text_decoder.") for key in final_weights(setup[0] / "runs" / "cli"))

@@ -9,7 +9,7 @@ import torch
 
 from helpers.coca_support import TINY_COCA
 from vlp.models import build_model
-from vlp.recipe import load_recipe
+from vlp.recipe import ConfigError, load_recipe
 from vlp.recipe.schema import ModelConfig
 
 
@@ -56,3 +56,10 @@ def test_the_shipped_coca_recipe_builds_a_coca_that_captions_its_digits():
     out = model(torch.randn(1, 3, 32, 32), text)
     assert isinstance(model, open_clip.CoCa) and out["logits"].shape == (1, 11, 49408)
     assert recipe.objective.name == "coca" and recipe.objective.params["caption_weight"] == 2.0
+
+
+def test_a_coca_decoder_size_of_zero_names_its_key():
+    config = {**TINY_COCA, "multimodal_cfg": {**TINY_COCA["multimodal_cfg"], "layers": 0}}
+    with pytest.raises(ConfigError) as e:
+        build_model(ModelConfig(type="coca", config=config))
+    assert e.value.key == "model.config.multimodal_cfg.layers"

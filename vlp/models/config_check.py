@@ -16,7 +16,8 @@ from vlp.recipe.schema import ModelConfig
 # open_clip config keys holding a size (model.config.KEY); where given, each must be at least 1
 OPEN_CLIP_SIZES = ("embed_dim", "vision_cfg.image_size", "vision_cfg.patch_size", "vision_cfg.width",
                    "vision_cfg.layers", "vision_cfg.head_width", "text_cfg.context_length", "text_cfg.vocab_size",
-                   "text_cfg.width", "text_cfg.heads", "text_cfg.layers")
+                   "text_cfg.width", "text_cfg.heads", "text_cfg.layers", "multimodal_cfg.context_length",
+                   "multimodal_cfg.width", "multimodal_cfg.heads", "multimodal_cfg.layers")
 _SIZE = Interval.parse("[1, inf)")
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")  # model.pretrained names a file, not an open_clip tag
 
@@ -31,7 +32,7 @@ def check(cfg: ModelConfig) -> None:
             raise ConfigError("model.type", unknown_type_message(cfg.type))
     if (cfg.arch is None) == (cfg.config is None):
         raise ConfigError("model", "set exactly one of model.arch (an open_clip name) or model.config")
-    if cfg.config is not None and cfg.type is None:
+    if cfg.config is not None and cfg.type in (None, "coca"):  # the configs vlp's open_clip builder reads
         _check_open_clip_sizes(cfg.config)
     if cfg.arch is not None:
         known = _open_clip_archs()

@@ -1,4 +1,5 @@
-"""Captions from a trained CoCa's decoder: `generate` (files) and `caption_images` (tensors)."""
-from vlp.generate.api import caption_images, generate
+"""Captions from a trained CoCa's decoder: `generate` (files) and `caption_images` (tensors). Loaded on first use:
+`vlp --help` imports the command line here without torch."""
+from vlp.lazy import lazy_names
 
-__all__ = ["caption_images", "generate"]
+__getattr__, __all__ = lazy_names(__name__, {"caption_images": "api", "generate": "api"})

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from vlp.models.built_in import BUILT_IN
 from vlp.recipe.bounds import Interval, check_section
 from vlp.recipe.errors import ConfigError, did_you_mean
 from vlp.recipe.paths import require_path
@@ -25,7 +26,7 @@ WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")  # model.pretrained na
 def check(cfg: ModelConfig) -> None:
     """Raise ConfigError naming the first key of `cfg` that is out of range or means nothing."""
     check_section(cfg, "model")
-    if cfg.type is not None:
+    if cfg.type is not None and cfg.type not in BUILT_IN:  # a plugin's type: only the registry knows it
         from vlp.models.registry import tower_types, unknown_type_message  # deferred: imports torch
 
         if cfg.type not in tower_types():

@@ -12,6 +12,7 @@ from typing import Callable, Optional, Protocol, runtime_checkable
 
 import torch
 
+from vlp.models.built_in import BUILT_IN
 from vlp.recipe.errors import did_you_mean
 from vlp.recipe.schema import ModelConfig
 
@@ -38,9 +39,6 @@ TowerBuilder = Callable[[ModelConfig, Optional[float], Optional[float]], DualEnc
 _BUILDERS: dict[str, TowerBuilder] = {}
 
 
-# One builder for all: open_clip's config itself says whether the text tower is HF's, the image trunk timm's and
-# whether a caption decoder follows (coca).
-BUILT_IN = ("coca", "hf", "open_clip", "timm")
 
 
 def register_tower(name: str) -> Callable[[TowerBuilder], TowerBuilder]:

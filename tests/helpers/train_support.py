@@ -1,6 +1,7 @@
 """Helpers for the trainer tests (no tests here): tiny shards, tiny models, recipes, a naive reference loss."""
 from __future__ import annotations
 
+import copy
 import io
 import json
 import math
@@ -52,8 +53,9 @@ def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
 
 
 def recipe_dict(shards: str, output_dir: Path, **train) -> dict:
+    # a copy: a test that edits its recipe's model must not change every later test's TINY_MODEL
     return {
-        "model": {"config": TINY_MODEL},
+        "model": {"config": copy.deepcopy(TINY_MODEL)},
         "data": {"train": shards, "workers": 0, "shuffle_buffer": 16},
         "objective": {"name": "softmax"},
         "optim": {"lr": 2e-3, "weight_decay": 0.1},

@@ -18,7 +18,8 @@ import torch
 from safetensors.torch import load_file
 
 from helpers.processes import child_env, free_port
-from helpers.train_support import make_shards, recipe_dict, write_recipe
+from helpers.runs import make_run_dir
+from helpers.train_support import TINY_MODEL, make_shards, recipe_dict, write_recipe
 
 torch.set_num_threads(1)
 
@@ -29,6 +30,8 @@ VARIANTS = {  # name → (duration, changes to the recipe); each runs under ddp 
     # local_loss: each rank's loss and so its logit-scale gradient differ; fsdp must average the replicated scalar
     "gradcache": ("3 steps", {"train": {"micro_batch_size": 2},
                               "objective": {"name": "softmax", "gather": "local_loss"}}),
+    # the teacher (a trained run of the same tiny model) is sharded like the student and embeds the global batch
+    "distill": ("3 steps", {"objective": {"name": "softmax", "distill": {"weight": 0.5}}}),
 }
 FINAL = "checkpoints/step_{:08d}/{}"
 
@@ -38,6 +41,7 @@ def runs(tmp_path_factory) -> Path:
     """Train every variant under ddp and fsdp in one 2-process launch; returns the runs directory."""
     root = tmp_path_factory.mktemp("fsdp")
     shards = make_shards(root / "shards", shards=4, per_shard=16)
+    teacher, _ = make_run_dir(root / "teacher", config=TINY_MODEL)
     for name, (duration, changes) in VARIANTS.items():
         base = recipe_dict(shards, root / "runs", duration=duration, log_every=1)
         # Attention key biases have an exactly-zero true gradient whose float noise differs with the reduction
@@ -48,6 +52,8 @@ def runs(tmp_path_factory) -> Path:
         base["optim"]["lr"] = 1e-3
         for section, values in changes.items():
             base[section] = {**base[section], **values}
+        if name == "distill":  # the teacher's run directory exists only now
+            base["objective"]["distill"] = {**base["objective"]["distill"], "teacher": str(teacher)}
         for strategy in ("ddp", "fsdp"):
             write_recipe(root / f"{name}_{strategy}.yaml",
                          {**base, "train": {**base["train"], "strategy": strategy}})
@@ -101,6 +107,14 @@ def test_fsdp_tiled_objective_with_locked_image_tower_matches_ddp(runs):
 @pytest.mark.distributed
 def test_fsdp_gradcache_micro_batches_match_ddp(runs):
     _assert_same_training(runs, "gradcache", 3)
+
+
+@pytest.mark.distributed
+def test_fsdp_distills_like_ddp_with_the_teacher_sharded(runs):
+    _assert_same_training(runs, "distill", 3)
+    assert _losses(runs / "runs/distill_fsdp", "objective/distill_loss")[0] > 0
+    assert json.loads((runs / "distill_fsdp.rank1.json").read_text())["teacher_sharded"]
+    assert json.loads((runs / "distill_ddp.rank1.json").read_text())["teacher_sharded"] is False
 
 
 @pytest.mark.parametrize("section, values, message", [
@@ -203,9 +217,16 @@ def _shard_report(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> d
 
     params = [p for p in model.parameters() if p.ndim > 0]
     tensors = params + [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v) and v.ndim > 0]
-    return {"sharded": all(isinstance(p, DTensor) for p in params),
+    return {"sharded": _all_sharded(model),
             "local": sum((t.to_local() if isinstance(t, DTensor) else t).numel() for t in tensors),
             "full": sum(t.numel() for t in tensors)}
+
+
+def _all_sharded(model: torch.nn.Module) -> bool:
+    """Whether every non-scalar parameter is a DTensor (the scalars stay replicated)."""
+    from torch.distributed.tensor import DTensor
+
+    return all(isinstance(p, DTensor) for p in model.parameters() if p.ndim > 0)
 
 
 def _worker(root: Path) -> None:
@@ -223,11 +244,16 @@ def _worker(root: Path) -> None:
         return captured["optimizer"]
 
     loop.build_optimizer = capture
+    real_teacher = loop._teacher
+    loop._teacher = lambda *args: captured.setdefault("teacher", real_teacher(*args))
     # One process group for all the runs: end_training would destroy it, and re-creating it can hang.
     PartialState.destroy_process_group = lambda self, group=None: None
     for recipe in sorted(root.glob("*.yaml")):
+        captured.pop("teacher", None)
         train(recipe)
         report = _shard_report(captured["model"], captured["optimizer"])
+        if "teacher" in captured:
+            report["teacher_sharded"] = _all_sharded(captured["teacher"].model)
         rank = int(os.environ["RANK"])
         (root / f"{recipe.stem}.rank{rank}.json").write_text(json.dumps(report))
 

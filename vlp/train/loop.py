@@ -118,8 +118,9 @@ def _train(recipe: Recipe, run_name: str, source: str, run_dir: RunDir, acc, res
 
     objective = build_from_config(recipe.objective).to(acc.device)
     raw_model, tokenizer = build_model(recipe.model, objective.init_logit_scale, objective.init_logit_bias)
+    teacher = None
     if recipe.objective.distill is not None:  # once the student exists: their preprocessing must agree
-        objective.teacher = _teacher(recipe, raw_model, acc.device, source)
+        teacher = objective.teacher = _teacher(recipe, raw_model, acc.device, source)
     if data is None:
         transform = train_crop(raw_model.preprocess_cfg, recipe.data.augment_scale, recipe.data.augment_ratio,
                                recipe.data.decode)
@@ -128,6 +129,8 @@ def _train(recipe: Recipe, run_name: str, source: str, run_dir: RunDir, acc, res
     steps = resolve_steps(recipe, data.samples_per_epoch, source)
     if cfg.strategy == "fsdp":  # before the EMA and the optimizer, which then hold this rank's shards only
         shard_model(raw_model, cfg.precision, acc.device)
+        if teacher is not None:  # a frozen teacher as large as the student must not be whole on every rank
+            shard_model(teacher.model, cfg.precision, acc.device)
     ema = EMA(raw_model, cfg.ema_decay) if cfg.ema_decay else None
     optimizer = build_optimizer(raw_model, recipe.optim)
     # Default dynamic shapes: the first change of text length (bucketed, `Batch.text_length`) recompiles the towers

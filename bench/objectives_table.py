@@ -16,13 +16,17 @@ Suites (`--suite`):
   the recipe's log 100 applies); `--from-scratch` trains the recipes from random weights instead. The gap is
   measured on held-out image-caption pairs (the retrieval set: each image with its first caption), as the paper
   measures it on MS COCO image-caption pairs.
+- distill: a small student (`STUDENT`: one block per tower, width 32) trained on `tiny-digits.yaml` for the demo's
+  steps with and without `objective.distill` (weight 1, as OpenCLIP's --distill adds its term); the teacher is the
+  demo's model trained once (seed 0, the demo's steps) and is shown as its own row.
 
 Incremental: each finished run's result is cached as JSON under `--work`, and a re-run only trains what is missing
 (a run killed half-way starts over). `--plan` prints the runs left, an estimate of their time from the step times
 already measured, and the table so far. On the digits retrieval is not tabulated: their captions name only the
 class, so ~100 test images share each caption and Recall@k is capped near k% (the numbers are in each run's JSON).
 
-Usage: python bench/objectives_table.py [--suite objectives|small-batch|gap-paper|isogclr-sweep] [--objectives a,b]
+Usage: python bench/objectives_table.py [--suite objectives|small-batch|gap-paper|isogclr-sweep|distill]
+       [--objectives a,b]
        [--seeds 0,1,2]
        [--steps N] [--epochs N] [--base-steps N] [--from-scratch] [--work DIR] [--data-dir DIR]
        [--source mnist|digits|scenes] [--rhos 0.1,0.5] [--taus 0.03,0.07] [--plan]
@@ -57,6 +61,11 @@ LABELS = "data.label_key=cls"  # the digit shards carry the class as `cls`; a sc
 DEMO_STEPS = 465  # `vlp demo`: 15 epochs of 4,000 images at batch 128 (31 steps an epoch)
 PROJECTIONS = ("visual.proj", "text_projection")  # the open_clip towers' projections to the shared space
 SOURCE_RECIPE = {"mnist": "tiny-digits.yaml", "digits": "tiny-digits.yaml", "scenes": "tiny-scenes.yaml"}
+# the distill suite's student: the demo model cut to one block per tower at width 32 (its image size and tokenizer
+# stay the teacher's, as distillation requires)
+STUDENT = ("model.config.vision_cfg.width=32", "model.config.vision_cfg.layers=1",
+           "model.config.text_cfg={context_length: 12, vocab_size: 49408, width: 32, heads: 1, layers: 1, "
+           "mlp_ratio: 2.0}")
 
 
 @dataclass(frozen=True)
@@ -112,7 +121,8 @@ TAU_COLUMNS = (
 
 
 def suite_runs(suite: str, objectives: list[str], steps: int | None, epochs: int, source: str = "mnist",
-               rhos: tuple[float, ...] = (), taus: tuple[float, ...] = ()) -> list[RunSpec]:
+               rhos: tuple[float, ...] = (), taus: tuple[float, ...] = (), teacher: Path | None = None
+               ) -> list[RunSpec]:
     recipe = SOURCE_RECIPE[source]
 
     def objective(name: str) -> tuple[str, ...]:
@@ -127,6 +137,11 @@ def suite_runs(suite: str, objectives: list[str], steps: int | None, epochs: int
         return [RunSpec(f"isogclr ρ={rho} τ₀={tau}", recipe, "isogclr",
                         ("objective.name=isogclr", f"objective.params={{rho: {rho}, tau_init: {tau}}}", *duration))
                 for rho in rhos for tau in taus]
+    if suite == "distill":
+        student = (*STUDENT, f"train.duration={steps or DEMO_STEPS} steps")
+        return [RunSpec("student", recipe, "softmax", student),
+                RunSpec("student + distill (weight 1)", recipe, "softmax",
+                        (*student, f"objective.distill={{teacher: {teacher}, weight: 1.0}}"))]
     if suite == "small-batch":
         duration = f"train.duration={epochs} epochs"
         return [RunSpec(f"{name} @ batch {batch}", recipe, name, (*objective(name), f"train.batch_size={batch}",
@@ -248,6 +263,21 @@ def bundled_data(data_dir: str, source: str) -> tuple[list[str], int]:
         paths["num_train"]
 
 
+def pretrained_once(work: Path, data_overrides: list[str], steps: int, row: str) -> tuple[dict, Path]:
+    """(record, final checkpoint) of `tiny-digits.yaml` (softmax, seed 0) trained once under `work / "base"`: the
+    gap-paper suite's base model, the distill suite's teacher."""
+    record_path = work / "results" / "base_s0.json"
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    if not (record.get("checkpoint") and Path(record["checkpoint"]).is_dir()):
+        spec = RunSpec(row, "tiny-digits.yaml", "softmax", (f"train.duration={steps} steps",))
+        print(f"training {row} (tiny-digits.yaml, seed 0) ...", flush=True)
+        record, checkpoint = train_one(spec, 0, data_overrides, work / "base")
+        record["checkpoint"] = str(checkpoint)
+        record_path.parent.mkdir(parents=True, exist_ok=True)
+        record_path.write_text(json.dumps(record, indent=1, default=str))
+    return record, Path(record["checkpoint"])
+
+
 def base_weights(work: Path, data_overrides: list[str], steps: int) -> Path:
     """The pretrained model the gap-paper runs fine-tune (trained once); its weights file lacks the logit scale so
     that the fine-tuning recipe's own temperature applies (vlp.models.load_weights)."""
@@ -256,16 +286,11 @@ def base_weights(work: Path, data_overrides: list[str], steps: int) -> Path:
     from vlp.run_dir import Checkpoint
 
     weights = work / "base" / "weights-without-logit-scale.safetensors"
-    record = work / "results" / "base_s0.json"
     if not weights.is_file():
-        spec = RunSpec("base (pretrained, before fine-tuning)", "tiny-digits.yaml", "softmax",
-                       (f"train.duration={steps} steps",))
-        print("pretraining the base model (tiny-digits.yaml, seed 0) ...", flush=True)
-        result, checkpoint = train_one(spec, 0, data_overrides, work / "base")
+        record, checkpoint = pretrained_once(work, data_overrides, steps, "base (pretrained, before fine-tuning)")
         state = load_file(str(Checkpoint(checkpoint).model))
-        result["base_logit_scale"] = math.exp(state.pop("logit_scale").item())
-        record.parent.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps(result, indent=1, default=str))
+        record["base_logit_scale"] = math.exp(state.pop("logit_scale").item())
+        (work / "results" / "base_s0.json").write_text(json.dumps(record, indent=1, default=str))
         save_file(state, str(weights))
     return weights
 
@@ -289,7 +314,7 @@ def fine_tune_init(base: Path, seed: int) -> list[str]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--suite", choices=["objectives", "small-batch", "gap-paper", "isogclr-sweep"],
+    p.add_argument("--suite", choices=["objectives", "small-batch", "gap-paper", "isogclr-sweep", "distill"],
                    default="objectives")
     p.add_argument("--objectives", default=None, help="comma-separated (objectives suite; default: softmax and "
                    "every false-negative, temperature and several-caption objective, without supcon on the scenes)")
@@ -303,7 +328,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="bundled data, as `vlp demo`: MNIST-5k (default), scikit-learn's 8x8 digits, or the "
                    "compositional scenes (tiny-scenes.yaml; objectives and small-batch suites)")
     p.add_argument("--base-steps", type=int, default=DEMO_STEPS,
-                   help="gap-paper: pretraining steps of the base model (tiny-digits.yaml; used when first built)")
+                   help="gap-paper: pretraining steps of the base model, distill: of the teacher (tiny-digits.yaml; "
+                   "used when first built)")
     p.add_argument("--from-scratch", action="store_true",
                    help="gap-paper: train the recipes from random weights instead of fine-tuning a pretrained base")
     p.add_argument("--rhos", default="0.1,0.5,1.0,2.0", help="isogclr-sweep: the values of objective.params.rho")
@@ -316,8 +342,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     unknown = sorted(set(args.objectives.split(",")) - set(OBJECTIVE_OVERRIDES))
     if unknown:
         p.error(f"--objectives: unknown {', '.join(unknown)} (choose from {', '.join(OBJECTIVE_OVERRIDES)})")
-    if args.source == "scenes" and args.suite == "gap-paper":
-        p.error("--suite gap-paper runs on the digits (mnist or digits), not the scenes")
+    if args.source == "scenes" and args.suite in ("gap-paper", "distill"):
+        p.error(f"--suite {args.suite} runs on the digits (mnist or digits), not the scenes")
     if args.source == "scenes" and "supcon" in args.objectives.split(","):
         p.error("--objectives: supcon needs a label per sample and a scene has none (choose others with --objectives)")
     return args
@@ -333,8 +359,11 @@ def main(argv=None) -> int:
     if args.from_scratch:
         work = work / "from-scratch"
     base = base_weights(work, data_overrides, args.base_steps) if fine_tune else None
+    teacher = pretrained_once(work, data_overrides, args.base_steps, "teacher (the demo's model)")[1] \
+        if args.suite == "distill" else None
     runs = suite_runs(args.suite, args.objectives.split(","), steps, args.epochs, args.source,
-                      tuple(float(v) for v in args.rhos.split(",")), tuple(float(v) for v in args.taus.split(",")))
+                      tuple(float(v) for v in args.rhos.split(",")), tuple(float(v) for v in args.taus.split(",")),
+                      teacher)
 
     def run_overrides(seed: int) -> list[str]:
         return [*data_overrides, *(fine_tune_init(base, seed) if base else ())]
@@ -366,7 +395,7 @@ def main(argv=None) -> int:
         results.setdefault(record["row"], []).append(record)
     command = "python bench/objectives_table.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     print(f"\n`{command.strip()}` (mean ± std over seeds {args.seeds})\n")
-    pretrained = [json.loads((work / "results" / "base_s0.json").read_text())] if base else []
+    pretrained = [json.loads((work / "results" / "base_s0.json").read_text())] if base or teacher else []
     for record in pretrained:
         results[record["row"]] = [record]
     rows = [RunSpec(record["row"], record["recipe"], "softmax") for record in pretrained] + runs

@@ -89,3 +89,18 @@ def test_fine_tuning_starts_from_the_base_with_fresh_seeded_projections_and_no_l
         for key, value in init.items():
             assert torch.equal(value, state[key]) == (key not in objectives_table.PROJECTIONS), (seed, key)
     assert not torch.equal(inits[0]["visual.proj"], inits[1]["visual.proj"])
+
+
+def test_distill_suite_trains_the_teacher_once_and_the_student_with_and_without_it(tmp_path, capsys):
+    args = ["--suite", "distill", "--seeds", "0", "--steps", "2", "--base-steps", "2", "--source", "digits",
+            "--work", str(tmp_path / "work"), "--data-dir", str(tmp_path / "data")]
+    assert objectives_table.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "2 of 2 runs to train" in printed
+    for row in ("teacher (the demo's model)", "student", "student + distill (weight 1)"):
+        assert f"| {row} | 1 | " in printed
+    results = tmp_path / "work" / "distill" / "digits" / "results"
+    by_row = {r["row"]: r for r in (json.loads(p.read_text()) for p in results.glob("*.json"))}
+    distilled, plain = by_row["student + distill (weight 1)"], by_row["student"]
+    assert distilled["train"]["objective/distill_loss"] > 0 and "objective/distill_loss" not in plain["train"]
+    assert "vision_cfg.width=32" in " ".join(distilled["overrides"])

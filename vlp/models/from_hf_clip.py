@@ -23,22 +23,22 @@ def open_clip_config(hf) -> dict:
     if vision.num_channels != 3:
         raise ValueError(f"vision num_channels {vision.num_channels}: open_clip's ViT reads RGB images")
     vision_cfg = {"image_size": vision.image_size, "patch_size": vision.patch_size, "width": vision.hidden_size,
-                  "layers": vision.num_hidden_layers, "head_width": _head_width(vision),
-                  "mlp_ratio": _mlp_ratio(vision), **_norm(vision)}
+                  "layers": vision.num_hidden_layers, "head_width": head_width(vision),
+                  "mlp_ratio": mlp_ratio(vision), **norm_kwargs(vision)}
     text_cfg = {"context_length": text.max_position_embeddings, "vocab_size": text.vocab_size,
                 "width": text.hidden_size, "heads": text.num_attention_heads, "layers": text.num_hidden_layers,
-                "mlp_ratio": _mlp_ratio(text), **_norm(text), **_pooling(text)}
+                "mlp_ratio": mlp_ratio(text), **norm_kwargs(text), **_pooling(text)}
     return {"embed_dim": hf.projection_dim, "quick_gelu": OPEN_CLIP_ACTS[acts.pop()], "vision_cfg": vision_cfg,
             "text_cfg": text_cfg}
 
 
-def _head_width(tower) -> int:
+def head_width(tower) -> int:
     if tower.hidden_size % tower.num_attention_heads:
         raise ValueError(f"hidden_size {tower.hidden_size} is not a multiple of {tower.num_attention_heads} heads")
     return tower.hidden_size // tower.num_attention_heads
 
 
-def _mlp_ratio(tower) -> float:
+def mlp_ratio(tower) -> float:
     ratio = tower.intermediate_size / tower.hidden_size
     if int(tower.hidden_size * ratio) != tower.intermediate_size:  # open_clip's MLP width is int(width * mlp_ratio)
         raise ValueError(f"intermediate_size {tower.intermediate_size} is not reachable as open_clip's "
@@ -46,7 +46,8 @@ def _mlp_ratio(tower) -> float:
     return ratio
 
 
-def _norm(tower) -> dict:
+def norm_kwargs(tower) -> dict:
+    """open_clip's norm_kwargs for the tower's layer_norm_eps (none at open_clip's default)."""
     return {} if tower.layer_norm_eps == OPEN_CLIP_EPS else {"norm_kwargs": {"eps": tower.layer_norm_eps}}
 
 
@@ -56,15 +57,20 @@ def _pooling(text) -> dict:
 
 def open_clip_state(hf: Tensors, layers: tuple[int, int]) -> tuple[Tensors, list[str]]:
     """(open_clip CLIP state dict, the CLIPModel keys it left unused) for (vision, text) layer counts."""
-    source = {k: v for k, v in hf.items() if not k.endswith("position_ids")}  # buffers open_clip recomputes
+    source = without_buffers(hf)
     out: Tensors = {}
     _vision(out, source, layers[0])
     _text(out, source, layers[1])
-    out["logit_scale"] = _take(source, "logit_scale")
+    out["logit_scale"] = take(source, "logit_scale")
     return out, sorted(source)
 
 
-def _take(source: Tensors, key: str) -> torch.Tensor:
+def without_buffers(hf: Tensors) -> Tensors:
+    """A copy of the state dict without the position-id buffers open_clip recomputes (`take` empties it)."""
+    return {k: v for k, v in hf.items() if not k.endswith("position_ids")}
+
+
+def take(source: Tensors, key: str) -> torch.Tensor:
     if key not in source:
         raise KeyError(key)
     return source.pop(key)
@@ -72,38 +78,45 @@ def _take(source: Tensors, key: str) -> torch.Tensor:
 
 def _vision(out: Tensors, source: Tensors, layers: int) -> None:
     hf = "vision_model"
-    out["visual.class_embedding"] = _take(source, f"{hf}.embeddings.class_embedding")
-    out["visual.conv1.weight"] = _take(source, f"{hf}.embeddings.patch_embedding.weight")
-    out["visual.positional_embedding"] = _take(source, f"{hf}.embeddings.position_embedding.weight")
-    _norm_weights(out, "visual.ln_pre", source, f"{hf}.pre_layrnorm")
-    _blocks(out, "visual.transformer.resblocks", source, f"{hf}.encoder.layers", layers)
-    _norm_weights(out, "visual.ln_post", source, f"{hf}.post_layernorm")
-    out["visual.proj"] = _take(source, "visual_projection.weight").T
+    out["visual.class_embedding"] = take(source, f"{hf}.embeddings.class_embedding")
+    out["visual.conv1.weight"] = take(source, f"{hf}.embeddings.patch_embedding.weight")
+    out["visual.positional_embedding"] = take(source, f"{hf}.embeddings.position_embedding.weight")
+    weight_and_bias(out, "visual.ln_pre", source, f"{hf}.pre_layrnorm")
+    encoder_blocks(out, "visual.transformer.resblocks", source, f"{hf}.encoder.layers", layers)
+    weight_and_bias(out, "visual.ln_post", source, f"{hf}.post_layernorm")
+    out["visual.proj"] = take(source, "visual_projection.weight").T
 
 
 def _text(out: Tensors, source: Tensors, layers: int) -> None:
+    text_encoder(out, "", source, layers)
+    out["text_projection"] = take(source, "text_projection.weight").T
+
+
+def text_encoder(out: Tensors, prefix: str, source: Tensors, layers: int) -> None:
+    """HF `text_model.*` (embeddings, layers, final norm) → open_clip's text transformer under `prefix` ("" on CLIP,
+    "text." on CustomTextCLIP); the projection differs between the two and is the caller's."""
     hf = "text_model"
-    out["token_embedding.weight"] = _take(source, f"{hf}.embeddings.token_embedding.weight")
-    out["positional_embedding"] = _take(source, f"{hf}.embeddings.position_embedding.weight")
-    _blocks(out, "transformer.resblocks", source, f"{hf}.encoder.layers", layers)
-    _norm_weights(out, "ln_final", source, f"{hf}.final_layer_norm")
-    out["text_projection"] = _take(source, "text_projection.weight").T
+    out[f"{prefix}token_embedding.weight"] = take(source, f"{hf}.embeddings.token_embedding.weight")
+    out[f"{prefix}positional_embedding"] = take(source, f"{hf}.embeddings.position_embedding.weight")
+    encoder_blocks(out, f"{prefix}transformer.resblocks", source, f"{hf}.encoder.layers", layers)
+    weight_and_bias(out, f"{prefix}ln_final", source, f"{hf}.final_layer_norm")
 
 
-def _norm_weights(out: Tensors, prefix: str, source: Tensors, hf: str) -> None:
+def weight_and_bias(out: Tensors, prefix: str, source: Tensors, hf: str) -> None:
+    """A LayerNorm's or Linear's weight and bias, same names on both sides."""
     for name in ("weight", "bias"):
-        out[f"{prefix}.{name}"] = _take(source, f"{hf}.{name}")
+        out[f"{prefix}.{name}"] = take(source, f"{hf}.{name}")
 
 
-def _blocks(out: Tensors, prefix: str, source: Tensors, hf: str, layers: int) -> None:
+def encoder_blocks(out: Tensors, prefix: str, source: Tensors, hf: str, layers: int) -> None:
     """HF encoder layers → open_clip ResidualAttentionBlocks (q, k, v stacked into MultiheadAttention's in_proj)."""
     for i in range(layers):
         block, layer = f"{prefix}.{i}", f"{hf}.{i}"
-        _norm_weights(out, f"{block}.ln_1", source, f"{layer}.layer_norm1")
+        weight_and_bias(out, f"{block}.ln_1", source, f"{layer}.layer_norm1")
         for name in ("weight", "bias"):
             out[f"{block}.attn.in_proj_{name}"] = torch.cat(
-                [_take(source, f"{layer}.self_attn.{p}_proj.{name}") for p in "qkv"])
-            out[f"{block}.attn.out_proj.{name}"] = _take(source, f"{layer}.self_attn.out_proj.{name}")
-            out[f"{block}.mlp.c_fc.{name}"] = _take(source, f"{layer}.mlp.fc1.{name}")
-            out[f"{block}.mlp.c_proj.{name}"] = _take(source, f"{layer}.mlp.fc2.{name}")
-        _norm_weights(out, f"{block}.ln_2", source, f"{layer}.layer_norm2")
+                [take(source, f"{layer}.self_attn.{p}_proj.{name}") for p in "qkv"])
+            out[f"{block}.attn.out_proj.{name}"] = take(source, f"{layer}.self_attn.out_proj.{name}")
+            out[f"{block}.mlp.c_fc.{name}"] = take(source, f"{layer}.mlp.fc1.{name}")
+            out[f"{block}.mlp.c_proj.{name}"] = take(source, f"{layer}.mlp.fc2.{name}")
+        weight_and_bias(out, f"{block}.ln_2", source, f"{layer}.layer_norm2")

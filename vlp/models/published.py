@@ -1,4 +1,5 @@
-"""Published model folders as `model.init_checkpoint`: open_clip's `hf-hub:` layout and transformers' CLIPModel.
+"""Published model folders as `model.init_checkpoint`: open_clip's `hf-hub:` layout and transformers' CLIPModel
+and SiglipModel (mapped by vlp.models.from_hf_clip / from_hf_siglip).
 
 The recipe names the architecture as always (`model.arch` / `model.config`), so a run dir's recipe alone rebuilds
 its model; the folder's must be the same architecture (vlp.models.architecture), else a one-line error lists the
@@ -18,6 +19,7 @@ from vlp.models.checkpoints import EXPORT_CONFIG, EXPORT_WEIGHTS, first_few, loa
 HF_CONFIG, HF_WEIGHTS = constants.CONFIG_NAME, constants.SAFETENSORS_SINGLE_FILE  # transformers' folder layout
 OPEN_CLIP_BIN = "open_clip_pytorch_model.bin"  # read only as tensors (torch.load weights_only)
 HF_KINDS = {"clip": "hf_clip", "siglip": "hf_siglip"}  # config.json model_type → kind
+HF_MODELS = {"hf_clip": "CLIPModel", "hf_siglip": "SiglipModel"}  # kind → the transformers class, for messages
 
 
 def published_kind(folder: Path) -> Optional[str]:
@@ -34,12 +36,12 @@ def published_kind(folder: Path) -> Optional[str]:
     model_type = json.loads((folder / HF_CONFIG).read_text()).get("model_type")
     if model_type not in HF_KINDS:
         raise ValueError(f"{folder / HF_CONFIG}: model_type {model_type!r}; vlp starts from transformers folders of "
-                         f"CLIPModel ('clip') only")
+                         f"CLIPModel ('clip') and SiglipModel ('siglip') only")
     return HF_KINDS[model_type]
 
 
 def published_config(folder) -> dict:
-    """The open_clip model config of a published folder (open_clip's own, or CLIPModel's equivalent)."""
+    """The open_clip model config of a published folder (open_clip's own, or CLIPModel's/SiglipModel's equivalent)."""
     folder = Path(folder)
     kind = published_kind(folder)
     if kind == "open_clip":
@@ -47,19 +49,26 @@ def published_config(folder) -> dict:
         if "model_cfg" not in config:
             raise ValueError(f"{folder / EXPORT_CONFIG}: no model_cfg")
         return config["model_cfg"]
+    if kind in HF_MODELS:
+        try:
+            return _hf_config(folder, kind)
+        except ValueError as e:
+            raise ValueError(f"{folder}: {HF_MODELS[kind]} {e}") from None
+    raise ValueError(f"{folder}: not a published folder ({EXPORT_CONFIG}, or {HF_CONFIG} + {HF_WEIGHTS})")
+
+
+def _hf_config(folder: Path, kind: str) -> dict:
     if kind == "hf_clip":
         from transformers import CLIPConfig
 
         from vlp.models.from_hf_clip import open_clip_config
 
-        try:
-            return open_clip_config(CLIPConfig.from_pretrained(str(folder)))
-        except ValueError as e:
-            raise ValueError(f"{folder}: {e}") from None
-    if kind == "hf_siglip":
-        raise ValueError(f"{folder}: transformers SiglipModel folders are not supported as model.init_checkpoint "
-                         "(no mapping onto open_clip's timm SigLIP towers); use an open_clip folder of the model")
-    raise ValueError(f"{folder}: not a published folder ({EXPORT_CONFIG}, or {HF_CONFIG} + {HF_WEIGHTS})")
+        return open_clip_config(CLIPConfig.from_pretrained(str(folder)))
+    from transformers import SiglipConfig
+
+    from vlp.models import from_hf_siglip
+
+    return from_hf_siglip.open_clip_config(SiglipConfig.from_pretrained(str(folder)), folder)
 
 
 def load_published(model: torch.nn.Module, folder: Path) -> None:
@@ -79,17 +88,28 @@ def load_published(model: torch.nn.Module, folder: Path) -> None:
 
 
 def _open_clip_state(folder: Path, config: dict) -> dict[str, torch.Tensor]:
-    if published_kind(folder) == "open_clip":
+    kind = published_kind(folder)
+    if kind == "open_clip":
         weights = folder / EXPORT_WEIGHTS
         return read_state_dict(weights if weights.is_file() else folder / OPEN_CLIP_BIN)
-    from vlp.models.from_hf_clip import open_clip_state
+    from vlp.models import from_hf_clip, from_hf_siglip
 
-    layers = (config["vision_cfg"]["layers"], config["text_cfg"]["layers"])
+    mapping = from_hf_clip if kind == "hf_clip" else from_hf_siglip
+    hf = read_state_dict(folder / HF_WEIGHTS)
     try:
-        state, unused = open_clip_state(read_state_dict(folder / HF_WEIGHTS), layers)
+        state, unused = mapping.open_clip_state(hf, _layers(config, hf))
     except KeyError as e:
-        raise ValueError(f"{folder / HF_WEIGHTS}: not a CLIPModel state dict: no {e.args[0]}") from None
+        raise ValueError(f"{folder / HF_WEIGHTS}: not a {HF_MODELS[kind]} state dict: no {e.args[0]}") from None
     if unused:
-        raise ValueError(f"{folder / HF_WEIGHTS}: CLIPModel weights with no open_clip counterpart: "
+        raise ValueError(f"{folder / HF_WEIGHTS}: {HF_MODELS[kind]} weights with no open_clip counterpart: "
                          f"{first_few(unused, 3)}")
     return state
+
+
+def _layers(config: dict, hf: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """(vision, text) encoder layer counts: the config's for native towers; a timm trunk's depth is in its name, so
+    it is the folder's own layer count (the timm model was chosen to have exactly that many)."""
+    def count(tower: str) -> int:
+        return len({k.split(".")[3] for k in hf if k.startswith(f"{tower}.encoder.layers.")})
+    vision = config["vision_cfg"].get("layers") or count("vision_model")
+    return vision, config["text_cfg"]["layers"]

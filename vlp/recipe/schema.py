@@ -23,7 +23,7 @@ class ModelConfig:
     arch: Optional[str] = None  # an open_clip architecture name, e.g. "ViT-B-32" (exclusive with `config`)
     config: Optional[dict] = None  # inline open_clip model JSON (+ preprocess_cfg); HF names may be "pkg:MODULE"
     pretrained: Optional[str] = None  # local weights file (safetensors / weights_only .pt) or open_clip tag in the cache
-    init_checkpoint: Optional[str] = None  # run dir / checkpoint / export / weights file to start from (weights only)
+    init_checkpoint: Optional[str] = None  # run dir, checkpoint, export, weights file, CLIP/SiglipModel folder
     lock_image: bool = False  # LiT: freeze the image tower
     # ... except the last N groups (1 = projection, 2 = + last block and norm, ...)
     lock_image_unlocked_layers: int = bounded("[0, inf)", 0)

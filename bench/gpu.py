@@ -8,10 +8,13 @@ braceexpand, ftfy and wcwidth; bench/gpu_env.py):
 
 then on the GPU machine, in the repository root (the device tool's run with carry=["bench/wheels"]):
 
-    python3 -m pip install -q --no-index --no-deps bench/wheels/vlp/*.whl && PYTHONPATH=$PWD python3 bench/gpu.py
+    python3 -m pip install -q --no-index --no-deps bench/wheels/vlp/*.whl && (python3 -c "import pytest" ||
+    python3 -m pip install -q --no-index --no-deps bench/wheels/pytest/*.whl) && PYTHONPATH=$PWD python3 bench/gpu.py
 
 (vlp itself runs from the checkout through PYTHONPATH: an editable install would need a registry for its build
 backend.) Sections, in this order, each skipped — saying so — when it would overrun the --budget (7 minutes):
+0. the `cuda` test tier, `pytest tests/cuda -m cuda` in a subprocess capped at 3 minutes (bench/gpu_tests.py): its
+   counts and failure lines head the report; on CPU it says "skipped: no CUDA", without pytest "not run";
 1. both trainers, ViT-B/32 and ViT-B/16 at 224 px, bf16, global batch 256, steps 10-40 timed (bench/gpu_train.py);
 2. the largest batch each loss fits in, D=768 (bench/gpu_loss.py);
 3. vlp's CPU decoding with one DataLoader worker per core (there is no GPU decoding in vlp: reported as such);
@@ -31,6 +34,7 @@ from types import SimpleNamespace
 
 import gpu_env
 import gpu_loss
+import gpu_tests
 import gpu_train
 import train_throughput as tt
 
@@ -39,11 +43,11 @@ DEVICE = {"device": "cuda", "archs": ["ViT-B-32", "ViT-B-16"], "batches": [256, 
           "workers": max(1, CORES - 4), "precision": "bf16", "shard_samples": 8192, "shard_size": 256,
           "per_shard": 256, "first_run_s": 60, "budget_s": 420, "loss_dim": 768, "loss_tile": 8192,
           "loss_start": 8192, "loss_max": 2 ** 20, "loss_reps": 3, "loss_reps_until": 65536, "loss_seconds": 150,
-          "decode_samples": 8192, "decode_batch": 256, "decode_workers": CORES, "decode_size": 224}
+          "decode_samples": 8192, "decode_batch": 256, "decode_workers": CORES, "decode_size": 224, "tier_s": 180}
 SMOKE = {**DEVICE, "device": "cpu", "archs": [tt.MODEL_NAME], "batches": [64], "steps": 3, "warmup": 1,
          "workers": 1, "shard_samples": 128, "shard_size": 80, "per_shard": 32, "budget_s": 300, "loss_tile": 128,
          "loss_start": 256, "loss_max": 512, "loss_reps": 1, "loss_seconds": 30, "decode_samples": 16,
-         "decode_batch": 8, "decode_workers": 1, "decode_size": 64}
+         "decode_batch": 8, "decode_workers": 1, "decode_size": 64, "tier_s": 120}
 
 
 class Budget:
@@ -145,6 +149,8 @@ def measure(settings: dict, args) -> dict:
                                                          for t in ("openclip", "vlp")]
         return runs
 
+    # first: a broken GPU path shows before any timing is taken from it
+    tier = guarded("cuda tests", gpu_tests.section, settings, budget)
     runs = train(settings["batches"][:1])
     loss = guarded("loss", gpu_loss.section, settings, budget)
     decoded = guarded("decode", decode, settings, spec, budget)
@@ -152,7 +158,7 @@ def measure(settings: dict, args) -> dict:
     return {"device": device, "missing_packages": missing, "openclip_trainer": openclip_skip or "ran",
             "flop_formula": gpu_train.FLOP_FORMULA,
             "settings": {k: v for k, v in settings.items() if k != "cores"}, "train": runs, "loss": loss,
-            "decode": decoded, "seconds": budget.seconds - budget.left()}
+            "decode": decoded, "cuda_tests": tier, "seconds": budget.seconds - budget.left()}
 
 
 def parse_args(argv=None):
@@ -179,7 +185,7 @@ def main(argv=None) -> int:
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here needs the Hub; the GPU machine cannot reach it
     results = measure(SMOKE if args.smoke else DEVICE, args)
-    report = table(results)
+    report = "\n".join(gpu_tests.lines(results["cuda_tests"])) + "\n\n" + table(results)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu.json").write_text(json.dumps(results, indent=1))
     (args.out / "gpu.md").write_text(f"device: {results['device']['name']}\n\n{report}\n")

@@ -5,6 +5,9 @@ huggingface_hub and psutil, but none of the packages in DEVICE_WHEELS, and it ca
 are downloaded here as wheels for its Python and platform (`python bench/gpu.py --fetch-wheels`) into bench/wheels/ (ignored by git),
 carried, and installed there with `--no-index --no-deps`. OpenCLIP's trainer needs webdataset 0.2.86 (it crashes with
 1.x), so that wheel goes to its own folder, which bench/openclip_env.py installs from into bench/.venv-openclip.
+pytest and its dependencies (for bench/gpu.py's `cuda` test tier) go to a third folder, installed only where
+`import pytest` fails: the image lists pytest, and `--no-deps` over its own copy could pair pytest with a pluggy it
+does not accept.
 """
 from __future__ import annotations
 
@@ -20,10 +23,11 @@ import openclip_env
 
 BENCH = Path(__file__).resolve().parent
 WHEELS = BENCH / "wheels"
-VLP_WHEELS, OPENCLIP_WHEELS = WHEELS / "vlp", WHEELS / "openclip"
+VLP_WHEELS, OPENCLIP_WHEELS, PYTEST_WHEELS = WHEELS / "vlp", WHEELS / "openclip", WHEELS / "pytest"
 # vlp's dependencies that the GPU image lacks (its package list: /work/.library/device/KINDS.md), with theirs;
 # all pure Python but wcwidth (abi3). torch and the other compiled packages are there already and never travel.
 DEVICE_WHEELS = ("open_clip_torch", "webdataset", "braceexpand", "ftfy", "wcwidth")
+PYTEST_DEPS = ("pytest", "iniconfig", "pluggy", "packaging", "pygments")  # pytest 9's requirements on Python 3.12
 DEVICE_PYTHON = "3.12"
 DEVICE_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 # dense bf16 tensor-core peak (no sparsity) from the vendors' data sheets; first substring match of the device name
@@ -33,9 +37,11 @@ PEAK_BF16_FLOPS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("
 def fetch_commands() -> list[list[str]]:
     """`pip download` commands for the wheels the GPU machine lacks, at the versions installed here."""
     pinned = [f"{name}=={importlib.metadata.version(name)}" for name in DEVICE_WHEELS]
+    tests = [f"{name}=={importlib.metadata.version(name)}" for name in PYTEST_DEPS]
     base = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--implementation", "cp",
             "--python-version", DEVICE_PYTHON, *[a for p in DEVICE_PLATFORMS for a in ("--platform", p)]]
-    return [[*base, "-d", str(VLP_WHEELS), *pinned], [*base, "-d", str(OPENCLIP_WHEELS), openclip_env.PIN]]
+    return [[*base, "-d", str(VLP_WHEELS), *pinned], [*base, "-d", str(OPENCLIP_WHEELS), openclip_env.PIN],
+            [*base, "-d", str(PYTEST_WHEELS), *tests]]
 
 
 def fetch_wheels() -> int:

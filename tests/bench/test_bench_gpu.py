@@ -1,5 +1,6 @@
 """bench/gpu.py, the one-call GPU benchmark, runs every section on CPU with tiny sizes (`--smoke`) so that it never
-rots while no GPU machine is at hand; its budget guard skips with reasons; its FLOP count is exact; its wheel
+rots while no GPU machine is at hand (its `cuda` test tier then all skipped, and said so); its budget guard skips
+with reasons; its FLOP count is exact; its wheel
 preparation pins what is installed here; without a GPU it skips cleanly (bench/run_all.py runs it)."""
 import importlib.metadata
 import json
@@ -43,6 +44,13 @@ def test_smoke_measures_every_section(tmp_path):
     table = (tmp_path / "out" / "gpu.md").read_text()
     assert "| train vlp-bench-tiny B=64 samples/s | skipped: --no-openclip-trainer |" in table
     assert "| GPU decode (`data.decode: gpu`) samples/s | | n/a |" in table
+    tier = results["cuda_tests"]  # the tier ran (collected, every test skipped), not left out
+    files = {path.relative_to(ROOT).as_posix() for path in (ROOT / "tests" / "cuda").glob("test_*.py")}
+    assert {test.split("::")[0] for test in tier["tests"]} == files  # every file of the tier collected
+    assert tier["status"] == "skipped: no CUDA" and tier["counts"]["skipped"] == len(tier["tests"]) >= len(files)
+    assert tier["counts"]["passed"] == tier["counts"]["failed"] == 0 and not tier["failures"]
+    assert (f"\n\nCUDA test tier (`pytest tests/cuda -m cuda`): skipped: no CUDA — 0 passed, 0 failed, "
+            f"{len(tier['tests'])} skipped (") in table
 
 
 def test_budget_guard_skips_what_would_overrun_and_says_why(tmp_path):
@@ -51,6 +59,7 @@ def test_budget_guard_skips_what_would_overrun_and_says_why(tmp_path):
     skipped += [c["skipped"] for c in results["loss"]["cases"]] + [results["decode"]["skipped"]]
     assert len(skipped) == 6 and all(s.startswith("time budget: ") for s in skipped)
     assert "skipped: time budget: vlp vlp-bench-tiny B=64 needs" in printed
+    assert results["cuda_tests"]["status"].startswith("skipped: time budget: the cuda test tier needs")
 
 
 def test_flop_count_is_exact_including_attention(monkeypatch):
@@ -74,12 +83,16 @@ def test_wheels_pin_the_versions_installed_here_and_never_torch(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
     import gpu_env
 
-    vlp_side, openclip_side = gpu_env.fetch_commands()
+    vlp_side, openclip_side, pytest_side = gpu_env.fetch_commands()
     for name in ("open_clip_torch", "webdataset", "braceexpand", "ftfy"):
         assert f"{name}=={importlib.metadata.version(name)}" in vlp_side
     assert not any(a.startswith(("torch", "numpy", "pillow")) for a in vlp_side + openclip_side)
     assert openclip_side[-1] == "webdataset==0.2.86" and str(gpu_env.OPENCLIP_WHEELS) in openclip_side
-    assert all("--no-deps" in c and c[c.index("--python-version") + 1] == "3.12" for c in (vlp_side, openclip_side))
+    for name in ("pytest", "iniconfig", "pluggy", "packaging", "pygments"):  # the cuda tier, where pytest is absent
+        assert f"{name}=={importlib.metadata.version(name)}" in pytest_side
+    assert str(gpu_env.PYTEST_WHEELS) in pytest_side
+    assert all("--no-deps" in c and c[c.index("--python-version") + 1] == "3.12"
+               for c in (vlp_side, openclip_side, pytest_side))
     assert "/bench/wheels/" in (ROOT / ".gitignore").read_text().splitlines()
 
 
@@ -110,3 +123,21 @@ def test_loss_ladder_doubles_the_batch_until_out_of_memory_and_says_so(monkeypat
     assert [c["batch"] for c in cases] == [256, 512, 1024, 2048] and cases[-1]["oom"]
     summary = gpu_loss.summary(cases, 2 ** 20)["softmax"]
     assert summary["largest_vlp"] == 1024 and summary["stopped_vlp"] == "out of memory at B=2048"
+
+
+def test_the_cuda_tier_report_names_each_failure_and_a_run_cut_off_at_its_cap(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    import gpu_tests
+
+    output = ("tests/cuda/test_a.py::test_x PASSED [ 33%]\ntests/cuda/test_a.py::test_y[bf16] FAILED [ 66%]\n"
+              "tests/cuda/test_b.py::test_z ERROR [100%]\n=== short test summary info ===\n"
+              "FAILED tests/cuda/test_a.py::test_y[bf16] - AssertionError: (0.2, 0.3, 0.1)\n"
+              "ERROR tests/cuda/test_b.py::test_z - RuntimeError: CUDA error: an illegal memory access\n")
+    failed = {**gpu_tests.outcome(output, 1, 180), "command": "pytest tests/cuda -m cuda", "seconds": 42.0}
+    assert failed["status"] == "failed" and failed["counts"]["passed"] == failed["counts"]["failed"] == 1
+    assert gpu_tests.lines(failed) == [
+        "CUDA test tier (`pytest tests/cuda -m cuda`): failed — 1 passed, 1 failed, 1 error, 0 skipped (42 s)",
+        "- FAILED tests/cuda/test_a.py::test_y[bf16] - AssertionError: (0.2, 0.3, 0.1)",
+        "- ERROR tests/cuda/test_b.py::test_z - RuntimeError: CUDA error: an illegal memory access"]
+    cut = gpu_tests.outcome(output.split("===")[0], None, 180)  # killed at the cap: no summary, counts so far
+    assert cut["status"] == "timed out after 180 s (3 tests finished)" and cut["counts"]["failed"] == 1

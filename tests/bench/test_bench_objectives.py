@@ -103,4 +103,4 @@ def test_distill_suite_trains_the_teacher_once_and_the_student_with_and_without_
     by_row = {r["row"]: r for r in (json.loads(p.read_text()) for p in results.glob("*.json"))}
     distilled, plain = by_row["student + distill (weight 1)"], by_row["student"]
     assert distilled["train"]["objective/distill_loss"] > 0 and "objective/distill_loss" not in plain["train"]
-    assert "vision_cfg.width=32" in " ".join(distilled["overrides"])
+    assert "vision_cfg.width=64" in " ".join(distilled["overrides"])

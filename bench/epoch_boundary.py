@@ -2,10 +2,12 @@
 started START_AHEAD positions before each epoch ends (`vlp.train.loop.START_AHEAD`, the default) and without (0:
 each epoch's workers start when the epoch does).
 
-Each run is a fresh subprocess training the demo recipe (recipes/tiny-digits.yaml on the bundled digits, as
-`vlp demo` builds them) with in-training evaluation off, so only the data order's boundaries show; the two settings
+Each run is a fresh subprocess training the demo recipe (recipes/tiny-digits.yaml on the bundled MNIST-5k, as
+`vlp demo` builds them: 31 steps an epoch) with in-training evaluation off, so only the data order's boundaries show; the two settings
 alternate (`--runs` each) so drift on a shared machine hits both alike. Per run: the median step time, the worst step
-within 3 steps after each epoch boundary as a multiple of that median, and the training wall clock.
+within 3 steps after each epoch boundary as a multiple of that median, the worst step anywhere after the first 3
+(starting workers early moves their start-up elsewhere in the epoch: this column shows where it lands), and the
+training wall clock.
 Usage: python bench/epoch_boundary.py [--runs 2] [--steps 0 (the whole recipe)]
 """
 from __future__ import annotations
@@ -27,7 +29,7 @@ from vlp.train import loop, train
 
 ahead, steps, out, work, name = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 loop.START_AHEAD = ahead
-paths = _bundled_data(__import__("pathlib").Path(work) / "digits", "digits", 32, 0)
+paths = _bundled_data(__import__("pathlib").Path(work) / "mnist", "mnist", 32, 0)
 times, epochs, real_step = [], [], loop._step
 
 def step(run, batch):
@@ -58,6 +60,7 @@ def run_once(ahead: int, steps: int, work: Path, index: int) -> dict:
     boundaries = [i for i in range(1, len(trace["epochs"])) if trace["epochs"][i] != trace["epochs"][i - 1]]
     worst = [max(step_times[b + 1:b + 4]) / median for b in boundaries if b + 1 < len(step_times)]
     return {"median_ms": 1000 * median, "worst_boundary_x": max(worst) if worst else float("nan"),
+            "worst_any_x": max(step_times[3:]) / median,
             "boundary_x": worst, "step_ms": [round(1000 * t) for t in step_times], "boundaries": boundaries, "train_s": trace["times"][-1] - trace["start"], "steps": len(step_times)}
 
 
@@ -74,12 +77,12 @@ def main() -> None:
             for ahead in (0, START_AHEAD):
                 results[ahead].append(run_once(ahead, args.steps, Path(tmp), i))
     print(f"{'next epoch started':28s} {'steps':>5s} {'median step ms':>14s} {'worst boundary step':>20s} "
-          f"{'training s':>10s}")
+          f"{'worst step':>10s} {'training s':>10s}")
     for ahead, runs in results.items():
         label = f"{ahead} positions early" if ahead else "when the epoch starts"
         for r in runs:
             print(f"{label:28s} {r['steps']:5d} {r['median_ms']:14.1f} {r['worst_boundary_x']:19.2f}x "
-                  f"{r['train_s']:10.1f}")
+                  f"{r['worst_any_x']:9.2f}x {r['train_s']:10.1f}")
     new, old = (statistics.median(r["train_s"] for r in results[a]) for a in (START_AHEAD, 0))
     print(f"training wall clock, early / at start: {new / old:.3f}")
 

@@ -209,7 +209,8 @@ def test_unreadable_shard_and_programming_errors_raise_instead_of_counting(damag
     def broken(*args, **kwargs):
         raise TypeError("a bug")
 
-    monkeypatch.setattr(reader.tarfile, "open", broken)
+    monkeypatch.setattr(reader.tarfile, "open", broken)  # the stream reader (URLs, pipes, compressed tars)
+    monkeypatch.setattr(reader, "_walk_headers", broken)  # the local-tar reader
     read = ShardRead()
     with pytest.raises(TypeError, match="a bug"):
         list(tar_samples(url, read))

@@ -16,7 +16,6 @@ samples' keys, and ids, labels and all captions when asked.
 from __future__ import annotations
 
 import itertools
-import random
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
@@ -103,16 +102,19 @@ class StreamWorker:
     def _keys(self, sample: dict) -> SampleKeys:
         return self.plan.keys[sample.get("__source__", 0)]
 
-    def _row(self, sample: dict, rng: random.Random, seed: int, stream: int, skipped: bool) -> Optional[Row]:
-        """The sample's row (caption and negatives drawn from `rng`, image augmented from `seed`), or None for a bad
-        sample (counted). A `skipped` sample (before a resume point) is only checked: its image is not augmented."""
+    def _row(self, sample: dict, base: int, index: int, stream: int, skipped: bool) -> Optional[Row]:
+        """The sample's row (caption and negatives drawn from `rng_for(base, index)`, image augmented from seed
+        `base + index`), or None for a bad sample (counted). A `skipped` sample (before a resume point) is only
+        checked: its image is not augmented."""
         keys = self._keys(sample)
+        # the text RNG only where there is something to draw (~5 us a sample to seed)
+        rng = rng_for(base, index) if keys.extra_captions or keys.negative else None
         try:
             caption, negatives = drawn_text(sample, keys, rng)
             fields = self._fields(sample, keys)
             if fields.captions is not None:
                 caption = fields.captions[0]  # `captions: all`: the text is the main caption
-            image = augmented_image(sample, keys, self.transform, seed, check_only=skipped)
+            image = augmented_image(sample, keys, self.transform, base + index, check_only=skipped)
         except BadSample as bad:
             self.counts[bad.kind] += 1
             self.bad_in_a_row[stream] += 1
@@ -182,7 +184,7 @@ class StreamWorker:
         checked_only = plan.chunk * plan.first_position
         good = 0
         for index, sample in enumerate(samples):
-            row = self._row(sample, rng_for(base, index), base + index, stream, skipped=good < checked_only)
+            row = self._row(sample, base, index, stream, skipped=good < checked_only)
             if row is not None:
                 good += 1
                 yield row

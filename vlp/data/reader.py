@@ -59,9 +59,20 @@ def _open(url: str, read: ShardRead):
 
 def _tar_members(url: str, read: ShardRead) -> Iterator[tuple[str, bytes]]:
     """(file name, bytes) pairs; on damage the iteration ends with `read.damage` set. A shard that cannot be opened
-    or streams nothing (404, failing pipe) is `missing_shard`; one that is not a tar or is cut short `corrupt_tar`."""
+    or streams nothing (404, failing pipe) is `missing_shard`; one that is not a tar or is cut short `corrupt_tar`.
+    A local uncompressed tar is read by `_walk_headers` (the census's parser, which follows tarfile's rules: the
+    same members and damage): tarfile's stream mode costs ~0.05 ms a sample in Python-level header parsing and 16 KiB
+    reads, the parser two reads a member."""
     stream = _open(url, read)
     if stream is None:
+        return
+    size = _plain_local_tar_size(url, stream)
+    if size is not None:
+        with stream:
+            try:
+                yield from _walk_headers(stream, size, read, with_data=True)
+            except (ValueError, OSError):
+                read.damage = "corrupt_tar"
         return
     seen, finished = 0, False
     try:
@@ -139,7 +150,26 @@ def _tar_headers(path: str, read: ShardRead) -> Iterator[tuple[str, None]]:
             read.damage = "corrupt_tar"
 
 
-def _walk_headers(stream, size: int, read: ShardRead) -> Iterator[tuple[str, None]]:
+def _plain_local_tar_size(url: str, stream) -> Optional[int]:
+    """The size of `url` when it is a local uncompressed .tar (what the census reads too) and `stream` its file (left
+    at its start); else None, and tarfile reads it."""
+    if "://" in url or url.startswith("pipe:") or not url.endswith(".tar"):
+        return None
+    try:
+        magic = stream.read(6)
+        stream.seek(0)
+        size = os.fstat(stream.fileno()).st_size
+    except (OSError, ValueError, AttributeError):
+        return None
+    return None if magic.startswith(_COMPRESSED) else size
+
+
+_COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ")  # gzip, bzip2, xz: tarfile's stream mode decompresses these
+
+
+def _walk_headers(stream, size: int, read: ShardRead, with_data: bool = False) -> Iterator[tuple[str, Optional[bytes]]]:
+    """The file members' (name, None), or (name, bytes) `with_data`, ending with `read.damage` where tarfile would
+    find damage."""
     offset, extended, long_name = 0, False, None
     while True:
         stream.seek(offset)
@@ -167,7 +197,17 @@ def _walk_headers(stream, size: int, read: ShardRead) -> Iterator[tuple[str, Non
             continue
         name, extended, long_name = long_name or _header_name(header), False, None
         if kind in _FILE_KINDS and not name.endswith("/"):
-            yield name, None
+            if not with_data:
+                yield name, None
+            else:
+                read.cut = name  # until its bytes are in
+                stream.seek(data_at)
+                data = stream.read(member_size)
+                if len(data) < member_size:  # the file shrank since its size was read
+                    read.damage = "corrupt_tar"
+                    return
+                read.cut = None
+                yield name, data
         if offset > size:  # cut in the padding after the data: a stream read fails there, the member is out
             read.damage = "corrupt_tar"
             return

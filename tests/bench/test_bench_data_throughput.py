@@ -45,10 +45,12 @@ def test_shard_sets_measurements_and_report(tmp_path, monkeypatch):
         assert vlp > 0 and normed > 0 and limit > 0
         results[kind] = (vlp / 2, vlp, normed, limit)
         cpu[kind] = (vlp / 2, *(bench.measure(side, spec, in_process, 64)
-                                for side in ("vlp", "vlp-cpu-norm", "vlp-gpu-cpu-side")))
+                                for side in ("vlp", "vlp-cpu-norm", "vlp-gpu-cpu-side", "ceiling")))
         timings[kind] = bench.decode_timings(spec, 64, count=4)
     table = bench.report(args, {"vlp side": {"torch": "x"}}, results, cpu, timings)
     rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| (")]
     assert [row[0] for row in rows[:2]] == ["| " + name for name in bench.SETS.values()]
     assert [row[5] for row in rows[:2]] == ["2.00×", "2.00×"]  # vlp / OpenCLIP, from the samples/s given
     assert "vlp TrainCrop (reduced decode, crop; uint8)" in table
+    assert [row[7].endswith("%") for row in rows[2:4]] == [True, True]  # vlp / transform ceiling, CPU time
+    assert "≥ 85% of the per-image transform ceiling" in table and "60" not in table.split("Target")[-1]

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from torch.distributed.tensor import DTensor
 
 from helpers.cuda_support import train_on_gpu
-from helpers.train_support import make_shards, random_batch, recipe_dict, tiny_clip
+from helpers.train_support import bf16_sharded_forward, make_shards, recipe_dict
 
 pytestmark = pytest.mark.cuda
 STEPS = 3
@@ -45,17 +45,7 @@ def test_fsdp_on_one_gpu_trains_like_the_unsharded_run_with_dtensor_parameters(t
 
 
 def test_fsdp_bf16_on_one_gpu_computes_blocks_in_bfloat16_and_returns_float32_features():
-    from vlp.train.fsdp_wrap import release_process_group, shard_model
-
-    model = tiny_clip()
-    try:
-        shard_model(model, "bf16", torch.device("cuda"))
-        seen = []
-        model.visual.transformer.resblocks[0].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
-        batch = random_batch(2)
-        out = model(batch.image.cuda(), batch.text.cuda())
-    finally:
-        release_process_group()
+    seen, out, _ = bf16_sharded_forward("cuda")
     assert seen == [torch.bfloat16]
     assert out["image_features"].dtype == out["text_features"].dtype == torch.float32
     assert out["image_features"].device.type == "cuda" and torch.isfinite(out["image_features"]).all()

@@ -7,6 +7,7 @@ import json
 import math
 import tarfile
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -77,6 +78,26 @@ def tiny_clip(patch_dropout: float = 0.0) -> torch.nn.Module:
     cfg = json.loads(json.dumps(TINY_MODEL))
     cfg["vision_cfg"]["patch_dropout"] = patch_dropout
     return open_clip.CLIP(**cfg, output_dict=True)
+
+
+def bf16_sharded_forward(device: str, encode_image: bool = False) -> tuple[list, dict, Optional[torch.Tensor]]:
+    """tiny_clip sharded by vlp's `shard_model` under bf16 on `device` (a one-process group, released after): the
+    dtypes the first image block put out, the model's outputs on a random batch of 2, and (`encode_image`) the
+    registered `encode_image` method's features."""
+    from vlp.train.fsdp_wrap import release_process_group, shard_model
+
+    model = tiny_clip()
+    try:
+        shard_model(model, "bf16", torch.device(device))
+        seen = []
+        model.visual.transformer.resblocks[0].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+        batch = random_batch(2)
+        image, text = batch.image.to(device), batch.text.to(device)
+        out = model(image, text)
+        features = model.encode_image(image) if encode_image else None  # all-gathers like forward
+    finally:
+        release_process_group()
+    return seen, out, features
 
 
 def random_batch(n: int, seed: int = 0, negatives: int = 0) -> Batch:

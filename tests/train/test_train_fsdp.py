@@ -184,19 +184,10 @@ def test_fsdp_skips_a_nonfinite_step_on_the_device(tmp_path, monkeypatch):
 
 
 def test_fsdp_bf16_computes_blocks_in_bfloat16_and_returns_float32_features():
-    from helpers.train_support import random_batch, tiny_clip
-    from vlp.train.fsdp_wrap import release_process_group, shard_model
+    from helpers.train_support import bf16_sharded_forward
 
-    model = tiny_clip()
-    try:
-        shard_model(model, "bf16", torch.device("cpu"))
-        seen = []
-        model.visual.transformer.resblocks[0].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
-        batch = random_batch(2)
-        out = model(batch.image, batch.text)
-        features = model.encode_image(batch.image)  # a registered forward method: all-gathers like forward
-    finally:
-        release_process_group()
+    # forward, then encode_image: a registered forward method all-gathers like forward
+    seen, out, features = bf16_sharded_forward("cpu", encode_image=True)
     assert seen == [torch.bfloat16, torch.bfloat16]
     assert out["image_features"].dtype == out["text_features"].dtype == torch.float32
     assert features.shape == (2, 32)

@@ -9,16 +9,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers.processes import forked_run
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench"
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def _gpu(tmp_path: Path, *extra: str) -> tuple[dict, str]:
-    command = [sys.executable, str(BENCH / "gpu.py"), "--smoke", "--no-openclip-trainer", "--out", str(tmp_path / "out"),
+    command = [str(BENCH / "gpu.py"), "--smoke", "--no-openclip-trainer", "--out", str(tmp_path / "out"),
                "--work-dir", str(tmp_path / "work"), *extra]
-    done = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    done = forked_run(command, env=ENV, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return json.loads((tmp_path / "out" / "gpu.json").read_text()), done.stdout
 
@@ -98,7 +99,7 @@ def test_wheels_pin_the_versions_installed_here_and_never_torch(monkeypatch):
 
 def test_run_all_skips_the_gpu_benchmark_cleanly_without_a_gpu():
     done = subprocess.run([sys.executable, str(BENCH / "run_all.py"), "--only", "gpu"], cwd=ROOT, timeout=300,
-                          env={**ENV, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True)
+                          env={**os.environ, **ENV, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "no GPU: skipped" in done.stdout
 

@@ -1,19 +1,17 @@
 """bench/sharded_memory.py on a tiny model (`--smoke`): 2 gloo processes, DDP vs vlp's FSDP2 `shard_model`; each FSDP
 rank holds about half of DDP's parameters + gradients + optimizer state, as the stated formula predicts."""
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+from helpers.processes import forked_run
+
 ROOT = Path(__file__).resolve().parents[2]
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
 def test_smoke_fsdp_holds_half_of_ddp_per_rank(tmp_path):
     out = tmp_path / "summary.json"
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "sharded_memory.py"), "--smoke", "--json", str(out)],
-                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    done = forked_run([str(ROOT / "bench" / "sharded_memory.py"), "--smoke", "--json", str(out)], timeout=600,
+                      cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads(out.read_text())
     ranks = {(r["strategy"], r["rank"]): r for r in summary["ranks"]}

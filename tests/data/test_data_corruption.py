@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from data_tools.writer import ShardWriter
+from helpers.processes import spawn
 from helpers.shards import id_tokenizer, load, png, write_shards
 from vlp.data import DataError
 from vlp.data.reader import ShardRead, tar_samples
@@ -272,8 +273,6 @@ def test_a_damaged_epoch_trains_every_good_sample_once_on_two_processes(damaged,
     """The damage leaves one process's streams short long before the other's; still, two processes train exactly
     the batches one process trains (every good sample once, nothing repeated or padded), and so does each rank
     read without a process group (the other rank read in the same process)."""
-    import torch.multiprocessing as mp
-
     root, good = damaged
     cfg = DataConfig(train=f"{root}/{{00000..00006}}.tar", workers=workers, shuffle_buffer=8,
                      max_image_pixels=50 * 50)
@@ -283,7 +282,7 @@ def test_a_damaged_epoch_trains_every_good_sample_once_on_two_processes(damaged,
         alone = [{b.position: int(b.text[0, 0]) for b in load(cfg, batch=1, rank=rank, world=2).batches(0)}
                  for rank in range(2)]
     assert sorted(i for ids in one.values() for i in ids) == good and list(one) == list(range(19))
-    mp.spawn(_rank_batches, args=(2, cfg, tmp_path), nprocs=2)
+    spawn(_rank_batches, (2, cfg, tmp_path), 2)
     together = [{int(p): i for p, i in json.loads((tmp_path / f"{r}.json").read_text()).items()} for r in range(2)]
     assert together == alone
     assert {p: [together[0][p], together[1][p]] for p in together[0]} == one

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from helpers.processes import spawn
 from helpers.shards import load, write_shards
 from vlp.data import DataError
 from vlp.recipe.schema import DataConfig
@@ -134,13 +135,7 @@ def test_one_process_trains_every_readable_good_sample_once(damaged_sets, kind, 
 
 
 def _rank_epochs(rank: int, world: int, sets: dict, layouts: list, folder: Path) -> None:
-    import multiprocessing
-
     import torch.distributed as dist
-
-    # A child of mp.spawn inherits "spawn", so its DataLoader workers would re-import everything (~5 s an epoch);
-    # a torchrun or accelerate rank is a fresh interpreter whose workers fork, as here.
-    multiprocessing.set_start_method("fork", force=True)
 
     dist.init_process_group("gloo", init_method=f"file://{folder}/group", rank=rank, world_size=world)
     try:
@@ -162,9 +157,7 @@ TWO_PROCESS_LAYOUTS = [
 def test_two_processes_train_every_readable_good_sample_once(damaged_sets, layouts, tmp_path):
     """Both ranks' batches together: the same samples once, the defects counted once over the ranks, and the
     same global batches as one process trains."""
-    import torch.multiprocessing as mp
-
-    mp.spawn(_rank_epochs, args=(2, damaged_sets, layouts, tmp_path), nprocs=2)
+    spawn(_rank_epochs, (2, damaged_sets, layouts, tmp_path), 2)
     ranks = [json.loads((tmp_path / f"{r}.json").read_text()) for r in range(2)]
     for name, per_rank in ranks[0].items():
         kind, streams, workers = name.split("/")

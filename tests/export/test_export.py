@@ -2,9 +2,6 @@
 never replaced; damaged checkpoints are verified by export, eval and load_pretrained."""
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import open_clip
 import pytest
 import timm
@@ -16,7 +13,7 @@ from safetensors.torch import load_file
 from timm.models import register_model
 from timm.models.vision_transformer import VisionTransformer
 
-from helpers.processes import child_env
+from helpers.processes import forked_run
 from helpers.runs import BATCH, MINILM, STEPS, TINY, make_run_dir
 from vlp.cli import main as vlp_main
 from vlp.export import NotExportable, export
@@ -245,8 +242,7 @@ def test_cli_shows_a_warning_as_one_readable_line(tmp_path):
     run, _ = make_run_dir(tmp_path)
     newest = run / "checkpoints" / f"step_{STEPS:08d}"
     _damage(newest / "model.safetensors", "flip")
-    done = subprocess.run([sys.executable, "-m", "vlp", "export", str(run), str(tmp_path / "out")],
-                          env=child_env(), capture_output=True, text=True, timeout=300)
+    done = forked_run(["-m", "vlp", "export", str(run), str(tmp_path / "out")], timeout=300)
     assert done.returncode == 0, done.stderr
     assert [line for line in done.stderr.splitlines() if "step_" in line or "warn" in line.lower()] == [
         f"warning: skipping checkpoint {newest}: model.safetensors does not match its recorded size/sha256 "

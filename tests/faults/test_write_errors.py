@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import vlp
-from helpers.processes import child_env, free_port
+from helpers.processes import child_env, forked_run
 from helpers.train_support import SoloAccelerator, make_shards, recipe_dict, state_dicts_equal, write_recipe
 from helpers.write_faults import FAILING_WRITER, FULL_TMPFS, FailingWrites
 from vlp.cli import main
@@ -143,10 +143,8 @@ def test_a_write_refused_on_one_fsdp_rank_stops_both_in_one_line(tmp_path, rank,
     """Under FSDP every rank writes its shards: a full disk under any one of them stops both ranks after the same
     step, exit status 1, with one line, no temporary file, and the previous checkpoint as the newest."""
     recipe, run_dir = _recipe(tmp_path, strategy="fsdp", ema_decay=0.9)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(free_port()), "--no-python", sys.executable, "-c", FAILING_WRITER,
-           str(rank), str(nth), "4", str(errno.ENOSPC), str(recipe)]
-    failed = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=300)
+    failed = forked_run(["-c", FAILING_WRITER, str(rank), str(nth), "4", str(errno.ENOSPC), str(recipe)],
+                        processes=2, timeout=300)
     assert failed.returncode != 0
     checkpoints = run_dir / "checkpoints"
     errors = [line for line in (failed.stdout + failed.stderr).splitlines() if line.startswith("error: ")]

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 from safetensors.torch import load_file
 
-from helpers.processes import child_env, free_port
+from helpers.processes import forked_run
 
 # `vlp train ARGS` that records, per process, the keys of each step's batch and its full model, optimizer and EMA
 # state when it takes its first step after a resume and when it reaches step STOP (then it exits at once, as if
@@ -62,10 +61,7 @@ def launch(out, processes: int, stop: int, *args: str) -> subprocess.CompletedPr
     out.mkdir(parents=True, exist_ok=True)
     script = out / "trainer.py"
     script.write_text(TRAINER)
-    launcher = [] if processes == 1 else ["-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-                                          "--master_addr", "127.0.0.1", "--master_port", str(free_port())]
-    return subprocess.run([sys.executable, *launcher, str(script), str(out), str(stop), *args],
-                          env=child_env(), capture_output=True, text=True, timeout=400)
+    return forked_run([str(script), str(out), str(stop), *args], processes)
 
 
 def keys_by_step(out) -> dict[int, list[str]]:

@@ -3,17 +3,16 @@ processes giving the one-process value and gradients."""
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from open_clip.loss import CoCaLoss
 
 import vlp.objectives as objectives
 from helpers.objective_inputs import join_gloo
+from helpers.processes import free_port, spawn
 from vlp.data.batch import Batch
 from vlp.recipe import ConfigError
 from vlp.recipe.schema import ObjectiveConfig, RegularizerConfig
@@ -114,10 +113,8 @@ def worker(rank, port, out_dir):
 @pytest.mark.distributed
 def test_two_processes_equal_one_process_with_unequal_token_counts(tmp_path):
     """The ranks' rows hold 12 and 9 caption tokens: each rank's own mean would not average to the global mean."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(worker, args=(port, str(tmp_path)), nprocs=WORLD, join=True)
+    port = free_port()
+    spawn(worker, (port, str(tmp_path)), WORLD)
     want_terms, want_grads = coca_terms(slice(0, B))
     scale_grads = []
     for rank in range(WORLD):

@@ -3,17 +3,16 @@ objectives, and two gloo processes give the one-process full-batch result."""
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from open_clip.loss import DistillClipLoss
 
 import vlp.objectives as objectives
 from helpers.objective_inputs import join_gloo
+from helpers.processes import free_port, spawn
 from vlp.data.batch import Batch
 from vlp.objectives.distill import Distilled, distill_loss
 from vlp.objectives.teacher import Teacher, TeacherFeatures
@@ -146,10 +145,8 @@ def worker(rank, port, out_dir):
 @pytest.fixture(scope="module")
 def two_process_results(tmp_path_factory):
     out_dir = str(tmp_path_factory.mktemp("distill"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(worker, args=(port, out_dir), nprocs=WORLD, join=True)
+    port = free_port()
+    spawn(worker, (port, out_dir), WORLD)
     return [torch.load(os.path.join(out_dir, f"rank{r}.pt"), weights_only=True) for r in range(WORLD)]
 
 

@@ -6,16 +6,15 @@ projections, log t and b.  All cases run in one spawn to pay the process start-u
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import vlp.objectives as objectives
 from helpers.objective_inputs import join_gloo
+from helpers.processes import free_port, spawn
 from vlp.recipe.schema import ObjectiveConfig, RegularizerConfig
 
 pytestmark = pytest.mark.distributed
@@ -124,10 +123,8 @@ def single_process(name):
 @pytest.fixture(scope="module")
 def two_process_results(tmp_path_factory):
     out_dir = str(tmp_path_factory.mktemp("dist"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(worker, args=(port, out_dir), nprocs=WORLD, join=True)
+    port = free_port()
+    spawn(worker, (port, out_dir), WORLD)
     return [torch.load(os.path.join(out_dir, f"rank{r}.pt"), weights_only=True) for r in range(WORLD)]
 
 

@@ -3,16 +3,15 @@ gradients, and for `isogclr` the per-sample state after several steps, also hand
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import vlp.objectives as objectives
 from helpers.objective_inputs import call_inputs, join_gloo, state_components
+from helpers.processes import free_port, spawn
 from vlp.recipe.schema import ObjectiveConfig
 
 pytestmark = pytest.mark.distributed
@@ -108,10 +107,8 @@ def everything():
 def two_process_results(tmp_path_factory):
     out_dir = str(tmp_path_factory.mktemp("dist"))
     torch.save(isogclr_steps(everything(), lambda g: g, range(3))[1], os.path.join(out_dir, "single.pt"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(worker, args=(port, out_dir), nprocs=WORLD, join=True)
+    port = free_port()
+    spawn(worker, (port, out_dir), WORLD)
     return [torch.load(os.path.join(out_dir, f"rank{r}.pt"), weights_only=True) for r in range(WORLD)]
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -14,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from helpers.killed_trainer import KILLED_TRAINER
-from helpers.processes import child_env, free_port
+from helpers.processes import child_env, forked_run
 from helpers.train_support import make_shards, recipe_dict, state_dicts_equal, write_recipe
 from vlp.run_dir import Checkpoint, RunDir
 
@@ -63,10 +62,9 @@ def recipe(root, name: str, duration: str):
     return write_recipe(root / f"{name}.yaml", {**body, "plugins": ["step_counter_plugin"]})
 
 
-def run(root, *args: str, launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    env = child_env()
-    env["PYTHONPATH"] += os.pathsep + str(root / "plugin")
-    return subprocess.run([sys.executable, *launcher, *args], env=env, capture_output=True, text=True, timeout=400)
+def run(root, *args: str, processes: int = 1) -> subprocess.CompletedProcess:
+    pythonpath = os.pathsep.join([child_env()["PYTHONPATH"], str(root / "plugin")])
+    return forked_run(list(args), processes, env={"PYTHONPATH": pythonpath})
 
 
 def counter(root, name: str, step: int) -> tuple[dict[str, torch.Tensor], dict]:
@@ -96,10 +94,8 @@ def test_a_plugin_component_saved_by_one_process_is_restored_on_two(root):
     path = recipe(root, "grown", "4 steps")
     one = run(root, "-m", "vlp", "train", str(path))
     assert one.returncode == 0, one.stderr[-3000:]
-    launcher = ("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-                "--master_port", str(free_port()))
     two = run(root, "-m", "vlp", "train", str(path), "--resume", "latest", "--set", "train.duration=6 steps",
-              launcher=launcher)
+              processes=2)
     assert two.returncode == 0, two.stderr[-3000:]
     state = Checkpoint(RunDir(root / "runs" / "grown").checkpoint(6).path).verify()
     assert state["progress"]["world_size"] == 2

@@ -7,8 +7,6 @@ import json
 import logging
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from helpers.killed_trainer import KILLED_TRAINER
-from helpers.processes import child_env, free_port
+from helpers.processes import forked_run
 from helpers.train_support import make_shards, recipe_dict, state_dicts_equal, write_recipe
 from vlp.cli import main
 from vlp.recipe.redact import redact_text
@@ -145,9 +143,8 @@ def test_resume_from_the_remote_alone_is_bitwise_identical(setup, monkeypatch):
     """Killed after step 10 (the upload of step 9 may still have been going), the local run dir deleted."""
     root, recipe, fs = setup
     path = write_recipe(root / "killed.yaml", with_remote(recipe, "killed", keep_checkpoints=2))
-    proc = subprocess.run([sys.executable, "-c", KILLED_TRAINER, "step", "10", str(path)], env=child_env(),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    proc = forked_run(["-c", KILLED_TRAINER, "step", "10", str(path)], timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert_resumes_from_the_remote_alone(root, path, root / "runs" / "killed", monkeypatch, set(STEPS[1:3]))
     # the remote keeps what the local run keeps
     assert sorted(Path(p).name for p in fs.ls("runs/killed/checkpoints")) == ["latest", *STEPS[-2:]]
@@ -156,9 +153,8 @@ def test_resume_from_the_remote_alone_is_bitwise_identical(setup, monkeypatch):
 def test_kill_during_an_upload_leaves_the_previous_remote_checkpoint_usable(setup, monkeypatch):
     root, recipe, fs = setup
     path = write_recipe(root / "torn.yaml", with_remote(recipe, "torn"))
-    proc = subprocess.run([sys.executable, "-c", KILLED_UPLOAD, "step_00000006", str(path)], env=child_env(),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    proc = forked_run(["-c", KILLED_UPLOAD, "step_00000006", str(path)], timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     torn = "runs/torn/checkpoints/step_00000006"
     fs.invalidate_cache()
     assert fs.ls(torn) and not fs.exists(f"{torn}/state.json")  # cut mid-upload, never sealed
@@ -187,9 +183,7 @@ def test_two_processes_upload_once_and_resume_from_the_remote(setup):
     final = root / "runs" / "two" / "checkpoints" / "step_00000006"
 
     def launch(*extra: str) -> str:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-               "--master_port", str(free_port()), "-m", "vlp", "train", str(path), *extra]
-        proc = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=300)
+        proc = forked_run(["-m", "vlp", "train", str(path), *extra], processes=2, timeout=300)
         assert proc.returncode == 0, proc.stderr[-4000:]
         return proc.stderr
 

@@ -7,8 +7,6 @@ resumed run takes its first step, exits at once at step STOP).
 """
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers.processes import child_env, free_port
+from helpers.processes import forked_run
 from helpers.killed_trainer import KILLED_TRAINER, KILLED_WRITER
 from helpers.train_support import make_shards, recipe_dict, state_dicts_equal, write_recipe
 from helpers.world_size import STEPS_PER_EPOCH, STOP, keys_by_step, launch, state_at
@@ -49,12 +47,7 @@ def test_sigkill_of_every_rank_mid_run_then_resume_is_bitwise_identical(referenc
     root, recipe = reference
     path = write_recipe(root / "killed.yaml", recipe)
     run_dir = root / "runs" / "killed"
-    # --no-python: torchrun starts `python -c KILLED_TRAINER step 7 RECIPE` as each rank
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(free_port()), "--no-python", sys.executable, "-c", KILLED_TRAINER,
-           "step", str(KILLED_AFTER), str(path)]
-    env = child_env()
-    killed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    killed = forked_run(["-c", KILLED_TRAINER, "step", str(KILLED_AFTER), str(path)], processes=2)
     assert killed.returncode != 0 and "SIGKILL" in killed.stderr, killed.stderr[-3000:]
     assert (run_dir / "checkpoints/step_00000005").is_dir() and not (run_dir / FINAL).exists()
 
@@ -73,10 +66,7 @@ def test_sigkill_of_one_rank_mid_checkpoint_write_then_resume_is_bitwise_identic
     root, recipe = reference
     recipe = {**recipe, "train": {**recipe["train"], "output_dir": str(tmp_path / "runs")}}
     path = write_recipe(tmp_path / "torn.yaml", recipe)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(free_port()), "--no-python", sys.executable, "-c", KILLED_WRITER,
-           str(rank), str(nth), str(2 * STOP), str(path)]
-    killed = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=300)
+    killed = forked_run(["-c", KILLED_WRITER, str(rank), str(nth), str(2 * STOP), str(path)], processes=2)
     assert killed.returncode != 0 and "SIGKILL" in killed.stderr, killed.stderr[-3000:]
     run_dir = tmp_path / "runs" / "torn"
     assert (run_dir / "checkpoints" / "latest").read_text().strip() == f"step_{STOP:08d}"

@@ -5,16 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers.processes import child_env, free_port
-from helpers.processes import accelerate_launch, wait_all
+from helpers.processes import Forked, accelerate_launch, free_port, wait_all
 from helpers.train_support import make_shards, recipe_dict, state_dicts_equal, write_recipe
 from vlp.cli import main
 from vlp.train.preempt import PREEMPTED_EXIT_STATUS
@@ -46,17 +43,12 @@ sys.exit(main(argv))
 """
 
 
-def launch_two(recipe, *args, at=0, rank=1, log=None):
-    """Both processes of a 2-process gloo run, started as torchrun would (rank RANK sends itself SIGTERM after step
-    AT); returns their exit statuses."""
-    port = str(free_port())
-    procs = []
-    for r in range(2):
-        env = child_env(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, WORLD_SIZE="2", RANK=str(r), LOCAL_RANK=str(r),
-                        LOCAL_WORLD_SIZE="2")
-        cmd = [sys.executable, "-c", SIGNALLED_TRAINER, "SIGTERM", str(at), str(rank), "train", str(recipe), *args]
-        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log or subprocess.DEVNULL))
-    return wait_all(procs)
+def launch_two(recipe, *args, at=0, rank=1) -> tuple[list[int], str]:
+    """Both processes of a 2-process gloo run (rank RANK sends itself SIGTERM after step AT); returns their exit
+    statuses and their output."""
+    forked = Forked(["-c", SIGNALLED_TRAINER, "SIGTERM", str(at), str(rank), "train", str(recipe), *args],
+                    processes=2)
+    return forked.wait(), forked.stderr()
 
 
 def weights(run_dir, step, name="model.safetensors"):
@@ -90,10 +82,8 @@ def test_sigterm_to_rank_1_stops_both_ranks_at_that_step_and_resume_is_bitwise_i
     root.mkdir()
     base = {**base, "train": {**base["train"], "strategy": strategy, "output_dir": str(root / "runs")}}
     reference, path = write_recipe(root / "two.yaml", base), write_recipe(root / "two-preempted.yaml", base)
-    assert launch_two(reference) == [0, 0]
-    with open(root / "preempted.log", "w") as log:
-        statuses = launch_two(path, at=AT, log=log)
-    output = (root / "preempted.log").read_text()
+    assert launch_two(reference)[0] == [0, 0]
+    statuses, output = launch_two(path, at=AT)
     assert statuses == [PREEMPTED_EXIT_STATUS] * 2, output[-4000:]
     run_dir = root / "runs" / "two-preempted"
     assert checkpoint_steps(run_dir) == [4, AT]  # rank 0 was not signalled, and stopped after the same step
@@ -101,7 +91,7 @@ def test_sigterm_to_rank_1_stops_both_ranks_at_that_step_and_resume_is_bitwise_i
     assert f"preempted: stopped by SIGTERM after step {AT}" in output and "exit status 75" in output
     assert output.count("preempted:") == 1  # one line, from rank 0
 
-    assert launch_two(path, "--resume", "latest") == [0, 0]
+    assert launch_two(path, "--resume", "latest")[0] == [0, 0]
     assert_same_as(run_dir, root / "runs" / "two")
 
 

@@ -3,18 +3,17 @@ bitwise the uninterrupted run's weights and metrics; torn metrics lines and stal
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers.processes import child_env
+from helpers.processes import Forked, forked_run
 from helpers.killed_trainer import KILLED_TRAINER
 from helpers.train_support import make_shards, recipe_dict, state_dicts_equal, write_recipe
 from vlp.cli import main
@@ -25,10 +24,6 @@ torch.set_num_threads(1)
 # Patch dropout, GradCache micro-batches, EMA and a shuffle buffer: every source of state a resume must restore.
 TRAIN = dict(duration="14 steps", checkpoint_every="3 steps", micro_batch_size=4, ema_decay=0.9)
 LOGGED = list(range(2, 15, 2))  # log_every 2
-
-
-def env():
-    return child_env()
 
 
 def final_weights(run_dir, name="model.safetensors"):
@@ -68,14 +63,13 @@ def test_sigkill_from_outside_then_resume_is_bitwise_identical(setup):
     root, recipe = setup
     path = write_recipe(root / "external.yaml", recipe)
     run_dir = root / "runs" / "external"
-    proc = subprocess.Popen([sys.executable, "-m", "vlp", "train", str(path)], env=env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    trainer = Forked(["-m", "vlp", "train", str(path)])
     deadline = time.monotonic() + 120
     while not (run_dir / "checkpoints" / "step_00000006").is_dir():
-        assert proc.poll() is None and time.monotonic() < deadline, "trainer ended before it could be killed"
+        assert trainer.running() and time.monotonic() < deadline, "trainer ended before it could be killed"
         time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    os.kill(trainer.pids[0], signal.SIGKILL)
+    assert trainer.wait() == [-signal.SIGKILL]
     assert_resumes_to_the_reference(root, path, run_dir)
 
 
@@ -87,11 +81,8 @@ def test_sigkill_mid_step_or_mid_checkpoint_write_then_resume_is_bitwise_identic
     at = random.randrange(1, 14) if where == "step" else random.choice([3, 6, 9, 12])
     name = f"killed-{where}-{at}"
     path = write_recipe(root / f"{name}.yaml", recipe)
-    log = root / f"{name}.log"  # a file, not a pipe: orphaned DataLoader workers would hold a pipe open a while
-    with open(log, "w") as stderr:
-        killed = subprocess.run([sys.executable, "-c", KILLED_TRAINER, where, str(at), str(path)], env=env(),
-                                stdout=subprocess.DEVNULL, stderr=stderr, timeout=300)
-    assert killed.returncode == -signal.SIGKILL, f"{name}: {log.read_text()}"
+    killed = forked_run(["-c", KILLED_TRAINER, where, str(at), str(path)], timeout=300)
+    assert killed.returncode == -signal.SIGKILL, f"{name}: {killed.stderr[-3000:]}"
     assert_resumes_to_the_reference(root, path, root / "runs" / name)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from contextlib import ExitStack
 from pathlib import Path
 from unittest import mock
@@ -19,11 +18,11 @@ from unittest import mock
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
 from torch.distributed.tensor import DTensor
 
+from helpers.processes import free_port, spawn
 from vlp.run_dir import Checkpoint, CheckpointError, RunDir, find_checkpoint
 from vlp.train import components as c
 from vlp.train.state import Checkpointer
@@ -140,10 +139,8 @@ def worker(rank: int, world: int, port: int, out: str) -> None:
 def saved(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sharded")
     for world in (1, 2):  # 1 first: the 2-rank workers also load what one rank saved
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        mp.spawn(worker, args=(world, port, str(out)), nprocs=world, join=True)
+        port = free_port()
+        spawn(worker, (world, port, str(out)), world)
     return out
 
 

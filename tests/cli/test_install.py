@@ -21,7 +21,7 @@ def _readme_command(marker: str) -> str:
 
 def test_ci_runs_the_readme_test_command_in_a_fresh_venv():
     command = _readme_command("# 2. install and run the test suite")
-    assert command.endswith("python -m pytest")
+    assert command.endswith("python -m pytest -n 2")
     ci = (ROOT / ".ci" / "run").read_text()
     assert command in re.sub(r" -q\b", "", ci)
     assert re.search(r"^python3? -m venv --clear (\S+)\n(?:#.*\n)?\. \1/bin/activate$", ci, re.M), ci

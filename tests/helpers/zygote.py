@@ -20,6 +20,7 @@ gloo connection and exits by itself first) SIGTERM, and SIGKILL after KILL_AFTER
 """
 from __future__ import annotations
 
+import faulthandler
 import importlib
 import json
 import os
@@ -30,6 +31,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 
 PRELOAD = ("torch", "accelerate", "open_clip", "webdataset", "safetensors.torch", "torch.distributed.checkpoint",
            "vlp.cli", "vlp.train.cli", "vlp.train.loop", "vlp.train.setup", "vlp.train.components",
@@ -42,7 +44,8 @@ def _run_argv(argv: list[str]) -> None:
     """Run argv as `python ARGV` would, in this process."""
     if argv[0] == "-c":
         sys.argv = ["-c", *argv[2:]]
-        exec(compile(argv[1], "<string>", "exec"), {"__name__": "__main__"})
+        main = sys.modules["__main__"] = types.ModuleType("__main__")  # not the server's module
+        exec(compile(argv[1], "<string>", "exec"), main.__dict__)
     elif argv[0] == "-m":
         sys.argv = [argv[1], *argv[2:]]
         runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
@@ -67,6 +70,7 @@ def _child(argv: list[str], cwd: str, env: dict[str, str], logs: list[str]) -> N
     sys.stdin = open(0, closefd=False)
     sys.stdout = open(1, "w", buffering=1, closefd=False)
     sys.stderr = open(2, "w", buffering=1, closefd=False)
+    faulthandler.enable()  # a crash in native code still leaves its Python stack in the log
     code = 0
     try:
         import torch

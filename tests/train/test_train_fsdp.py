@@ -1,6 +1,6 @@
 """`train.strategy: fsdp` (FSDP2) trains exactly as ddp does, with each rank holding half the state at 2 processes.
 
-One `torchrun` launch of two gloo processes runs every recipe pair below (this file is its worker script): the same
+One launch of two gloo processes runs every recipe pair below (this file is its worker script): the same
 recipe, seed and batches under ddp and under fsdp. The worker also reports, per rank, whether the parameters are
 DTensors and how many parameter + optimizer-state elements the rank holds, so a run that silently fell back to ddp
 fails.
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers.processes import child_env, free_port
+from helpers.processes import forked_run
 from helpers.runs import make_run_dir
 from helpers.train_support import TINY_MODEL, make_shards, recipe_dict, write_recipe
 
@@ -57,10 +56,7 @@ def runs(tmp_path_factory) -> Path:
         for strategy in ("ddp", "fsdp"):
             write_recipe(root / f"{name}_{strategy}.yaml",
                          {**base, "train": {**base["train"], "strategy": strategy}})
-    env = child_env()
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(free_port()), __file__, str(root)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    proc = forked_run([__file__, str(root)], processes=2, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return root
 
@@ -221,7 +217,7 @@ def _all_sharded(model: torch.nn.Module) -> bool:
 
 
 def _worker(root: Path) -> None:
-    """Under torchrun: train each recipe in `root`, then write this rank's shard report beside it."""
+    """In each of the two processes: train each recipe in `root`, then write this rank's shard report beside it."""
     from accelerate.state import PartialState
 
     import vlp.train.loop as loop

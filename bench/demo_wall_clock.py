@@ -6,7 +6,8 @@ bench/work/; "after" is this checkout. The two alternate (`--runs` each), each `
 directory with the checkout first on PYTHONPATH, so drift on a shared machine hits both alike. Per run: the whole
 demo's wall clock (shards built, trained, evaluated five times, exported, reported) and its training time, summed
 from metrics.jsonl as the issue measured it (each logged window's samples over its samples/s: the steps with the
-evaluations and epoch boundaries inside them), with the steady-rate time the median window would need.
+evaluations and epoch boundaries inside them), the steady-rate time the median window would need, and the time
+above that rate split by what the windows hold (the run's start, an evaluation, an epoch boundary, nothing).
 Usage: python bench/demo_wall_clock.py [--runs 2] [--before cc15710]
 """
 from __future__ import annotations
@@ -34,17 +35,26 @@ def checkout(revision: str) -> Path:
     return tree
 
 
-def training_seconds(metrics: Path) -> tuple[float, float, int]:
-    """Summed window times, the steady-rate time at the median window's samples/s, and the steps."""
-    windows, previous = [], 0
+def training_seconds(metrics: Path) -> dict:
+    """Summed window times, the steady-rate time at the median window's samples/s, the steps, and the summed time
+    above the steady rate of the windows that hold the run's start, an evaluation, an epoch boundary, or none."""
+    windows, evaluated, previous, epoch, step = [], set(), 0, 0.0, 0
     for line in metrics.read_text().splitlines():
         record = json.loads(line)
-        if "samples_per_s" in record:
-            samples = record["samples_seen"] - previous
-            windows.append((samples, samples / record["samples_per_s"]))
-            previous = record["samples_seen"]
-    steady = statistics.median(s / t for s, t in windows)
-    return sum(t for _, t in windows), previous / steady, json.loads(line)["step"]
+        step = record["step"]
+        if "samples_per_s" not in record:
+            evaluated.add(step)
+            continue
+        samples = record["samples_seen"] - previous
+        kind = ("start" if previous == 0 else "evaluation" if evaluated & set(range(step - 9, step))
+                else "epoch boundary" if record.get("epoch", epoch) != epoch else "other")
+        windows.append((kind, samples, samples / record["samples_per_s"]))
+        previous, epoch = record["samples_seen"], record.get("epoch", epoch)
+    rate = statistics.median(n / t for _, n, t in windows)
+    excess = {kind: sum(t - n / rate for k, n, t in windows if k == kind)
+              for kind in ("start", "evaluation", "epoch boundary", "other")}
+    return {"training_s": sum(t for _, _, t in windows), "steady_s": previous / rate, "steps": step,
+            **{f"{kind} s": value for kind, value in excess.items()}}
 
 
 def run_once(tree: Path) -> dict:
@@ -56,9 +66,7 @@ def run_once(tree: Path) -> dict:
         wall = time.perf_counter() - start
         if done.returncode:
             sys.exit(f"vlp demo from {tree} failed: {done.stderr[-2000:]}")
-        metrics = next(Path(folder).glob("runs/*/metrics.jsonl"))
-        summed, steady, steps = training_seconds(metrics)
-        return {"wall_s": wall, "training_s": summed, "steady_s": steady, "steps": steps}
+        return {"wall_s": wall, **training_seconds(next(Path(folder).glob("runs/*/metrics.jsonl")))}
 
 
 def main() -> None:
@@ -82,6 +90,11 @@ def main() -> None:
     b, a = medians["before"], medians["after"]
     print(f"| **after / before** | | **{a['wall_s'] / b['wall_s']:.2f}×** | **{a['training_s'] / b['training_s']:.2f}×** "
           f"| {a['steady_s'] / b['steady_s']:.2f}× |")
+    kinds = [key for key in a if key.endswith(" s")]
+    print("\n| time above the steady rate, in the windows holding | " + " | ".join(k[:-2] for k in kinds) + " |")
+    print("|---|" + "---|" * len(kinds))
+    for name, m in medians.items():
+        print(f"| {name} | " + " | ".join(f"{m[k]:.1f}" for k in kinds) + " |")
     print(f"\ntarget: training ≤ 0.7× before: {'met' if a['training_s'] <= 0.7 * b['training_s'] else 'not met'}; "
           f"medians of {args.runs} runs each")
 

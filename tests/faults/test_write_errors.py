@@ -150,7 +150,7 @@ def test_a_write_refused_on_one_fsdp_rank_stops_both_in_one_line(tmp_path, rank,
     errors = [line for line in (failed.stdout + failed.stderr).splitlines() if line.startswith("error: ")]
     assert errors == [f"error: no space left on device writing checkpoint step 4 to {checkpoints}; the last "
                       "complete checkpoint is step 2; free space and run with `--resume latest`"], failed.stderr[-3000:]
-    assert f'File "{Path(vlp.__file__).parent}' not in failed.stderr  # no rank's traceback (torchrun has its own)
+    assert f'File "{Path(vlp.__file__).parent}' not in failed.stderr  # no rank printed a traceback
     assert sorted(p.name for p in checkpoints.iterdir()) == ["latest", "step_00000002"]
 
 

@@ -85,7 +85,7 @@ def _half_written(real_open, path) -> None:
         pass
 
 
-# Runs `vlp train RECIPE` as one rank (under torchrun) and makes the NTH write of rank RANK in the checkpoint of step
+# Runs `vlp train RECIPE` as one rank of several and makes the NTH write of rank RANK in the checkpoint of step
 # AT fail with OSError(CODE).
 FAILING_WRITER = """
 import os, sys

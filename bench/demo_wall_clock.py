@@ -38,7 +38,7 @@ def checkout(revision: str) -> Path:
 def training_seconds(metrics: Path) -> dict:
     """Summed window times, the steady-rate time at the median window's samples/s, the steps, and the summed time
     above the steady rate of the windows that hold the run's start, an evaluation, an epoch boundary, or none."""
-    windows, evaluated, previous, epoch, step = [], set(), 0, 0.0, 0
+    windows, evaluated, previous, epoch, step, window_start = [], set(), 0, 0.0, 0, 0
     for line in metrics.read_text().splitlines():
         record = json.loads(line)
         step = record["step"]
@@ -46,10 +46,10 @@ def training_seconds(metrics: Path) -> dict:
             evaluated.add(step)
             continue
         samples = record["samples_seen"] - previous
-        kind = ("start" if previous == 0 else "evaluation" if evaluated & set(range(step - 9, step))
+        kind = ("start" if previous == 0 else "evaluation" if evaluated & set(range(window_start + 1, step))
                 else "epoch boundary" if record.get("epoch", epoch) != epoch else "other")
         windows.append((kind, samples, samples / record["samples_per_s"]))
-        previous, epoch = record["samples_seen"], record.get("epoch", epoch)
+        previous, epoch, window_start = record["samples_seen"], record.get("epoch", epoch), step
     rate = statistics.median(n / t for _, n, t in windows)
     excess = {kind: sum(t - n / rate for k, n, t in windows if k == kind)
               for kind in ("start", "evaluation", "epoch boundary", "other")}

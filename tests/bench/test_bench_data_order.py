@@ -1,20 +1,13 @@
 """bench/data_order_throughput.py: both of its pipelines run on the current package and measure an epoch (the old
 revision's side is the same code imported from a `git archive` checkout: not run here)."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 
+from helpers.modules import bench_module
 from helpers.shards import jpeg_shards
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("data_order_throughput", BENCH / "data_order_throughput.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_module("data_order_throughput")
 
 
 @pytest.mark.parametrize("kind", ["same", "own"])

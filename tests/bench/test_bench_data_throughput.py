@@ -1,25 +1,15 @@
 """bench/data_throughput.py: the shard sets it builds look as described, and its vlp and limit measurements and
 report run (the OpenCLIP side needs bench/.venv-openclip with webdataset 0.2.86 from PyPI: not run here)."""
-import importlib.util
 import io
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 from PIL import Image
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from helpers.modules import bench_module
 
 
 def _bench():
-    sys.path.insert(0, str(BENCH))  # data_throughput imports openclip_env from its folder
-    try:
-        spec = importlib.util.spec_from_file_location("data_throughput", BENCH / "data_throughput.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCH))
+    return bench_module("data_throughput")  # it imports openclip_env from its folder
 
 
 def test_shard_sets_measurements_and_report(tmp_path, monkeypatch):

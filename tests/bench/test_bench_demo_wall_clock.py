@@ -1,19 +1,14 @@
 """bench/demo_wall_clock.py sums a run's training time from metrics.jsonl as issue 26 measured it: each logged
 window's samples over its samples/s, and the time above the median window's rate split by what each window holds."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from helpers.modules import bench_module
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("demo_wall_clock", BENCH / "demo_wall_clock.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_module("demo_wall_clock")
 
 
 def test_training_seconds_sums_the_windows_and_splits_the_time_above_the_median_rate(tmp_path):

@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
+from helpers.zygote import signal_all
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -48,7 +50,6 @@ def wait_all(procs: list[subprocess.Popen], timeout: float = 300) -> list[int]:
         for p in procs:  # a launcher left waiting for a peer that has gone
             if p.poll() is None:
                 p.kill()
-
 
 
 class Forked:
@@ -107,11 +108,7 @@ class Forked:
         return False
 
     def kill(self) -> None:
-        for pid in self.pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        signal_all(self.pids, signal.SIGKILL)
 
     def stdout(self) -> str:
         return "".join(Path(out).read_text(errors="replace") for out, _ in self.logs)
@@ -145,12 +142,11 @@ def forked_run(argv: list[str], processes: int = 1, env: Optional[dict[str, str]
 
 # `spawn`'s child: FUNCTION of the test file PATH called as FUNCTION(rank, *ARGS), ARGS pickled by this process
 SPAWNED = """
-import importlib.util, os, pickle, sys
+import os, pickle, sys
+from helpers.modules import load_file
 path, name, args = sys.argv[1], sys.argv[2], pickle.loads(open(sys.argv[3], "rb").read())
-sys.path.insert(0, os.path.dirname(path))
-spec = importlib.util.spec_from_file_location("spawned_" + os.path.basename(path)[:-3], path)
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
+sys.path.insert(0, os.path.dirname(path))  # as pytest imports a test file: its siblings importable
+module = load_file(path, "spawned_" + os.path.basename(path)[:-3])
 getattr(module, name)(int(os.environ.get("RANK", "0")), *args)
 """
 

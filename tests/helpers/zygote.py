@@ -117,10 +117,10 @@ class _Group:
                     if self.statuses[pid] != 0 and self.failed_at is None:
                         self.failed_at = time.monotonic()
         now, running = time.monotonic(), [p for p in self.pids if p not in self.statuses]
-        if running and (now > self.deadline or (self.failed_at and now > self.failed_at + GRACE + KILL_AFTER)):
-            _signal(running, signal.SIGKILL)
-        elif running and self.failed_at and now > self.failed_at + GRACE and not self.termed:
-            _signal(running, signal.SIGTERM)
+        if running and (now > self.deadline or (self.failed_at is not None and now > self.failed_at + GRACE + KILL_AFTER)):
+            signal_all(running, signal.SIGKILL)
+        elif running and self.failed_at is not None and now > self.failed_at + GRACE and not self.termed:
+            signal_all(running, signal.SIGTERM)
             self.termed = True
         return not running
 
@@ -128,7 +128,8 @@ class _Group:
         return {"statuses": [self.statuses[pid] for pid in self.pids], "timed_out": time.monotonic() > self.deadline}
 
 
-def _signal(pids: list[int], sig: int) -> None:
+def signal_all(pids: list[int], sig: int) -> None:
+    """SIG to each of PIDS that still runs."""
     for pid in pids:
         try:
             os.kill(pid, sig)
@@ -162,7 +163,7 @@ def serve() -> None:
                 send({"id": request["id"], "pids": pids})
             if not reading:  # the tests have ended: nobody is left to wait for these
                 for group in groups.values():
-                    _signal([p for p in group.pids if p not in group.statuses], signal.SIGKILL)
+                    signal_all([p for p in group.pids if p not in group.statuses], signal.SIGKILL)
         elif not reading:
             time.sleep(POLL)
         for key, group in list(groups.items()):

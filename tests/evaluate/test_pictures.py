@@ -72,6 +72,31 @@ def test_top_images_match_a_sort_with_earlier_images_winning_ties():
         assert got[q].tolist() == sorted(range(30), key=lambda i: (-scores[i], i))[:5]
 
 
+def test_retrieval_mosaic_puts_each_image_in_its_cell_framed_by_whether_it_is_the_true_one():
+    from vlp.evaluate.pictures import BAND, CELL, GAP, HIT_FRAME, MISS_FRAME, TOP, retrieval_mosaic
+
+    colors = [(200, 30 * c, 10 * r) for r in range(2) for c in range(TOP)]
+    rows = [[Image.new("RGB", (8, 8), colors[r * TOP + c]) for c in range(TOP)] for r in range(2)]
+    rows[1][3] = Image.new("RGB", (16, 8), (0, 0, 255))  # wider than tall: fitted to the width, centred
+    hits = [[c == 0 for c in range(TOP)], [c == 2 for c in range(TOP)]]
+    mosaic = retrieval_mosaic(rows, hits)
+    assert mosaic.shape == (2 * (BAND + CELL + GAP), TOP * (CELL + GAP), 3) and mosaic.dtype == np.uint8
+    for r in range(2):
+        for c in range(TOP):
+            y, x = r * (BAND + CELL + GAP) + BAND, c * (CELL + GAP)
+            assert (mosaic[y - BAND:y] == 255).all()  # the band for the cell's rank
+            middle = tuple(mosaic[y + CELL // 2, x + CELL // 2])
+            assert middle == ((0, 0, 255) if (r, c) == (1, 3) else colors[r * TOP + c])
+            assert tuple(mosaic[y, x + CELL // 2]) == (HIT_FRAME if hits[r][c] else MISS_FRAME)
+            inside_a_thick_frame = tuple(mosaic[y + 3, x + CELL // 2])
+            if hits[r][c]:
+                assert inside_a_thick_frame == HIT_FRAME
+            elif (r, c) != (1, 3):
+                assert inside_a_thick_frame == colors[r * TOP + c]  # a 1-pixel frame, then the image
+    y, x = 2 * BAND + CELL + GAP, 3 * (CELL + GAP)
+    assert tuple(mosaic[y + 3, x + CELL // 2]) == (255, 255, 255)  # above the wide image: padding
+
+
 def test_every_in_training_evaluation_writes_its_pictures(evaluated_digits):
     run_dir, paths = evaluated_digits
     run = RunDir(run_dir)

@@ -1,13 +1,12 @@
-"""Epoch-boundary stalls in `vlp demo`'s training: the time of every step, with the next epoch's loader workers
-started START_AHEAD positions before each epoch ends (`vlp.train.loop.START_AHEAD`, the default) and without (0:
-each epoch's workers start when the epoch does).
+"""Epoch-boundary stalls in `vlp demo`'s training: the time of every step, with the loader's workers living for the
+run (the default: they go on into the next epoch, `vlp.data.loader_stream`) and with fresh workers each epoch (the
+trainer never says it reads on: `TrainData.will_read` does nothing).
 
 Each run is a fresh subprocess training the demo recipe (recipes/tiny-digits.yaml on the bundled MNIST-5k, as
 `vlp demo` builds them: 31 steps an epoch) with in-training evaluation off, so only the data order's boundaries show; the two settings
 alternate (`--runs` each) so drift on a shared machine hits both alike. Per run: the median step time, the worst step
-within 3 steps after each epoch boundary as a multiple of that median, the worst step anywhere after the first 3
-(starting workers early moves their start-up elsewhere in the epoch: this column shows where it lands), and the
-training wall clock.
+within 3 steps of each epoch boundary (either side) as a multiple of that median, the worst step anywhere after the
+first 3, and the training wall clock.
 Usage: python bench/epoch_boundary.py [--runs 2] [--steps 0 (the whole recipe)]
 """
 from __future__ import annotations
@@ -27,8 +26,10 @@ import json, sys, time
 from vlp.demo import _bundled_data, find_recipe
 from vlp.train import loop, train
 
-ahead, steps, out, work, name = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
-loop.START_AHEAD = ahead
+run_long, steps, out, work, name = sys.argv[1] == "run", int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+if not run_long:
+    from vlp.data.train_data import TrainData
+    TrainData.will_read = lambda self, epoch: None
 paths = _bundled_data(__import__("pathlib").Path(work) / "mnist", "mnist", 32, 0)
 times, epochs, real_step = [], [], loop._step
 
@@ -48,9 +49,12 @@ json.dump({"start": start, "times": times, "epochs": epochs}, open(out, "w"))
 """
 
 
-def run_once(ahead: int, steps: int, work: Path, index: int) -> dict:
-    out = work / f"trace-{ahead}-{index}.json"
-    subprocess.run([sys.executable, "-c", TRAINER, str(ahead), str(steps), str(out), str(work), out.stem], check=True,
+MODES = {"run": "workers for the run", "epoch": "fresh workers each epoch"}
+
+
+def run_once(mode: str, steps: int, work: Path, index: int) -> dict:
+    out = work / f"trace-{mode}-{index}.json"
+    subprocess.run([sys.executable, "-c", TRAINER, mode, str(steps), str(out), str(work), out.stem], check=True,
                    cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
     trace = json.loads(out.read_text())
@@ -58,10 +62,12 @@ def run_once(ahead: int, steps: int, work: Path, index: int) -> dict:
     step_times = [b - a for a, b in zip(ends, ends[1:])]
     median = statistics.median(step_times[1:])
     boundaries = [i for i in range(1, len(trace["epochs"])) if trace["epochs"][i] != trace["epochs"][i - 1]]
-    worst = [max(step_times[b + 1:b + 4]) / median for b in boundaries if b + 1 < len(step_times)]
+    # step i ends at trace["times"][i]: step b is the first of its epoch
+    worst = [max(step_times[max(1, b - 3):b + 4]) / median for b in boundaries]
     return {"median_ms": 1000 * median, "worst_boundary_x": max(worst) if worst else float("nan"),
             "worst_any_x": max(step_times[3:]) / median,
-            "boundary_x": worst, "step_ms": [round(1000 * t) for t in step_times], "boundaries": boundaries, "train_s": trace["times"][-1] - trace["start"], "steps": len(step_times)}
+            "boundary_x": worst, "step_ms": [round(1000 * t) for t in step_times], "boundaries": boundaries,
+            "train_s": trace["times"][-1] - trace["start"], "steps": len(step_times)}
 
 
 def main() -> None:
@@ -69,23 +75,19 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--steps", type=int, default=0)
     args = parser.parse_args()
-    from vlp.train.loop import START_AHEAD
-
-    results: dict[int, list[dict]] = {START_AHEAD: [], 0: []}
+    results: dict[str, list[dict]] = {mode: [] for mode in MODES}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.runs):
-            for ahead in (0, START_AHEAD):
-                results[ahead].append(run_once(ahead, args.steps, Path(tmp), i))
-    print(f"{'next epoch started':28s} {'steps':>5s} {'median step ms':>14s} {'worst boundary step':>20s} "
+            for mode in ("epoch", "run"):
+                results[mode].append(run_once(mode, args.steps, Path(tmp), i))
+    print(f"{'loader workers':28s} {'steps':>5s} {'median step ms':>14s} {'worst step ≤3 from a boundary':>30s} "
           f"{'worst step':>10s} {'training s':>10s}")
-    for ahead, runs in results.items():
-        label = f"{ahead} positions early" if ahead else "when the epoch starts"
+    for mode, runs in results.items():
         for r in runs:
-            print(f"{label:28s} {r['steps']:5d} {r['median_ms']:14.1f} {r['worst_boundary_x']:19.2f}x "
+            print(f"{MODES[mode]:28s} {r['steps']:5d} {r['median_ms']:14.1f} {r['worst_boundary_x']:29.2f}x "
                   f"{r['worst_any_x']:9.2f}x {r['train_s']:10.1f}")
-    new, old = (statistics.median(r["train_s"] for r in results[a]) for a in (START_AHEAD, 0))
-    print(f"training wall clock, early / at start: {new / old:.3f}")
-
+    new, old = (statistics.median(r["train_s"] for r in results[m]) for m in ("run", "epoch"))
+    print(f"training wall clock, workers for the run / fresh each epoch: {new / old:.3f}")
 
 if __name__ == "__main__":
     main()

@@ -83,7 +83,6 @@ def _write(path: str) -> None:
 
 if __name__ == "__main__":
     out, args = sys.argv[1], sys.argv[2:]
-    loop.START_AHEAD = 0  # no next epoch's loader to start: there is no loader
     loop._epoch_batches = _cycled(loop._epoch_batches)
     loop.compute_gradients = _gradients(loop.compute_gradients)
     loop._update = _timed("optimizer", loop._update)

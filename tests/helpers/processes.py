@@ -3,9 +3,11 @@
 import vlp and these helpers."""
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import pickle
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,6 +19,15 @@ from typing import Optional
 from helpers.zygote import signal_all
 
 ROOT = Path(__file__).resolve().parents[2]
+_FOLDER: list[Path] = []  # this test process's folder for its children's logs and arguments, removed at its exit
+
+
+def _scratch(prefix: str) -> Path:
+    """A fresh folder inside this test process's scratch folder."""
+    if not _FOLDER:
+        _FOLDER.append(Path(tempfile.mkdtemp(prefix="vlp-processes-")))
+        atexit.register(shutil.rmtree, _FOLDER[0], True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=_FOLDER[0]))
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -61,7 +72,7 @@ class Forked:
 
     def __init__(self, argv: list[str], processes: int = 1, env: Optional[dict[str, str]] = None,
                  timeout: float = 400, cwd: Optional[Path] = None) -> None:
-        port, logs = str(free_port()), Path(tempfile.mkdtemp(prefix="forked-"))
+        port, logs = str(free_port()), _scratch("forked-")
         envs = [child_env(**(env or {}), **(_rank_env(rank, processes, port) if processes > 1 else {}))
                 for rank in range(processes)]
         self.logs = [[str(logs / f"rank{rank}.{name}") for name in ("out", "err")] for rank in range(processes)]
@@ -154,7 +165,7 @@ getattr(module, name)(int(os.environ.get("RANK", "0")), *args)
 def spawn(fn, args: tuple = (), nprocs: int = 2, timeout: float = 400) -> None:
     """`torch.multiprocessing.spawn(fn, args, nprocs)` over forked processes: `fn(rank, *args)` in each, failing
     with their output when any fails. `fn` is a module-level function of a test file."""
-    folder = Path(tempfile.mkdtemp(prefix="spawn-"))
+    folder = _scratch("spawn-")
     (folder / "args.pkl").write_bytes(pickle.dumps(args))
     path = sys.modules[fn.__module__].__file__
     done = forked_run(["-c", SPAWNED, path, fn.__name__, str(folder / "args.pkl")], nprocs, timeout=timeout)

@@ -33,9 +33,9 @@ class JoinedRanks:
         self.samples_per_epoch = parts[0].samples_per_epoch
         self.batches_per_epoch = parts[0].batches_per_epoch
 
-    def start(self, epoch):
+    def will_read(self, epoch):
         for part in self.parts:
-            part.start(epoch)
+            part.will_read(epoch)
 
     def batches(self, epoch, skip=0):
         for pieces in zip(*(p.batches(epoch, skip) for p in self.parts)):

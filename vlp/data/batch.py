@@ -198,3 +198,13 @@ class Item:
     # None: a chunk of every stream. Else the worker's tail (`vlp.data.epoch`): all its streams' rows left, this
     # many of each, and the worker's last item
     tail: Optional[tuple[int, ...]] = None
+    worker: int = 0  # the DataLoader worker that made it
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    """A worker's word after its last item of `epoch`: whether its next items are the next epoch's (`goes_on`) or
+    it has no more (`vlp.data.loader_stream`)."""
+    epoch: int
+    worker: int
+    goes_on: bool

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from vlp.data.batch import Batch, Item
+from vlp.data.batch import Batch, EpochEnd, Item
 from vlp.data.augment import augmented_image, train_image_op
 from vlp.data.decode import BadSample, SampleKeys, caption_pool, drawn_text, sample_label
 from vlp.data.device_images import stack_images
@@ -138,7 +138,8 @@ class StreamWorker:
 
     def _item(self, position: int, batch: Optional[Batch], streams: range, tail: Optional[tuple[int, ...]]) -> Item:
         """This worker's item at `position`, with what its streams met since the previous item."""
-        item = Item(position, batch, dict(self.counts), dict(self.findings), streams=tuple(streams), tail=tail)
+        item = Item(position, batch, dict(self.counts), dict(self.findings), streams=tuple(streams), tail=tail,
+                    worker=self.worker)
         self.counts.clear()
         self.findings.clear()
         return item
@@ -220,19 +221,36 @@ class StreamWorker:
         try:
             yield from self._items()
         except DataError as e:  # as an item: torch would wrap it in "Caught DataError in DataLoader worker..."
-            yield Item(error=str(e))
+            yield Item(error=str(e), worker=self.worker)
 
 
 class WorkerDataset(IterableDataset):
-    """DataLoader worker w reads the w-th block of its rank's streams (`Plan.worker_streams`)."""
+    """DataLoader worker w reads the w-th block of its rank's streams (`Plan.worker_streams`), epoch after epoch:
+    `plan`'s epoch from its resume point, an `EpochEnd`, then the next epoch from its start while `reads_through`
+    (shared with the trainer's process) holds a later epoch than the one just read. So a worker lives as long as
+    the run reads on (`vlp.data.loader_stream`)."""
 
-    def __init__(self, plan: Plan, transform: Callable, tokenizer: Callable):
+    def __init__(self, plan: Plan, transform: Callable, tokenizer: Callable, reads_through=None):
         super().__init__()
         self.plan, self.transform, self.tokenizer = plan, transform, tokenizer
+        self.reads_through = reads_through  # a shared int (multiprocessing.RawValue); None: one epoch
 
-    def __iter__(self) -> Iterator[Item]:
+    def __iter__(self) -> Iterator[Item | EpochEnd]:
         info = get_worker_info()
         if info is not None:
             torch.set_num_threads(1)
-        worker = info.id if info is not None else 0
-        return StreamWorker(self.plan, worker, self.transform, self.tokenizer).items()
+        return self._epochs(info.id if info is not None else 0)
+
+    def _epochs(self, worker: int) -> Iterator[Item | EpochEnd]:
+        plan = self.plan
+        while True:
+            for item in StreamWorker(plan, worker, self.transform, self.tokenizer).items():
+                yield item
+                if item.error is not None:
+                    return
+            # read when the loader asks for this worker's next item: its prefetch ahead of the trainer
+            goes_on = self.reads_through is not None and self.reads_through.value > plan.epoch
+            yield EpochEnd(plan.epoch, worker, goes_on)
+            if not goes_on:
+                return
+            plan = replace(plan, epoch=plan.epoch + 1, skip=0, tail_start=None)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import multiprocessing
 import warnings
 from collections import Counter
 from dataclasses import replace
@@ -10,11 +11,11 @@ from functools import cached_property, partial
 from typing import Callable, Iterable, Iterator, Optional
 
 import torch
-from torch.utils.data import DataLoader
 
 from vlp.data.batch import Batch, Item, check_field_names
 from vlp.data.epoch import Layout, Peers, agree_over_processes, cpu_group, epoch_batches, warn_about_sizes
-from vlp.data.pipeline import Plan, StreamWorker, WorkerDataset
+from vlp.data.loader_stream import LoaderStream
+from vlp.data.pipeline import Plan, StreamWorker
 from vlp.data.open_sources import load_sources
 from vlp.data.sources import DataError, Source, source_fields
 from vlp.recipe.schema import DataConfig
@@ -99,7 +100,8 @@ class TrainData:
         self.bad_sample_totals: Counter = Counter()  # over every batch yielded so far (skipped batches excluded)
         self.left_over: list[Optional[str]] = []
         self._warned: set[str] = set()  # shards already named in a sizes.json warning
-        self._started: dict[int, Iterator[Item]] = {}  # an epoch whose workers `start` set going early
+        self._stream: Optional[LoaderStream] = None  # the loader whose workers read on into the next epoch
+        self._reads_through = multiprocessing.RawValue("q", -1)  # the last epoch `will_read` announced
 
     def batches(self, epoch: int, skip: int = 0, tail_start: Optional[int] = None) -> Iterator[Batch]:
         """This rank's batches of `epoch` from position `skip` on: exactly those `batches(epoch)` yields after the
@@ -108,9 +110,11 @@ class TrainData:
         if skip < 0:
             raise ValueError(f"skip must be >= 0, got {skip}")
         plan = replace(self._plan, epoch=epoch, skip=skip, tail_start=tail_start)
-        started = self._started.pop(epoch, None) if (skip, tail_start) == (0, None) else None
-        self._started.clear()
-        items = started if started is not None else self._items(plan)
+        stream = self._stream
+        if stream is None or (skip, tail_start) != (0, None) or not stream.reads(epoch):
+            stream = self._stream = LoaderStream(plan, self._transform, self._tokenizer, self._loader_workers,
+                                                 self._reads_through)
+        items = stream.epoch_items()
         findings: dict[str, tuple[int, int]] = {}
         met: Counter = Counter()
         yielded = False
@@ -127,25 +131,18 @@ class TrainData:
         finally:
             warn_about_sizes({url: found for url, found in findings.items() if url not in self._warned}, epoch)
             self._warned.update(findings)
+            if not stream.reads(epoch + 1):  # left mid-epoch, or its workers stopped: they are shut down
+                self._stream = None
         if not yielded and skip == 0:
             raise DataError(f"epoch {epoch}: no readable samples for a batch of {plan.batch_size} in "
                             f"{', '.join(repr(s.name) for s in plan.sources)} (skipped: {dict(met)})")
 
-    def start(self, epoch: int) -> None:
-        """Start `epoch`'s DataLoader workers now: they fill their shuffle buffers and first batches while the current
-        epoch's last steps train, so the epoch boundary does not wait for them. The next `batches(epoch)` from the
-        epoch's first position takes them over. In-process loading (no workers) has nothing to start early."""
-        if self._loader_workers and epoch not in self._started:
-            self._started = {epoch: self._items(replace(self._plan, epoch=epoch, skip=0, tail_start=None))}
-
-    def _items(self, plan: Plan) -> Iterator[Item]:
-        """The workers' items of `plan`'s epoch; with workers, they start at once (a DataLoader iterator)."""
-        loader = DataLoader(WorkerDataset(plan, self._transform, self._tokenizer), batch_size=None,
-                            num_workers=self._loader_workers, persistent_workers=False,
-                            # each item is 1/workers of a batch: 4 batches ahead per worker
-                            prefetch_factor=4 * self._loader_workers if self._loader_workers else None,
-                            generator=torch.Generator().manual_seed(0))  # not the caller's global RNG
-        return iter(loader)
+    def will_read(self, epoch: int) -> None:
+        """The run reads `epoch` after the current one: the workers go on into it when they finish the current
+        epoch, with no start-up between (`vlp.data.loader_stream`). Said in time (before they reach the current
+        epoch's end: the trainer says it as an epoch starts), the next `batches(epoch)` from the epoch's start takes
+        them over; said late, or never, that call starts fresh workers. Either way its batches are the same."""
+        self._reads_through.value = max(self._reads_through.value, epoch)
 
     @cached_property
     def _group(self):

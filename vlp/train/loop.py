@@ -204,14 +204,14 @@ def _loop(run: Run, preemption: PreemptionSignals) -> dict[str, float]:
     mean, std = pixel_stats(run.raw_model.preprocess_cfg)  # for the uint8 images workers hand over, normalised here
     while progress.step < steps.total:
         skip, got_any = progress.batches_in_epoch, False
+        if _reads_past_this_epoch(run.data, progress, steps.total):
+            run.data.will_read(progress.epoch + 1)
         fetch_started = time.perf_counter()
         for batch in prefetch_to(_epoch_batches(run.data, progress), acc.device):
             got_any = True
             data_time = time.perf_counter() - fetch_started
             _add_bad_samples(local_bad, progress.epoch, batch.bad_samples)
             values = _step(run, ready_images(batch, mean, std))
-            if _next_epoch_starts(run.data, progress, steps.total):
-                run.data.start(progress.epoch + 1)
             values["data_time"] = data_time
             window.add(values, cfg.batch_size)
             step = progress.step
@@ -251,17 +251,11 @@ def _loop(run: Run, preemption: PreemptionSignals) -> dict[str, float]:
 
 # Positions before an epoch's end at which the next epoch's loader workers start (`TrainData.start`): time for them
 # to fill their shuffle buffers and first batches, short enough that two sets of workers overlap only briefly.
-START_AHEAD = 8
-
-
-def _next_epoch_starts(data, progress: Progress, total_steps: int) -> bool:
-    """Whether the next epoch's workers start now: START_AHEAD positions before this epoch's planned end, and only
-    when the run goes on past this epoch."""
+def _reads_past_this_epoch(data, progress: Progress, total_steps: int) -> bool:
+    """Whether the run goes on past the epoch it is in, had the epoch all its planned batches (one cut short by bad
+    samples only brings the next epoch nearer)."""
     per_epoch = data.batches_per_epoch
-    if per_epoch is None or not START_AHEAD:
-        return False
-    left = per_epoch - progress.batches_in_epoch
-    return progress.batches_in_epoch == max(1, per_epoch - START_AHEAD) and progress.step + left < total_steps
+    return per_epoch is not None and progress.step + per_epoch - progress.batches_in_epoch < total_steps
 
 
 def _epoch_batches(data, progress: Progress):

@@ -89,5 +89,6 @@ def main() -> None:
     new, old = (statistics.median(r["train_s"] for r in results[m]) for m in ("run", "epoch"))
     print(f"training wall clock, workers for the run / fresh each epoch: {new / old:.3f}")
 
+
 if __name__ == "__main__":
     main()

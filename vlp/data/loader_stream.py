@@ -40,18 +40,17 @@ class LoaderStream:
 
     def epoch_items(self) -> Iterator[Item]:
         """Epoch `self.epoch`'s items, to the end of every worker's; then the stream is at the next epoch."""
-        active, ends = list(range(len(self._waiting))), []
+        ends: list[Optional[EpochEnd]] = []
         self._goes_on = False  # until this epoch is read to its end
-        while active:
-            for worker in list(active):
-                got = self._next_of(worker)
-                if isinstance(got, Item):
-                    yield got
-                    continue
-                active.remove(worker)
-                ends.append(got)
+        yield from round_robin([self._epoch_of(worker, ends) for worker in range(len(self._waiting))])
         self._goes_on = all(end is not None and end.goes_on for end in ends)
         self.epoch += 1
+
+    def _epoch_of(self, worker: int, ends: list) -> Iterator[Item]:
+        """The worker's items of this epoch; then its `EpochEnd` (None: it stopped) goes to `ends`."""
+        while isinstance(got := self._next_of(worker), Item):
+            yield got
+        ends.append(got)
 
     def _next_of(self, worker: int) -> Optional[Item | EpochEnd]:
         """The worker's next item or epoch end; None once every worker has stopped (an error, or no epoch to go on
@@ -63,3 +62,15 @@ class LoaderStream:
                 return None
             self._waiting[got.worker].append(got)
         return waiting.popleft()
+
+
+def round_robin(iterators: list[Iterator[Item]]) -> Iterator[Item]:
+    """One item of each in turn, leaving out those that ended: the order a DataLoader hands its workers' items over."""
+    live = list(iterators)
+    while live:
+        for it in list(live):
+            item = next(it, None)
+            if item is None:
+                live.remove(it)
+            else:
+                yield item

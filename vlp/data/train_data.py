@@ -14,7 +14,7 @@ import torch
 
 from vlp.data.batch import Batch, Item, check_field_names
 from vlp.data.epoch import Layout, Peers, agree_over_processes, cpu_group, epoch_batches, warn_about_sizes
-from vlp.data.loader_stream import LoaderStream
+from vlp.data.loader_stream import LoaderStream, round_robin
 from vlp.data.pipeline import Plan, StreamWorker
 from vlp.data.open_sources import load_sources
 from vlp.data.sources import DataError, Source, source_fields
@@ -159,20 +159,8 @@ def _peers(plan: Plan, transform: Callable, tokenizer: Callable, group) -> Optio
     if group is not False or plan.world_size == 1 or plan.resampled:
         return None
     others = [replace(plan, rank=r) for r in range(plan.world_size) if r != plan.rank]
-    return Peers([_round_robin([StreamWorker(p, w, transform, tokenizer).items() for w in range(p.workers)])
+    return Peers([round_robin([StreamWorker(p, w, transform, tokenizer).items() for w in range(p.workers)])
                   for p in others], plan.workers)
-
-
-def _round_robin(iterators: list[Iterator[Item]]) -> Iterator[Item]:
-    """One item of each in turn, leaving out those that ended: the order a DataLoader hands its workers' items over."""
-    live = list(iterators)
-    while live:
-        for it in list(live):
-            item = next(it, None)
-            if item is None:
-                live.remove(it)
-            else:
-                yield item
 
 
 def _noting(items: Iterable[Item], findings: dict[str, tuple[int, int]], met: Counter) -> Iterator[Item]:

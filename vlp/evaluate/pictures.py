@@ -25,6 +25,7 @@ SAMPLES = 500  # pairs in the scatter and histograms
 GALLERY = 200  # images the retrieval grid searches
 QUERIES, TOP = 4, 5
 CELL, BAND, GAP = 96, 16, 8  # the retrieval grid's pixels: an image's square, the label band above it, the spacing
+PITCH_X, PITCH_Y = CELL + GAP, BAND + CELL + GAP  # from one cell to the next across, down
 HIT_FRAME, MISS_FRAME = (50, 205, 50), (211, 211, 211)  # limegreen 4 px around the true image, lightgray 1 px
 PICTURES = {"modality_gap": "modality_gap.png", "similarity": "similarity.png", "confusion": "confusion.png",
             "retrieval": "retrieval.png"}
@@ -203,11 +204,10 @@ def retrieval_mosaic(rows: list[list], hits: list[list[bool]]) -> "np.ndarray":
     import numpy as np
     from PIL import Image, ImageOps
 
-    pitch_x, pitch_y = CELL + GAP, BAND + CELL + GAP
-    canvas = np.full((len(rows) * pitch_y, TOP * pitch_x, 3), 255, dtype=np.uint8)
+    canvas = np.full((len(rows) * PITCH_Y, TOP * PITCH_X, 3), 255, dtype=np.uint8)
     for r, (row, row_hits) in enumerate(zip(rows, hits)):
         for c, (image, hit) in enumerate(zip(row, row_hits)):
-            y, x, frame = r * pitch_y + BAND, c * pitch_x, 4 if hit else 1
+            y, x, frame = r * PITCH_Y + BAND, c * PITCH_X, 4 if hit else 1
             canvas[y:y + CELL, x:x + CELL] = HIT_FRAME if hit else MISS_FRAME
             canvas[y + frame:y + CELL - frame, x + frame:x + CELL - frame] = 255
             inner = CELL - 2 * frame
@@ -223,7 +223,7 @@ def _mosaic_figure(mosaic: "np.ndarray", captions: list[str], hits: list[list[bo
     """The mosaic at its pixels' aspect beside a column of the queries' captions, each cell's rank above it."""
     from matplotlib.figure import Figure
 
-    inch = 1.4 / (CELL + GAP)  # a cell 1.4 inches wide
+    inch = 1.4 / PITCH_X  # a cell 1.4 inches wide
     caption_w, title_h = 2.6, 0.4
     height_px, width_px = mosaic.shape[:2]
     width, height = caption_w + width_px * inch + 0.1, height_px * inch + title_h
@@ -236,11 +236,10 @@ def _mosaic_figure(mosaic: "np.ndarray", captions: list[str], hits: list[list[bo
     text.set_ylim(height_px, 0)
     for ax in (text, grid):
         ax.axis("off")
-    pitch_y = BAND + CELL + GAP
     for r, (caption, row_hits) in enumerate(zip(captions, hits)):
-        text.text(0.02, r * pitch_y + BAND + CELL / 2, textwrap.fill(caption, 24), fontsize=10, va="center")
+        text.text(0.02, r * PITCH_Y + BAND + CELL / 2, textwrap.fill(caption, 24), fontsize=10, va="center")
         for c, hit in enumerate(row_hits):
-            grid.text(c * (CELL + GAP) + CELL / 2, r * pitch_y + BAND - 2, f"#{c + 1}" + (" ✓" if hit else ""),
+            grid.text(c * PITCH_X + CELL / 2, r * PITCH_Y + BAND - 2, f"#{c + 1}" + (" ✓" if hit else ""),
                       fontsize=7, ha="center", va="bottom")
     fig.suptitle(title, fontsize=9, y=1 - 0.1 / height, va="top")
     return fig

@@ -249,8 +249,6 @@ def _loop(run: Run, preemption: PreemptionSignals) -> dict[str, float]:
     return logged
 
 
-# Positions before an epoch's end at which the next epoch's loader workers start (`TrainData.start`): time for them
-# to fill their shuffle buffers and first batches, short enough that two sets of workers overlap only briefly.
 def _reads_past_this_epoch(data, progress: Progress, total_steps: int) -> bool:
     """Whether the run goes on past the epoch it is in, had the epoch all its planned batches (one cut short by bad
     samples only brings the next epoch nearer)."""

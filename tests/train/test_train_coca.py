@@ -52,17 +52,17 @@ def test_coca_trains_checkpoints_and_resumes_exactly(setup):
 
 @pytest.mark.slow
 def test_a_tiny_coca_learns_the_digits_well_above_chance(tmp_path):
-    # 60 steps of 32 on the bundled digits put the tiny CoCa at ~35% zero-shot top-1 on the held-out digits, whose
+    # 45 steps of 32 on the bundled digits put the tiny CoCa at ~33% zero-shot top-1 on the held-out digits, whose
     # prompt templates training never saw; chance is 10%. (Its captions are still "a handwritten digit digit digit"
     # then: the decoder needs more steps than the contrastive towers; the demo's CoCa, 465 steps, names the digit.)
     paths = build_digits(tmp_path / "data", source="digits", image_size=16)
-    recipe = recipe_dict(paths["train"], tmp_path / "runs", duration="60 steps", batch_size=32, log_every=20)
+    recipe = recipe_dict(paths["train"], tmp_path / "runs", duration="45 steps", batch_size=32, log_every=15)
     recipe["model"] = {"type": "coca", "config": copy.deepcopy(TINY_COCA)}
     recipe["objective"] = {"name": "coca", "params": {"caption_weight": 2.0, "contrastive_weight": 1.0}}
     recipe["eval"] = {"batch_size": 128, "workers": 0,
                       "datasets": [{"name": "digits", "task": "zeroshot", "path": paths["zeroshot"]}]}
     result = train(write_recipe(tmp_path / "digits.yaml", recipe))
-    assert result.eval_results[-1]["metrics"]["acc1"] > 0.25
+    assert result.eval_results[-1]["metrics"]["acc1"] > 0.2
 
 
 def test_coca_gradcache_micro_batches_give_the_whole_batchs_terms(setup):

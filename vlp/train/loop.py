@@ -79,9 +79,13 @@ def train(recipe: Recipe | str | Path, resume: Optional[str] = None, *, override
           data=None, callbacks: Sequence[StepCallback] = ()) -> RunResult:
     """Train as the recipe says; `resume` is "latest", a run directory or a checkpoint directory.
 
-    `data` replaces the recipe's training data with any object following the vlp.data interface (built for this
-    process's rank); `callbacks` are called on every process after every step as `callback(step, step_metrics)`.
+    `data` replaces the recipe's training data with any `vlp.data.TrainingData` (built for this process's rank);
+    `callbacks` are called on every process after every step as `callback(step, step_metrics)`.
     """
+    if data is not None:
+        from vlp.data.training_data import check_training_data
+
+        check_training_data(data)  # before the run directory is touched
     recipe, run_name, source = read_recipe(recipe, overrides)
     run_dir = RunDir(Path(recipe.train.output_dir) / run_name)
     acc = make_accelerator(recipe, run_dir, source)

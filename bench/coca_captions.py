@@ -1,7 +1,8 @@
 """Whether the demo's CoCa (recipes/tiny-digits-coca.yaml) learns to caption: `vlp demo tiny-digits-coca.yaml`
-trained in bench/work/coca (or a finished run given with --run, from the folder it was started in), then its export captions every held-out zero-shot
-digit. Prints the zero-shot top-1 and, per decoding method, the share of captions that name the image's digit (as a
-word or a numeral), that name only it, and how many distinct captions there are.
+trained in bench/work/coca (or a finished run given with --run, from the folder it was started in), then its
+export captions every held-out zero-shot digit. Prints the zero-shot top-1 and, per decoding method, the share of
+captions that name the image's digit (as a word or a numeral), that name only it, and how many distinct captions
+there are.
 Usage: python bench/coca_captions.py [--run RUN_DIR] [--methods greedy beam]
 """
 from __future__ import annotations

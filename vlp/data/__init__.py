@@ -8,4 +8,5 @@ __getattr__, __all__ = lazy_names(__name__, {
     "SampleField": "fields",
     "source_types": "sources", "check": "config_check", "hub_datasets": "sources", "expand_shards": "wds",
     "SIZES_FILE": "sizes", "read_shard_sizes": "sizes", "write_shard_sizes": "sizes", "open_hf_dataset": "hf",
-    "TrainData": "train_data", "TrainingData": "training_data", "build_train_data": "train_data", "TrainCrop": "augment", "train_crop": "augment"})
+    "TrainData": "train_data", "TrainingData": "training_data", "build_train_data": "train_data",
+    "TrainCrop": "augment", "train_crop": "augment"})

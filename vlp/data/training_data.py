@@ -24,11 +24,12 @@ class TrainingData(Protocol):
         ...
 
 
+MEMBERS = ("samples_per_epoch", "batches_per_epoch", "batches", "will_read")  # TrainingData's, for the message
+
+
 def check_training_data(data) -> None:
     """TypeError, in one line, naming what an object passed as `data` lacks of `TrainingData`."""
-    if isinstance(data, TrainingData):
-        return
-    missing = [name for name in ("samples_per_epoch", "batches_per_epoch", "batches", "will_read")
-               if not hasattr(data, name)]
-    raise TypeError(f"data: a {type(data).__name__} is not training data (vlp.data.TrainingData): it lacks "
-                    f"{', '.join(missing)}")
+    missing = [name for name in MEMBERS if not hasattr(data, name)]
+    if missing:
+        raise TypeError(f"data: a {type(data).__name__} is not training data (vlp.data.TrainingData): it lacks "
+                        f"{', '.join(missing)}")

@@ -147,6 +147,15 @@ def test_tower_builder_must_return_a_dual_encoder():
         build_model(ModelConfig(type="nope", config={}))
 
 
+def test_a_registered_tower_that_ignores_locking_is_refused():
+    from vlp.recipe.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.lock_image: tower type 'toy' froze no parameter"):
+        build_model(ModelConfig(type="toy", config={"dim": 8, "image_size": 16}, lock_image=True))
+    model, _ = build_model(ModelConfig(type="toy", config={"dim": 8, "image_size": 16}))  # not asked: built
+    assert all(p.requires_grad for p in model.parameters())
+
+
 def test_vlp_attaches_nothing_to_open_clip_objects():
     """vlp's model is its own subclass (trimming is a real method override); every open_clip module inside it has
     exactly the attributes open_clip's own factory gives it, and the state_dict keys are open_clip's."""

@@ -190,6 +190,20 @@ def test_cli_reports_bad_input_without_traceback(tmp_path, export_and_sets, caps
     assert "has no samples" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flags,refusal", [
+    (["--set", "eval.batch_size=7"], "error: --set overrides fields of --recipe: pass --recipe"),
+    (["--max-samples", "10"], "error: --max-samples describes the set of --data: pass --data and --task"),
+    (["--classnames", "imagenet"], "error: --classnames describes the set of --data"),
+    (["--type", "hf"], "error: --type describes the set of --data"),
+    (["--split", "val"], "error: --split describes the set of --data")])
+def test_cli_refuses_a_flag_it_would_not_apply(export_and_sets, capsys, flags, refusal):
+    from vlp.cli import main
+
+    assert main(["eval", "--model", str(export_and_sets[0]), *flags, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(refusal) and err.count("\n") == 1
+
+
 def test_run_recipe_supplies_default_datasets():
     from vlp.evaluate.cli import _eval_config
     from vlp.recipe.schema import ModelConfig, Recipe

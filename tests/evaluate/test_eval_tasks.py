@@ -1,5 +1,6 @@
-"""Evaluation tasks are plug-ins: a task registered here is a `vlp eval --task` choice and a recipe task that runs
-during training and reaches the model card; eval images go through DataLoader workers in set order."""
+"""Evaluation tasks are plug-ins: a task registered here is a `vlp eval --task` choice (a plugin's, once the recipe
+naming it is given) and a recipe task that runs during training and reaches the model card; eval images go through
+DataLoader workers in set order."""
 from __future__ import annotations
 
 import json
@@ -45,10 +46,40 @@ def test_registered_task_is_a_cli_choice(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["eval", "--help"])
     assert exit_info.value.code == 0
-    assert "{zeroshot,retrieval,binding,linear_probe,toy}" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        main(["eval", "--model", "m", "--task", "toyy", "--data", "d"])
-    assert "invalid choice: 'toyy'" in capsys.readouterr().err
+    assert "zeroshot, retrieval, binding, linear_probe, toy" in " ".join(capsys.readouterr().out.split())
+    assert main(["eval", "--model", "m", "--task", "toyy", "--data", "d"]) == 2
+    assert capsys.readouterr().err == ("error: --task: unknown evaluation task 'toyy' (did you mean 'toy'?)\n")
+
+
+PLUGIN_TASK = """
+from vlp.evaluate import Task, TaskResult, register_task
+
+@register_task
+class Count(Task):
+    name, result_name, hub_type = "count", "image_count", "image-feature-extraction"
+
+    def run(self, model, preprocess, tokenizer, eval_cfg, device="cpu", progress=True):
+        emb, targets = self.encode_images(self.open_set(), model, preprocess, eval_cfg, device, progress)
+        return TaskResult({"images": float(len(targets))})
+"""
+
+
+def test_a_plugins_task_runs_from_the_command_line_through_the_recipe_naming_it(tmp_path, label_set, monkeypatch,
+                                                                              capsys):
+    from helpers.eval_support import TINY_CFG, write_export
+
+    from vlp.cli import main
+
+    (tmp_path / "count_task.py").write_text(PLUGIN_TASK)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(json.dumps({"plugins": ["count_task"], "model": {"config": TINY_CFG}}))
+    export = write_export(tmp_path / "export", tiny_model()[0])
+    out = tmp_path / "results.json"
+    assert main(["eval", "--model", str(export), "--recipe", str(recipe), "--task", "count", "--data",
+                 str(label_set), "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
+    [record] = json.loads(out.read_text())
+    assert record["task"] == "image_count" and record["metrics"]["images"] == len(LABELS)
 
 
 def test_registered_task_runs_in_training_and_lands_in_the_model_card(tmp_path, label_set):

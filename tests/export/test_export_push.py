@@ -146,8 +146,14 @@ def test_public_is_the_only_way_to_a_public_repo(tmp_path, monkeypatch):
     for flags in ([], ["--public"]):
         assert vlp_main(["export", str(tmp_path / "run"), str(tmp_path / "out"), "--push-to-hub", REPO, *flags]) == 0
     assert calls == [True, False]
-    with pytest.raises(SystemExit):  # the old opt-in flag is gone: private is the default
+    with pytest.raises(SystemExit):  # there is no opt-in flag: private is the default
         vlp_main(["export", "run", "out", "--private"])
+
+
+@pytest.mark.parametrize("flags", [["--public"], ["--revision", "dev"]])
+def test_push_flags_without_a_push_are_refused(tmp_path, capsys, flags):
+    assert vlp_main(["export", str(tmp_path / "run"), str(tmp_path / "out"), *flags]) == 2
+    assert capsys.readouterr().err == f"error: {flags[0]} applies to the Hub push: pass --push-to-hub ORG/NAME\n"
 
 
 def test_recipe_push_without_formats_pushes_a_private_export_without_secrets(tmp_path, hub):

@@ -1,6 +1,6 @@
-"""`vlp train` with each round-two objective on the bundled digits: the recipe selects it, the trainer hands it the
-per-sample inputs it declares (also through GradCache micro-batches), the loss stays finite; `isogclr` stopped and
-resumed ends exactly where the uninterrupted run does, per-sample state included."""
+"""`vlp train` with each objective beyond softmax, sigmoid and hard negatives on the bundled digits: the recipe selects
+it, the trainer hands it the per-sample inputs it declares (also through GradCache micro-batches), the loss stays
+finite; `isogclr` stopped and resumed ends exactly where the uninterrupted run does, per-sample state included."""
 from __future__ import annotations
 
 import pytest
@@ -31,7 +31,7 @@ CASES = {
 def digits(tmp_path_factory):
     from data_tools.bundled import build_digits
 
-    root = tmp_path_factory.mktemp("digits_round2")
+    root = tmp_path_factory.mktemp("digits")
     return root, build_digits(root / "data", source="digits", image_size=16, per_shard=400)
 
 

@@ -1,5 +1,6 @@
-"""Round-two objectives against float64 naive references written independently (loops over pairs, the papers'
-formulas as printed): value and gradients w.r.t. image/text features and the logit scale, dense and tiled."""
+"""The false-negative, uniformity, DCL, MACL and iSogCLR objectives against float64 naive references written
+independently (loops over pairs, the papers' formulas as printed): value and gradients w.r.t. image/text features and
+the logit scale, dense and tiled."""
 from __future__ import annotations
 
 

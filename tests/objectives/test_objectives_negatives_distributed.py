@@ -1,5 +1,6 @@
-"""Round-two objectives: two gloo processes vs one process on the concatenated batch — loss, DDP-averaged
-gradients, and for `isogclr` the per-sample state after several steps, also handed between world sizes."""
+"""The false-negative, uniformity, DCL, MACL and iSogCLR objectives: two gloo processes vs one process on the
+concatenated batch — loss, DDP-averaged gradients, and for `isogclr` the per-sample state after several steps, also
+handed between world sizes."""
 from __future__ import annotations
 
 import os

@@ -143,7 +143,9 @@ BAD_RECIPES = [
     ("data: {workers: 2}", ["data.worker=4"], "data.worker: unknown key (did you mean 'workers'?)"),
     ("", ["optim.lr"], "optim.lr: expected KEY=VALUE, got 'optim.lr'"),
     ("data: [a, b]", [], "data: expected a section (mapping), got list ['a', 'b']"),
-    ("objective: {name: hard_negative, tiled: true}", [], "objective.tiled: 'hard_negative' has no tiled form; tiled exists for debiased, isogclr, macl, masked_softmax, multi_caption, sigmoid, softmax, supcon"),
+    ("objective: {name: hard_negative, tiled: true}", [], "objective.tiled: 'hard_negative' has no tiled form; tiled "
+     "exists for clip_cua, clip_cuaxu, debiased, isogclr, macl, masked_softmax, multi_caption, sigmoid, softmax, "
+     "supcon, uniformity"),
     ("logging: {trackers: [tensorbord]}", [],
      "logging.trackers[0]: expected one of 'tensorboard', 'wandb'; got 'tensorbord'"),
 ]

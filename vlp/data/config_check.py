@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from vlp.recipe.bounds import check_section, field_interval
+from vlp.recipe.bounds import check_section, field_interval, set_keys
 from vlp.recipe.errors import ConfigError, describe
 from vlp.recipe.paths import is_remote, missing
 from vlp.recipe.schema import DataConfig, SourceConfig
@@ -19,6 +19,7 @@ def check(cfg: DataConfig) -> None:
     if cfg.train_weights is not None:
         _check_train_weights(cfg)
     _check_source_types(cfg)
+    _check_keys_read(cfg)
     if cfg.max_captions is not None and cfg.captions != "all":
         raise ConfigError("data.max_captions", "applies only with data.captions: all (one caption is drawn otherwise)")
 
@@ -51,6 +52,27 @@ def _check_source_types(cfg: DataConfig) -> None:
             source_reader(source.type)
         except DataError as e:
             raise ConfigError(f"data.sources[{i}].type", str(e)) from None
+
+
+WDS_ONLY = ("image_key", "caption_key", "caption_field")  # data.* keys of webdataset samples (HF: the columns)
+HF_ONLY = ("split", "image_column", "caption_column", "streaming")  # data.sources[].* keys of HF datasets
+
+
+def _check_keys_read(cfg: DataConfig) -> None:
+    """A key set for one source type where no source is of that type would be ignored: refused, naming it."""
+    from vlp.data import hf, wds  # deferred: they import torch
+    from vlp.data.sources import source_configs, source_reader
+
+    if not cfg.train and not cfg.sources:
+        return
+    readers = [source_reader(s.type) for s in source_configs(cfg)]
+    if all(reader is hf.READER for reader in readers):
+        for name in set_keys(cfg, WDS_ONLY):
+            raise ConfigError(f"data.{name}", "applies to webdataset sources; an hf source reads its columns "
+                                              "(data.sources[].image_column, caption_column)")
+    for i, (source, reader) in enumerate(zip(cfg.sources, readers)):
+        for name in set_keys(source, HF_ONLY) if reader is wds.READER else ():
+            raise ConfigError(f"data.sources[{i}].{name}", "applies to type hf; a webdataset source does not read it")
 
 
 def _check_train_weights(cfg: DataConfig) -> None:

@@ -11,10 +11,11 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
+from typing import Optional
 
 from vlp.evaluate.config_check import check
 from vlp.evaluate.tasks import task_names
-from vlp.recipe.errors import ConfigError
+from vlp.recipe.errors import ConfigError, did_you_mean
 from vlp.recipe.schema import EvalConfig, EvalDatasetConfig
 from vlp.run_dir import WEIGHTS
 
@@ -33,11 +34,14 @@ def register(subparsers) -> None:
     p.add_argument("--model", required=True, help="run dir, checkpoint dir or exported open_clip folder")
     p.add_argument("--weights", choices=WEIGHTS, default="raw",
                    help="raw: the trained weights (default); ema: their moving average (runs with train.ema_decay)")
-    p.add_argument("--task", choices=task_names(), help="task of --data")
+    # not `choices`: a plugin's task is registered once --recipe's plugins are imported
+    p.add_argument("--task", help=f"task of --data: {', '.join(task_names())} or a plugin's (named in --recipe's "
+                                  "plugins)")
     p.add_argument("--data", help="eval set: CLIP_benchmark webdataset dir, image folder or HF dataset dir")
-    p.add_argument("--type", dest="data_type", choices=["wds", "imagefolder", "hf"], default="wds")
+    p.add_argument("--type", dest="data_type", choices=["wds", "imagefolder", "hf"],
+                   help="layout of --data (default: wds)")
     p.add_argument("--name", help="dataset name in the results (default: the --data folder name)")
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", help="split of --data (default: test)")
     p.add_argument("--train-split", help="split of --data that linear_probe fits on (e.g. train)")
     p.add_argument("--classnames", help='"imagenet" or a .txt/.json file overriding the class names')
     p.add_argument("--templates", help='"imagenet" or a .txt/.json file overriding the prompt templates')
@@ -71,6 +75,10 @@ def run(args) -> int:
 
     if bool(args.data) != bool(args.task):
         print("error: --data and --task go together", file=sys.stderr)
+        return 2
+    problem = _flag_problem(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -143,6 +151,25 @@ def _beside(out: str, suffix: str) -> Path:
     return path.with_name(path.stem + suffix)
 
 
+DATA_FLAGS = {"name": "--name", "data_type": "--type", "split": "--split", "train_split": "--train-split",
+              "classnames": "--classnames", "templates": "--templates", "max_samples": "--max-samples"}
+
+
+def _flag_problem(args) -> Optional[str]:
+    """Why a flag given would be ignored (it describes --data's set, or overrides --recipe's fields) or is unknown,
+    or None."""
+    if args.overrides and not args.recipe:
+        return "--set overrides fields of --recipe: pass --recipe"
+    if args.task and args.task not in task_names() and not args.recipe:  # with --recipe: once its plugins are in
+        hint = did_you_mean(args.task, task_names(), f"; registered: {', '.join(task_names())}")
+        return f"--task: unknown evaluation task {args.task!r}{hint}"
+    if not args.data:
+        given = [flag for dest, flag in DATA_FLAGS.items() if getattr(args, dest) is not None]
+        if given:
+            return f"{given[0]} describes the set of --data: pass --data and --task (or set it in eval.datasets)"
+    return None
+
+
 def _eval_config(args, run_recipe) -> EvalConfig:
     if args.recipe:
         from vlp.recipe import load_recipe
@@ -153,10 +180,11 @@ def _eval_config(args, run_recipe) -> EvalConfig:
     else:
         eval_cfg = EvalConfig()
     if args.data:
+        given = {key: getattr(args, dest) for dest, key in (("data_type", "type"), ("split", "split"))
+                 if getattr(args, dest) is not None}  # the others: the schema's defaults
         dataset = EvalDatasetConfig(name=args.name or Path(args.data).resolve().name, task=args.task,
-                                    path=args.data, type=args.data_type, split=args.split,
-                                    train_split=args.train_split, classnames=args.classnames, templates=args.templates,
-                                    max_samples=args.max_samples)
+                                    path=args.data, train_split=args.train_split, classnames=args.classnames,
+                                    templates=args.templates, max_samples=args.max_samples, **given)
         eval_cfg = dataclasses.replace(eval_cfg, datasets=[dataset])
     if args.batch_size is not None:
         eval_cfg = dataclasses.replace(eval_cfg, batch_size=args.batch_size)

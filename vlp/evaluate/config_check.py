@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from vlp.evaluate.prompts import BUILTIN
 from vlp.evaluate.tasks import get_task, task_names
-from vlp.recipe.bounds import check_section
+from vlp.recipe.bounds import check_section, set_keys
 from vlp.recipe.errors import ConfigError, did_you_mean
 from vlp.recipe.paths import require_path
-from vlp.recipe.schema import EvalConfig
+from vlp.recipe.schema import EvalConfig, EvalDatasetConfig
 
 
 def check(cfg: EvalConfig) -> None:
@@ -17,9 +17,21 @@ def check(cfg: EvalConfig) -> None:
         if dataset.task not in task_names():
             hint = did_you_mean(dataset.task, task_names(), f"; registered: {', '.join(task_names())}")
             raise ConfigError(f"eval.datasets[{i}].task", f"unknown evaluation task {dataset.task!r}{hint}")
+        _check_keys_read(dataset, f"eval.datasets[{i}]")
         problem = get_task(dataset.task).config_problem(dataset)
         if problem is not None:
             raise ConfigError(f"eval.datasets[{i}].{problem[0]}", problem[1])
+
+
+HF_ONLY = ("image_column", "label_column", "caption_column")  # the columns of type hf
+
+
+def _check_keys_read(dataset: EvalDatasetConfig, key: str) -> None:
+    """A key the set's task or type does not read would be ignored: refused, naming it."""
+    for name in set_keys(dataset, get_task(dataset.task).unread_keys()):
+        raise ConfigError(f"{key}.{name}", f"task {dataset.task!r} does not read it")
+    for name in set_keys(dataset, HF_ONLY) if dataset.type != "hf" else ():
+        raise ConfigError(f"{key}.{name}", f"applies to type hf; a {dataset.type} set does not read it")
 
 
 def require_files(cfg: EvalConfig) -> None:

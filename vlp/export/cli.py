@@ -37,6 +37,10 @@ def _run(args) -> int:
     from vlp.run_lock import RunLocked
     from vlp.write_errors import WriteError
 
+    flag = next((f for f, given in (("--public", args.public), ("--revision", args.revision)) if given), None)
+    if flag and not args.push_to_hub:
+        print(f"error: {flag} applies to the Hub push: pass --push-to-hub ORG/NAME", file=sys.stderr)
+        return 2
     try:
         export(args.source, args.out_dir, formats=args.formats, overwrite=args.overwrite, license=args.license,
                push_to_hub=args.push_to_hub, private=not args.public, revision=args.revision,

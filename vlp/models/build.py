@@ -6,10 +6,12 @@ from typing import Optional
 
 import torch
 
+from vlp.models.built_in import BUILT_IN
 from vlp.models.checkpoints import load_weights, resolve_checkpoint
 from vlp.models.config_check import check
 from vlp.models.published import load_published, published_kind
 from vlp.models.registry import DualEncoder, tower_builder, tower_type
+from vlp.recipe.errors import ConfigError
 from vlp.recipe.schema import ModelConfig
 
 
@@ -28,9 +30,19 @@ def build_model(model_cfg: ModelConfig, logit_scale: Optional[float] = None, log
     if not (isinstance(model, torch.nn.Module) and isinstance(model, DualEncoder)):
         raise TypeError(f"tower type {name!r} built a {type(model).__name__}, not a torch.nn.Module following "
                         f"vlp.models.DualEncoder")
+    if name not in BUILT_IN:
+        _check_locked(model_cfg, model, name)
     if model_cfg.init_checkpoint:
         _load_init_checkpoint(model, Path(model_cfg.init_checkpoint))
     return model, model.tokenizer
+
+
+def _check_locked(model_cfg: ModelConfig, model: torch.nn.Module, name: str) -> None:
+    """A registered builder is asked to honour model.lock_image / lock_text: one that froze nothing ignored them."""
+    asked = [key for key in ("lock_image", "lock_text") if getattr(model_cfg, key)]
+    if asked and all(p.requires_grad for p in model.parameters()):
+        raise ConfigError(f"model.{asked[0]}", f"tower type {name!r} froze no parameter: its builder does not "
+                                               "apply it")
 
 
 def _load_init_checkpoint(model: torch.nn.Module, path: Path) -> None:

@@ -4,6 +4,7 @@ folder unless open_clip is already imported."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
@@ -40,6 +41,24 @@ def check(cfg: ModelConfig) -> None:
         if cfg.arch not in known:
             hint = did_you_mean(cfg.arch, known)
             raise ConfigError("model.arch", f"unknown open_clip architecture {cfg.arch!r}{hint}")
+    if cfg.pretrained and cfg.init_checkpoint:
+        raise ConfigError("model.pretrained", "model.init_checkpoint's weights replace these (and their "
+                                              "preprocessing): set one of the two")
+    if cfg.patch_dropout and cfg.type in (None, "open_clip", "timm", "hf") and _is_resnet(cfg):
+        raise ConfigError("model.patch_dropout", "drops ViT patches; open_clip's ResNet image tower has none")
+
+
+def _is_resnet(cfg: ModelConfig) -> bool:
+    """open_clip builds a ModifiedResNet image tower where vision_cfg.layers is a list of stage depths."""
+    config = cfg.config if cfg.config is not None else _open_clip_config(cfg.arch)
+    return isinstance(config.get("vision_cfg", {}).get("layers"), (list, tuple))
+
+
+def _open_clip_config(arch: str) -> dict:
+    if "open_clip" in sys.modules:
+        return sys.modules["open_clip"].get_model_config(arch) or {}
+    path = _config_folder() / f"{arch}.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _open_clip_archs() -> list[str]:
@@ -47,8 +66,11 @@ def _open_clip_archs() -> list[str]:
     else the names of the config files it lists them from, as importing it takes seconds (it imports torch)."""
     if "open_clip" in sys.modules:
         return sys.modules["open_clip"].list_models()
-    folder = Path(importlib.util.find_spec("open_clip").submodule_search_locations[0]) / "model_configs"
-    return sorted(path.stem for path in folder.glob("*.json"))
+    return sorted(path.stem for path in _config_folder().glob("*.json"))
+
+
+def _config_folder() -> Path:
+    return Path(importlib.util.find_spec("open_clip").submodule_search_locations[0]) / "model_configs"
 
 
 def require_files(cfg: ModelConfig) -> None:

@@ -15,7 +15,7 @@ from vlp.objectives.composite import PRESETS, Composite
 from vlp.objectives.distill import Distilled
 from vlp.objectives.registry import check_params, get, get_regularizer
 from vlp.objectives.teacher import check as check_teacher
-from vlp.recipe.bounds import check_section
+from vlp.recipe.bounds import check_section, set_keys
 from vlp.recipe.errors import ConfigError
 
 MIN_GLOBAL_BATCH = 2  # one positive pair and at least one negative
@@ -47,6 +47,7 @@ def build_from_config(cfg) -> Objective:
     base = _build_base(base_name, cfg)
     regularizers = {name: 1.0 for name in preset_regularizers}
     regularizers.update(_configured_regularizers(cfg))
+    _check_unread(cfg, regularizers)
     objective = base if not regularizers else Composite(base, list(regularizers.items()), cfg.regularizer_features,
                                                         tiled=cfg.tiled, tile_size=cfg.tile_size)
     if cfg.distill is None:
@@ -57,8 +58,8 @@ def build_from_config(cfg) -> Objective:
 
 def check_inputs(cfg, data) -> None:
     """Raise ConfigError when the objective section `cfg` reads a per-sample field (`Objective.reads`) that the
-    `data` section does not provide, naming the key that would; or when the data provides every caption and the
-    objective would ignore them."""
+    `data` section does not provide, naming the key that would; or when the data provides every caption, labels or
+    hard negatives and the objective would ignore them."""
     from vlp.data.provided import missing_field  # the data package, imported by the one check that asks it
 
     objective, name = build_from_config(cfg), cfg.name
@@ -72,6 +73,12 @@ def check_inputs(cfg, data) -> None:
     if data.captions == "all" and "captions" not in objective.reads:
         raise ConfigError("data.captions", f"'all' encodes every caption, which objective {name!r} does not use "
                                            "(multi_caption does); set 'one'")
+    read = (*objective.reads, *objective.reads_if_present)
+    for key, field, cost in (("label_key", "labels", "samples without one would be dropped"),
+                             ("negative_key", "negative_text", "they would be read and encoded for nothing")):
+        if getattr(data, key) is not None and field not in read:
+            raise ConfigError(f"data.{key}", f"gives the batch {field!r}, which objective {name!r} does not read "
+                                             f"({cost}); remove it")
 
 
 def check_model(cfg, model) -> None:
@@ -105,6 +112,12 @@ def _build_base(base_name: Optional[str], cfg) -> Optional[Objective]:
         raise  # an execution option the objective does not support: already names its key
     except (TypeError, ValueError) as e:
         raise ConfigError("objective.params", str(e)) from None
+
+
+def _check_unread(cfg, regularizers: dict) -> None:
+    """Execution options the objective would not apply: refused, naming them."""
+    if not regularizers and set_keys(cfg, ["regularizer_features"]):
+        raise ConfigError("objective.regularizer_features", f"{cfg.name!r} has no regularizers to apply it to")
 
 
 def _configured_regularizers(cfg) -> dict[str, float]:

@@ -83,6 +83,7 @@ def _preset_factory(name: str):
     # check_params reads the accepted recipe parameters from the signature: those of the base objective.
     factory.__signature__ = inspect.signature(get(base_name)) if base_name else inspect.Signature()
     factory.__doc__ = f"{base_name or 'no contrastive term'} + {' + '.join(regularizers)} (all weights 1)"
+    factory.tiled_form = base_name is None or get(base_name).tiled_form  # regularizers all have tiled forms
     return factory
 
 

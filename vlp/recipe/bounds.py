@@ -13,7 +13,7 @@ import re
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Sequence, Union
 
 from vlp.recipe.duration import Duration
 from vlp.recipe.errors import ConfigError, describe
@@ -75,6 +75,17 @@ def choice_problem(value: Any, choices: tuple) -> Optional[str]:
 def field_interval(cls: type, name: str) -> Interval:
     """The range schema.py declares for field `name` of section `cls`."""
     return {f.name: f for f in dataclasses.fields(cls)}[name].metadata["interval"]
+
+
+def set_keys(cfg: Any, names: Sequence[str]) -> list[str]:
+    """Those of `names` whose value in section `cfg` is not the schema's default: keys the recipe set (to a value
+    other than the default), which a rule refuses where they would mean nothing."""
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    return [name for name in names if getattr(cfg, name) != _default(fields[name])]
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 def check_section(cfg: Any, key: str) -> None:

@@ -1,6 +1,6 @@
 """The one validation path of a typed recipe: each section is held to the rules of the subpackage that owns it
-(`vlp.models.check`, `vlp.data.check`, `vlp.objectives.check`, `vlp.evaluate.check`); a section without an owner
-to the ranges and choices schema.py declares. Owners are imported on use, from the module defining `check` rather
+(`OWNERS`: models, data, objectives, evaluate, export, train for logging); a section without an owner to the
+ranges and choices schema.py declares. Owners are imported on use, from the module defining `check` rather
 than the package (whose `__init__` may import torch); the objective's rules build it, which imports torch."""
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from vlp.recipe.errors import ConfigError, RecipeError
 from vlp.recipe.schema import Recipe
 
 OWNERS = {"model": "vlp.models.config_check", "data": "vlp.data.config_check", "objective": "vlp.objectives.builder",
-          "eval": "vlp.evaluate.config_check"}  # section -> module whose `check(section)` holds all its rules
+          "eval": "vlp.evaluate.config_check", "export": "vlp.export.config_check",
+          "logging": "vlp.train.config_check"}  # section -> module whose `check(section)` holds all its rules
 
 
 def check_recipe(recipe: Recipe, source: str | Path, for_training: bool = False, *, files: bool = True,

@@ -22,7 +22,8 @@ _RULES = [
     (re.compile(r"(?i)\b(authorization\s*:\s*)(?:(?:bearer|basic|token)\s+)?[^\s\"']+"), rf"\1{MASK}"),
     (re.compile(r"(?<!\S)(-u|--user)(\s+|=)(\S*:\S*)"), rf"\1\2{MASK}"),  # curl -u user:password
     (re.compile(rf"(?i)(?<!\S)(--?[\w-]*{_SECRET}[\w-]*)(\s+|=)(?!-)\S+"), rf"\1\2{MASK}"),  # --token X, --api-key=X
-    (re.compile(rf"(?i)(?<![\w-])(\w*{_SECRET}\w*)=\S+"), rf"\1={MASK}"),  # HF_TOKEN=X, AWS_SECRET_ACCESS_KEY=X
+    # HF_TOKEN=X, AWS_SECRET_ACCESS_KEY=X; not a dotted recipe key (data.label_key=cls names a field)
+    (re.compile(rf"(?i)(?<![\w.-])(\w*{_SECRET}\w*)=\S+"), rf"\1={MASK}"),
     (re.compile(r"\b(?:hf_[A-Za-z0-9]{30,}|gh[pousr]_[A-Za-z0-9]{30,}|AKIA[0-9A-Z]{16})\b"), MASK),  # bare tokens
 ]
 

@@ -183,6 +183,9 @@ def resolve_steps(recipe: Recipe, samples_per_epoch: Optional[int], source: str)
         raise RecipeError(source, "train.duration", f"is shorter than one step of {batch} samples")
     every = steps(recipe.train.checkpoint_every, "train.checkpoint_every") or total
     eval_every = steps(recipe.eval.every, "eval.every") if recipe.eval.datasets else None
+    if recipe.eval.every is not None and not recipe.eval.datasets:  # a warning: emptying the list turns eval off
+        warnings.warn(f"{source}: eval.every: there are no eval.datasets, so nothing is evaluated in training",
+                      stacklevel=2)
     warmup = steps(recipe.schedule.warmup, "schedule.warmup")
     if warmup > total:  # a warning, not a refusal: a short trial run of a long recipe is legitimate (OpenCLIP runs it)
         warnings.warn(f"{source}: schedule.warmup: {warmup} steps is longer than the run ({total} steps), so the "

@@ -33,6 +33,8 @@ class Task:
     targets: ClassVar[Literal["labels", "captions"]] = "labels"  # what the task reads from a set beside the images
     # the metrics of its row in the suite table (`vlp.evaluate.table`); none listed: every metric without geometry_
     main_metrics: ClassVar[tuple[str, ...]] = ()
+    # keys of an eval set this task never reads, beyond those its `targets` rule out: set, they are refused at load
+    unread: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: EvalDatasetConfig):
         self.cfg = cfg
@@ -43,6 +45,13 @@ class Task:
         suite table's first column; by default the first of `main_metrics` it has. None: it has none."""
         name = next((m for m in cls.main_metrics if m in metrics), None)
         return None if name is None else (name, metrics[name])
+
+    @classmethod
+    def unread_keys(cls) -> tuple[str, ...]:
+        """The `eval.datasets[]` keys this task ignores: a caption task reads no labels or prompts, a label task no
+        captions, plus its own `unread`."""
+        ruled_out = ("label_column", "classnames", "templates") if cls.targets == "captions" else ("caption_column",)
+        return (*ruled_out, *cls.unread)
 
     @classmethod
     def config_problem(cls, cfg: EvalDatasetConfig) -> Optional[tuple[str, str]]:

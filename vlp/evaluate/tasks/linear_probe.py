@@ -14,6 +14,7 @@ from vlp.recipe.schema import EvalConfig, EvalDatasetConfig
 class LinearProbe(Task):
     name = "linear_probe"
     result_name = "linear_probe"  # CLIP_benchmark's task name
+    unread = ("classnames", "templates")  # its classes are the fitted ones: no prompts
     hub_type = "image-classification"
     main_metrics = ("linear_probe_top1", "linear_probe_top5")
 

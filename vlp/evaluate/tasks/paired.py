@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 
 class PairedTask(Task):
+    unread = ("train_split",)  # nothing is fitted
+
     def run(self, model, preprocess, tokenizer, eval_cfg: EvalConfig, device: str = "cpu",
             progress: bool = True) -> TaskResult:
         from vlp.evaluate.geometry import geometry_metrics

@@ -114,6 +114,21 @@ def build_toy(model_cfg: ModelConfig, logit_scale: float | None, logit_bias: flo
     return ToyTower(model_cfg.config["dim"], model_cfg.config["image_size"], scale, logit_bias)
 
 
+class CheckpointedToyTower(ToyTower):
+    """The toy with open_clip's grad-checkpointing switch, recording what it was told."""
+
+    checkpointing = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.checkpointing = enable
+
+
+@register_tower("toy_checkpointed")
+def build_checkpointed_toy(model_cfg: ModelConfig, logit_scale: float | None,
+                           logit_bias: float | None) -> CheckpointedToyTower:
+    return CheckpointedToyTower(model_cfg.config["dim"], model_cfg.config["image_size"], 0.0, logit_bias)
+
+
 register_tower("not_a_dual_encoder")(lambda model_cfg, scale, bias: torch.nn.Linear(2, 2))
 
 
@@ -154,6 +169,19 @@ def test_a_registered_tower_that_ignores_locking_is_refused():
         build_model(ModelConfig(type="toy", config={"dim": 8, "image_size": 16}, lock_image=True))
     model, _ = build_model(ModelConfig(type="toy", config={"dim": 8, "image_size": 16}))  # not asked: built
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_a_registered_towers_grad_checkpointing_is_turned_on_or_refused_and_patch_dropout_warns():
+    from vlp.recipe.errors import ConfigError
+
+    toy = {"dim": 8, "image_size": 16}
+    model, _ = build_model(ModelConfig(type="toy_checkpointed", config=toy, grad_checkpointing=True))
+    assert model.checkpointing
+    assert not build_model(ModelConfig(type="toy_checkpointed", config=toy))[0].checkpointing
+    with pytest.raises(ConfigError, match="model.grad_checkpointing: tower type 'toy' has no set_grad_checkpointing"):
+        build_model(ModelConfig(type="toy", config=toy, grad_checkpointing=True))
+    with pytest.warns(UserWarning, match="model.patch_dropout: tower type 'toy' is trusted to apply it"):
+        build_model(ModelConfig(type="toy", config=toy, patch_dropout=0.5))
 
 
 def test_vlp_attaches_nothing_to_open_clip_objects():

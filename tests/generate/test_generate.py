@@ -84,3 +84,10 @@ def test_vlp_generate_on_a_model_without_a_decoder_is_one_line(folders, tmp_path
     assert vlp_main(["generate", "--model", str(clip_run), "--image", str(folders[2][0])]) == 1
     err = capsys.readouterr().err.strip()
     assert err == "error: CLIP has no caption decoder: captions come from a CoCa (model.type coca)"
+
+
+@pytest.mark.parametrize("flags,problem", [(["--method", "greedy", "--beams", "3"], "applies to --method beam, not greedy"),
+                                           (["--beams", "0"], "is a width of 1 or more")])
+def test_a_beam_width_greedy_would_not_apply_or_of_none_is_refused(flags, problem, tmp_path, capsys):
+    assert vlp_main(["generate", "--model", str(tmp_path), "--image", "x.png", *flags]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --beams {problem}"

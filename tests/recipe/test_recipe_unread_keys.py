@@ -29,6 +29,8 @@ UNREAD = [
     (["model.init_checkpoint=runs/x", "model.pretrained=w.safetensors"],
      "model.pretrained: model.init_checkpoint's weights replace these", ["model.pretrained=w.safetensors"]),
     ([RESNET, "model.patch_dropout=0.5"], "model.patch_dropout: drops ViT patches", ["model.patch_dropout=0.5"]),
+    ([RESNET, "model.type=coca", "model.patch_dropout=0.5"], "model.patch_dropout: drops ViT patches",
+     ["model.type=coca", "model.patch_dropout=0.5"]),
     ([eval_set(task="retrieval", classnames="imagenet")], "eval.datasets[0].classnames: task 'retrieval' does not",
      [eval_set(classnames="imagenet")]),
     ([eval_set(train_split="train")], "eval.datasets[0].train_split: task 'zeroshot' does not read it",

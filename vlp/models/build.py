@@ -1,6 +1,7 @@
 """Recipe `model` section → (dual encoder, tokenizer), through the tower registry."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -32,6 +33,7 @@ def build_model(model_cfg: ModelConfig, logit_scale: Optional[float] = None, log
                         f"vlp.models.DualEncoder")
     if name not in BUILT_IN:
         _check_locked(model_cfg, model, name)
+        _apply_plugin_keys(model_cfg, model, name)
     if model_cfg.init_checkpoint:
         _load_init_checkpoint(model, Path(model_cfg.init_checkpoint))
     return model, model.tokenizer
@@ -43,6 +45,20 @@ def _check_locked(model_cfg: ModelConfig, model: torch.nn.Module, name: str) -> 
     if asked and all(p.requires_grad for p in model.parameters()):
         raise ConfigError(f"model.{asked[0]}", f"tower type {name!r} froze no parameter: its builder does not "
                                                "apply it")
+
+
+def _apply_plugin_keys(model_cfg: ModelConfig, model: torch.nn.Module, name: str) -> None:
+    """model.grad_checkpointing goes through open_clip's `set_grad_checkpointing(enable)` convention, so a tower
+    without it is refused rather than run without; patch_dropout only the builder can apply, and nothing shows
+    whether it did."""
+    if model_cfg.grad_checkpointing:
+        if not callable(getattr(model, "set_grad_checkpointing", None)):
+            raise ConfigError("model.grad_checkpointing", f"tower type {name!r} has no set_grad_checkpointing(enable) "
+                                                          "method to turn it on")
+        model.set_grad_checkpointing(True)
+    if model_cfg.patch_dropout:
+        warnings.warn(f"model.patch_dropout: tower type {name!r} is trusted to apply it (its builder reads "
+                      "model_cfg); vlp cannot check that it does", stacklevel=3)
 
 
 def _load_init_checkpoint(model: torch.nn.Module, path: Path) -> None:

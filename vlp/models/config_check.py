@@ -44,7 +44,7 @@ def check(cfg: ModelConfig) -> None:
     if cfg.pretrained and cfg.init_checkpoint:
         raise ConfigError("model.pretrained", "model.init_checkpoint's weights replace these (and their "
                                               "preprocessing): set one of the two")
-    if cfg.patch_dropout and cfg.type in (None, "open_clip", "timm", "hf") and _is_resnet(cfg):
+    if cfg.patch_dropout and cfg.type in (None, *BUILT_IN) and _is_resnet(cfg):
         raise ConfigError("model.patch_dropout", "drops ViT patches; open_clip's ResNet image tower has none")
 
 

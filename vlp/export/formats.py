@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import torch
 from open_clip.tokenizer import HFTokenizer
@@ -36,6 +37,16 @@ def open_clip_model(model: torch.nn.Module) -> OpenClipEncoder:
 def preprocess_config(model: torch.nn.Module) -> dict:
     cfg = model.preprocess_cfg
     return {key: (list(cfg[key]) if isinstance(cfg[key], tuple) else cfg[key]) for key in PREPROCESS_KEYS}
+
+
+def open_clip_caveat(model: torch.nn.Module) -> Optional[str]:
+    """What open_clip's own loader would compute otherwise than `model` from its open_clip folder, if anything."""
+    vision = getattr(model, "open_clip_config", {}).get("vision_cfg", {})
+    if "timm_model_name" in vision and vision.get("act_kwargs"):
+        return (f"open_clip format: open_clip's own loader ignores vision_cfg.act_kwargs {vision['act_kwargs']} on a "
+                f"timm image tower and computes the timm model's GELU, so its image embeddings differ slightly; vlp's "
+                f"loader and the transformers format compute the tower as trained")
+    return None
 
 
 def write_open_clip(model: torch.nn.Module, tokenizer, out_dir: Path) -> None:

@@ -3,8 +3,10 @@
 The reverse of vlp.export.hf_siglip: the image tower is a timm ViT with MAP pooling (no class token, no projection),
 the text tower open_clip's bidirectional TextTransformer pooling the last token through a linear head with bias.
 open_clip's TimmModel passes no architecture arguments to timm, so the image tower must be a *registered* timm model
-(`timm.list_models("*siglip*")`) whose architecture is exactly the folder's; which one is decided by building each
-candidate on the meta device and exporting its config with hf_siglip, so both directions share one definition.
+(`timm.list_models("*siglip*")`) whose architecture is exactly the folder's, up to the GELU's approximation, which
+`vision_cfg.act_kwargs` sets (timm registers Google's SigLIP architectures with exact GELU, the folders compute tanh).
+Which one is decided by building each candidate on the meta device and exporting its config with hf_siglip, so both
+directions share one definition.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 # transformers' gelu_pytorch_tanh; the timm image tower takes its activation from the timm model, not from these.
 TEXT_ACTS = {"gelu": (False, {}), "gelu_pytorch_tanh": (False, {"act_kwargs": {"approximate": "tanh"}}),
              "quick_gelu": (True, {})}
+VISION_GELUS = {"gelu": "none", "gelu_pytorch_tanh": "tanh"}  # hidden_act → torch GELU's approximate
 VISION_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_channels",
                "image_size", "patch_size", "hidden_act", "layer_norm_eps")  # what hf_siglip's export writes
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "spiece.model")
@@ -50,23 +53,33 @@ def _vision_cfg(vision) -> dict:
     for name in ("image_size", "patch_size"):
         if not isinstance(getattr(vision, name), int):
             raise ValueError(f"vision {name} {getattr(vision, name)}: timm's SigLIP ViTs are square")
-    return {"image_size": vision.image_size, "timm_model_name": timm_name(vision), "timm_model_pretrained": False,
-            "timm_pool": "map", "timm_proj": "none"}
+    name, timm_act = timm_name(vision)
+    act = {} if timm_act == vision.hidden_act else {"act_kwargs": {"approximate": VISION_GELUS[vision.hidden_act]}}
+    return {"image_size": vision.image_size, "timm_model_name": name, "timm_model_pretrained": False,
+            "timm_pool": "map", "timm_proj": "none", **act}
 
 
-def timm_name(vision) -> str:
-    """The registered timm model whose SigLIP export has exactly this vision config; else the nearest's differences."""
+def timm_name(vision) -> tuple[str, str]:
+    """(the registered timm model whose SigLIP export has this vision config, its hidden_act): one computing the same
+    GELU if registered, else one differing only there (vlp.models.timm_activation sets the folder's); else ValueError
+    naming the nearest's differences."""
     wanted = {key: getattr(vision, key) for key in VISION_KEYS}
     nearest: Optional[tuple[int, str, list[str]]] = None
+    other_gelu: Optional[tuple[str, str]] = None
     for name in _candidates(vision.patch_size, vision.image_size):
         found = _exported_vision(name)
         if found is None:
             continue
         diffs = [f"{k}: {wanted[k]!r} vs {found[k]!r}" for k in VISION_KEYS if wanted[k] != found[k]]
         if not diffs:
-            return name
+            return name, found["hidden_act"]
+        if diffs == [f"hidden_act: {wanted['hidden_act']!r} vs {found['hidden_act']!r}"] and \
+                {wanted["hidden_act"], found["hidden_act"]} <= set(VISION_GELUS):
+            other_gelu = other_gelu or (name, found["hidden_act"])
         if nearest is None or len(diffs) < nearest[0]:
             nearest = (len(diffs), name, diffs)
+    if other_gelu:
+        return other_gelu
     near = f"; nearest {nearest[1]} differs at {', '.join(nearest[2][:3])}" if nearest else ""
     raise ValueError(f"vision_config {', '.join(f'{k}={v}' for k, v in wanted.items())}: no registered timm SigLIP "
                      f"ViT (timm.list_models('*siglip*')) has this architecture{near}")

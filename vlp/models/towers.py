@@ -15,6 +15,7 @@ import open_clip
 import torch
 
 from vlp.models.text_trim import encode_text_trimmed, supports_trimming
+from vlp.models.timm_activation import apply_gelu_kwargs
 
 PKG_PREFIX = "pkg:"
 # Bundled HF towers: package → the Hub repository it is a copy of (written into exports, which must be portable).
@@ -165,9 +166,12 @@ def instantiate(model_cfg: dict, preprocess_cfg: dict, load_tower_weights: bool,
     if model_class is CLIP:
         cfg["trim_text"] = trim_text
     try:
-        return model_class(model_cfg, preprocess_cfg, tokenizer, **cfg)
+        model = model_class(model_cfg, preprocess_cfg, tokenizer, **cfg)
     except TypeError as e:  # an unknown key in the config or one of its tower sections
         raise ValueError(f"invalid open_clip model config: {e}") from None
+    if "timm_model_name" in vision_cfg and vision_cfg.get("act_kwargs"):  # open_clip reads it for its own ViT only
+        apply_gelu_kwargs(model.visual.trunk, vision_cfg["act_kwargs"], vision_cfg["timm_model_name"])
+    return model
 
 
 def make_tokenizer(model_cfg: dict):

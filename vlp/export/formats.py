@@ -17,6 +17,7 @@ from vlp.export.hf_processor import hf_tokenizer, save_processor, token_ids
 from vlp.export.layers import require
 from vlp.models import portable_config
 from vlp.models.checkpoints import EXPORT_CONFIG, EXPORT_WEIGHTS
+from vlp.models.timm_activation import timm_act_kwargs
 from vlp.models.towers import CoCa
 from vlp.models.towers import OpenClipEncoder
 
@@ -41,9 +42,9 @@ def preprocess_config(model: torch.nn.Module) -> dict:
 
 def open_clip_caveat(model: torch.nn.Module) -> Optional[str]:
     """What open_clip's own loader would compute otherwise than `model` from its open_clip folder, if anything."""
-    vision = getattr(model, "open_clip_config", {}).get("vision_cfg", {})
-    if "timm_model_name" in vision and vision.get("act_kwargs"):
-        return (f"open_clip format: open_clip's own loader ignores vision_cfg.act_kwargs {vision['act_kwargs']} on a "
+    act_kwargs = timm_act_kwargs(getattr(model, "open_clip_config", {}).get("vision_cfg", {}))
+    if act_kwargs:
+        return (f"open_clip format: open_clip's own loader ignores vision_cfg.act_kwargs {act_kwargs} on a "
                 f"timm image tower and computes the timm model's GELU, so its image embeddings differ slightly; vlp's "
                 f"loader and the transformers format compute the tower as trained")
     return None

@@ -70,12 +70,12 @@ def timm_name(vision) -> tuple[str, str]:
         found = _exported_vision(name)
         if found is None:
             continue
-        diffs = [f"{k}: {wanted[k]!r} vs {found[k]!r}" for k in VISION_KEYS if wanted[k] != found[k]]
-        if not diffs:
+        differing = [k for k in VISION_KEYS if wanted[k] != found[k]]
+        if not differing:
             return name, found["hidden_act"]
-        if diffs == [f"hidden_act: {wanted['hidden_act']!r} vs {found['hidden_act']!r}"] and \
-                {wanted["hidden_act"], found["hidden_act"]} <= set(VISION_GELUS):
+        if differing == ["hidden_act"] and {wanted["hidden_act"], found["hidden_act"]} <= set(VISION_GELUS):
             other_gelu = other_gelu or (name, found["hidden_act"])
+        diffs = [f"{k}: {wanted[k]!r} vs {found[k]!r}" for k in differing]
         if nearest is None or len(diffs) < nearest[0]:
             nearest = (len(diffs), name, diffs)
     if other_gelu:

@@ -7,11 +7,18 @@ computes, every GELU of it replaced.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from timm.layers.activations import GELU, GELUTanh
 
 GELUS = (torch.nn.GELU, GELU, GELUTanh)
 APPROXIMATIONS = ("none", "tanh")
+
+
+def timm_act_kwargs(vision_cfg: dict) -> Optional[dict]:
+    """The `act_kwargs` vlp applies to this config's timm image tower, if any (open_clip applies them to its own ViT)."""
+    return (vision_cfg.get("act_kwargs") or None) if "timm_model_name" in vision_cfg else None
 
 
 def apply_gelu_kwargs(trunk: torch.nn.Module, act_kwargs: dict, name: str) -> None:

@@ -15,7 +15,7 @@ import open_clip
 import torch
 
 from vlp.models.text_trim import encode_text_trimmed, supports_trimming
-from vlp.models.timm_activation import apply_gelu_kwargs
+from vlp.models.timm_activation import apply_gelu_kwargs, timm_act_kwargs
 
 PKG_PREFIX = "pkg:"
 # Bundled HF towers: package → the Hub repository it is a copy of (written into exports, which must be portable).
@@ -169,8 +169,9 @@ def instantiate(model_cfg: dict, preprocess_cfg: dict, load_tower_weights: bool,
         model = model_class(model_cfg, preprocess_cfg, tokenizer, **cfg)
     except TypeError as e:  # an unknown key in the config or one of its tower sections
         raise ValueError(f"invalid open_clip model config: {e}") from None
-    if "timm_model_name" in vision_cfg and vision_cfg.get("act_kwargs"):  # open_clip reads it for its own ViT only
-        apply_gelu_kwargs(model.visual.trunk, vision_cfg["act_kwargs"], vision_cfg["timm_model_name"])
+    act_kwargs = timm_act_kwargs(vision_cfg)
+    if act_kwargs:
+        apply_gelu_kwargs(model.visual.trunk, act_kwargs, vision_cfg["timm_model_name"])
     return model
 
 
